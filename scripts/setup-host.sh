@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Make this Debian 12 machine able to run the collection, its tests and its demo:
+# the base system packages (NBD tooling, QEMU) and a venv on the system Python
+# (which sees Debian's python3-libnbd) with the pinned Python packages.
+# Idempotent; cheap when nothing changed. Labs install their own extra packages.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+VENV=${XMS_VENV:-$ROOT/.venv}
+export DEBIAN_FRONTEND=noninteractive
+
+APT_PACKAGES=(
+  qemu-utils qemu-system-x86 nbdkit libnbd-bin python3-libnbd python3-venv python3-dev
+  git rsync shellcheck curl
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup-host: installing ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq -o DPkg::Lock::Timeout=900 --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+stamp=$VENV/.requirements.sha256
+want=$(cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" | sha256sum | cut -d' ' -f1)
+if [[ ! -x $VENV/bin/python || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+  echo "setup-host: preparing venv $VENV"
+  /usr/bin/python3 -m venv --system-site-packages "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+  "$VENV/bin/pip" install -q -r "$ROOT/requirements-dev.txt" 2>&1 | grep -v "^WARNING: Location" || true
+  echo "$want" > "$stamp"
+fi
+"$VENV/bin/python" -c 'import nbd, pyVmomi, openstack, ansible' \
+  || { echo "setup-host: the venv cannot import its packages" >&2; exit 1; }
