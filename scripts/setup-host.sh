@@ -27,8 +27,9 @@ want=$(cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" | sha256sum | c
 if [[ ! -x $VENV/bin/python || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   echo "setup-host: preparing venv $VENV"
   /usr/bin/python3 -m venv --system-site-packages "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-  "$VENV/bin/pip" install -q -r "$ROOT/requirements-dev.txt" 2>&1 | grep -v "^WARNING: Location" || true
+  pip_q() { "$VENV/bin/pip" "$@" 2> >(grep -v '^WARNING: Location' >&2); }  # quiet about this machine's absent local indexes
+  pip_q install -q --upgrade pip
+  pip_q install -q -r "$ROOT/requirements-dev.txt"
   echo "$want" > "$stamp"
 fi
 "$VENV/bin/python" -c 'import nbd, pyVmomi, openstack, ansible' \
