@@ -31,8 +31,14 @@ def test_returns_first_truthy_value():
 def test_times_out_naming_what_was_awaited():
     clock = FakeClock()
     with pytest.raises(WaitTimeout) as err:
-        wait_for(lambda: None, timeout=5, what="volume vol-1 to become available", hint="Check cinder-volume.",
-                 clock=clock, sleep=clock.sleep)
+        wait_for(
+            lambda: None,
+            timeout=5,
+            what="volume vol-1 to become available",
+            hint="Check cinder-volume.",
+            clock=clock,
+            sleep=clock.sleep,
+        )
     assert "volume vol-1 to become available" in str(err.value)
     assert "Check cinder-volume." in str(err.value)
     assert clock.now == pytest.approx(5)
@@ -41,8 +47,14 @@ def test_times_out_naming_what_was_awaited():
 def test_backoff_grows_and_is_capped():
     clock = FakeClock()
     with pytest.raises(WaitTimeout):
-        wait_for(lambda: None, timeout=100, what="x", clock=clock, sleep=clock.sleep,
-                 backoff=Backoff(initial=1, factor=2, maximum=8, jitter=0))
+        wait_for(
+            lambda: None,
+            timeout=100,
+            what="x",
+            clock=clock,
+            sleep=clock.sleep,
+            backoff=Backoff(initial=1, factor=2, maximum=8, jitter=0),
+        )
     assert clock.sleeps[:5] == [1, 2, 4, 8, 8]
 
 

@@ -1,0 +1,31 @@
+"""Documentation of the OpenStack connection options (mirrors argument_spec.openstack_argument_spec)."""
+
+
+class ModuleDocFragment:
+    DOCUMENTATION = r"""
+options:
+  cloud:
+    description:
+      - The name of a cloud in C(clouds.yaml) that holds the target project.
+      - One of O(cloud) or O(auth) is needed; with neither, the E(OS_*) environment variables are used.
+    type: str
+  auth:
+    description:
+      - Credentials as in C(clouds.yaml) (C(auth_url), C(username), C(password), C(project_name), ...).
+      - Never logged.
+    type: dict
+  region_name:
+    description:
+      - The region of the target cloud.
+    type: str
+  validate_certs:
+    description:
+      - Whether to verify the TLS certificates of the cloud's endpoints.
+    type: bool
+    aliases: [verify]
+  ca_cert:
+    description:
+      - A CA bundle to verify the cloud's endpoints with.
+    type: path
+    aliases: [cacert]
+"""
