@@ -15,6 +15,7 @@ import traceback
 from typing import Any, Callable, Dict
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.xms.warm_migration.plugins.module_utils.common.errors import WarmMigrationError
 
 
@@ -29,7 +30,7 @@ def run(module: AnsibleModule, action: str, body: Callable[[], Dict[str, Any]]) 
     except WarmMigrationError as err:
         extra = {"parameter": err.parameter} if err.parameter else {}
         module.fail_json(msg=f"Failed to {action}: {err}", error_type=type(err).__name__, **extra)
-    except Exception as err:  # noqa: BLE001 - anything else is a bug; report it without leaking a traceback
+    except Exception as err:  # anything else is a bug: say so, without leaking a traceback into msg
         module.fail_json(
             msg=f"Failed to {action}: internal error {type(err).__name__}: {err}. "
             "This is a bug in xms.warm_migration; please report it with the task output at -vvv.",
