@@ -18,11 +18,11 @@ options:
     description:
       - The region of the target cloud.
     type: str
-  validate_certs:
+  openstack_validate_certs:
     description:
       - Whether to verify the TLS certificates of the cloud's endpoints.
+      - If not set, the C(verify) setting of the cloud in C(clouds.yaml) applies.
     type: bool
-    aliases: [verify]
   ca_cert:
     description:
       - A CA bundle to verify the cloud's endpoints with.

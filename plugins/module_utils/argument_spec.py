@@ -2,7 +2,9 @@
 
 Each function here is mirrored option for option by a doc fragment in
 ``plugins/doc_fragments/`` (``vsphere`` and ``openstack``); change both together.
-Passwords and the OpenStack ``auth`` dict carry ``no_log`` so Ansible masks
+Both endpoints appear in one module, so the OpenStack certificate switch is
+``openstack_validate_certs`` (``validate_certs`` is vSphere's, as in the vmware
+collections). Passwords and the OpenStack ``auth`` dict carry ``no_log`` so Ansible masks
 them everywhere; every vSphere option falls back to the usual ``VMWARE_*``
 environment variables so AWX credentials can inject them.
 """
@@ -42,6 +44,59 @@ def openstack_argument_spec() -> Dict[str, Any]:
         "cloud": {"type": "str"},
         "auth": {"type": "dict", "no_log": True},
         "region_name": {"type": "str"},
-        "validate_certs": {"type": "bool", "aliases": ["verify"]},
+        "openstack_validate_certs": {"type": "bool"},
         "ca_cert": {"type": "path", "aliases": ["cacert"]},
+    }
+
+
+def source_vm_argument_spec() -> Dict[str, Any]:
+    """Which source VM: by name (with datacenter/folder to disambiguate), instance UUID or moref."""
+    return {
+        "vm_name": {"type": "str"},
+        "vm_uuid": {"type": "str"},
+        "vm_moref": {"type": "str"},
+        "datacenter": {"type": "str"},
+        "folder": {"type": "str"},
+    }
+
+
+SOURCE_VM_ONE_OF = [["vm_name", "vm_uuid", "vm_moref"]]
+
+
+def data_path_argument_spec() -> Dict[str, Any]:
+    """How the conversion host reads source disks and writes target volumes."""
+    return {
+        "state_dir": {"type": "path", "default": "/var/lib/xms-warm-migration"},
+        "vddk_libdir": {"type": "path", "default": "/opt/vmware-vix-disklib-distrib"},
+        "vddk_transports": {"type": "str"},
+        "attach_mode": {"type": "str", "default": "brick", "choices": ["brick", "nova"]},
+        "conversion_server": {"type": "str"},
+        "bandwidth_limit": {"type": "int"},
+    }
+
+
+def data_path_required_if() -> list:
+    return [["attach_mode", "nova", ["conversion_server"]]]
+
+
+def target_argument_spec() -> Dict[str, Any]:
+    """The target of a migration in the OpenStack cloud (the same values at init and at cutover)."""
+    return {
+        "instance_name": {"type": "str"},
+        "flavor": {"type": "str"},
+        "volume_type": {"type": "str"},
+        "disk_volume_types": {"type": "dict", "default": {}},
+        "availability_zone": {"type": "str"},
+        "volume_availability_zone": {"type": "str"},
+        "network_map": {
+            "type": "list",
+            "elements": "dict",
+            "default": [],
+            "options": {
+                "source": {"type": "str", "required": True},
+                "network": {"type": "str", "required": True},
+                "subnet": {"type": "str"},
+            },
+        },
+        "fixed_ips": {"type": "dict", "default": {}},
     }
