@@ -76,7 +76,17 @@ print(re.search(r"pip=.([0-9.]+).", inspect.getsource(m.get_venv_packages)).grou
   echo "$dest"
 }
 
+# A link at .../ansible_collections/xms/warm_migration -> this checkout, so Ansible finds the collection by name.
+collection_link() {
+  local parent=$OUT/collection
+  mkdir -p "$parent/ansible_collections/xms"
+  ln -sfn "$ROOT" "$parent/ansible_collections/xms/warm_migration"
+  echo "$parent"
+}
+
 stage_lint() {
+  ANSIBLE_COLLECTIONS_PATH=$(collection_link) || return 1
+  export ANSIBLE_COLLECTIONS_PATH
   ruff check . && ruff format --check --diff plugins tests bench lab \
     && ansible-lint --profile production --offline -q
 }

@@ -1,0 +1,48 @@
+"""Mutual exclusion between two syncs (or a sync and a cutover) of one migration.
+
+Two layers, because each covers what the other cannot:
+- an ``flock`` on a file in the conversion host's state directory: atomic, and
+  released by the kernel when the process dies, so a crashed sync never blocks
+  the next one on the same host (the usual race: an AWX schedule and a manual
+  run on one conversion host);
+- the record's ``owner``/``heartbeat`` fields: seen from every host. A sync
+  whose heartbeat is fresh and whose owner is another host wins; a stale one
+  (see ``HEARTBEAT_STALE_S``) is taken over, since its process is gone.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from contextlib import contextmanager
+from typing import Iterator
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import MigrationBusyError
+
+
+def owner_id() -> str:
+    """Who is running: ``host:pid``, written into the record while a sync runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@contextmanager
+def host_lock(state_dir: str, migration_id: str) -> Iterator[None]:
+    """Hold the conversion host's lock of ``migration_id`` or raise MigrationBusyError at once."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    path = os.path.join(state_dir, f"{migration_id}.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "another process"
+            raise MigrationBusyError(
+                f"another sync or cutover of migration {migration_id} is running on this host ({holder})",
+                hint="Wait for it to finish (see migration_info for its progress), then run again",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, owner_id().encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock

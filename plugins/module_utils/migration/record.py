@@ -1,0 +1,220 @@
+"""The migration record: the durable state of one migration, kept on its target volumes.
+
+Why on the volumes: the volumes are the one thing that exists for the whole
+life of a migration, in the target cloud, visible to every conversion host and
+every AWX job. Each volume carries the fields of its own disk and a copy of
+the migration-wide fields, so any one volume is enough to know where a
+migration stands. Values are strings (Cinder metadata); the OpenStack adapter
+stores them under ``xms_``-prefixed keys.
+
+Ordering rule (the invariant users rely on): a disk's ``change_id`` is written
+only after every byte of the sync it names has been written *and flushed*; the
+migration-wide fields (phase ``ready``, ``synced_at``, counters) only after
+every disk of that sync is done. A crash in between leaves each disk at a
+change id whose data is on the volume, and the next sync copies everything
+changed since then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Dict, List, Optional
+
+PHASES = ("initializing", "seeding", "ready", "syncing", "cutover", "completed")
+CADENCES = {"manual": None, "15m": 15 * 60, "hourly": 3600, "daily": 86400}
+HEARTBEAT_STALE_S = 600  # a sync that has not reported for this long is presumed dead
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def format_time(when: Optional[datetime]) -> str:
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if when else ""
+
+
+def parse_time(text: str) -> Optional[datetime]:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc) if text else None
+
+
+@dataclass
+class DiskState:
+    """One source disk and its target volume."""
+
+    disk_key: int
+    volume_id: str
+    index: int  # order of the disk on the VM; index 0 boots
+    capacity: int
+    change_id: str = ""  # change id of the last snapshot whose data is fully on the volume
+    pending_change_id: str = ""  # change id of the snapshot a sync was copying when it stopped
+    label: str = ""
+
+    @property
+    def seeded(self) -> bool:
+        return bool(self.change_id)
+
+
+@dataclass
+class MigrationState:
+    """Everything known about one migration, rebuilt from its volumes' metadata."""
+
+    migration_id: str
+    vm_name: str
+    phase: str = "initializing"
+    cadence: str = "manual"
+    paused: bool = False
+    synced_at: Optional[datetime] = None
+    sync_count: int = 0
+    bytes_full: int = 0
+    bytes_incr: int = 0
+    rate: float = 0.0  # bytes/s of the last (or running) sync
+    owner: str = ""  # "host:pid" of the sync or cutover running now
+    heartbeat: Optional[datetime] = None
+    progress_done: int = 0
+    progress_total: int = 0
+    cutover_step: str = ""  # last cutover step completed, so a rerun resumes after it
+    converted: bool = False
+    needs_full_resync: bool = False  # the volumes were changed outside a sync (e.g. converted, then rolled back)
+    instance_id: str = ""
+    last_error: str = ""
+    revision: int = 0  # bumped on every write of the migration-wide fields; the highest copy wins
+    disks: List[DiskState] = field(default_factory=list)
+
+    # --- views -------------------------------------------------------------------------
+    @property
+    def seeded(self) -> bool:
+        return bool(self.disks) and all(d.seeded for d in self.disks)
+
+    def lag_seconds(self, now: Optional[datetime] = None) -> Optional[int]:
+        """Seconds since the snapshot of the last complete sync: how much work a cutover would lose."""
+        if not self.synced_at:
+            return None
+        return max(0, int(((now or utcnow()) - self.synced_at).total_seconds()))
+
+    def is_busy(self, now: Optional[datetime] = None) -> bool:
+        """A sync or cutover holds this migration and has reported recently."""
+        if not self.owner or not self.heartbeat:
+            return False
+        return ((now or utcnow()) - self.heartbeat).total_seconds() < HEARTBEAT_STALE_S
+
+    def sync_due(self, now: Optional[datetime] = None) -> bool:
+        """Whether the cadence asks for a sync now (a never-synced migration is always due)."""
+        period = CADENCES[self.cadence]
+        if not self.synced_at:
+            return True
+        if period is None:
+            return False
+        return ((now or utcnow()) - self.synced_at).total_seconds() >= period
+
+    def metrics(self, now: Optional[datetime] = None) -> Dict[str, object]:
+        """The figures every migration reports, with stable keys (documented in migration_info)."""
+        return {
+            "migration_id": self.migration_id,
+            "vm_name": self.vm_name,
+            "phase": self.phase,
+            "paused": self.paused,
+            "cadence": self.cadence,
+            "last_sync": format_time(self.synced_at) or None,
+            "lag_seconds": self.lag_seconds(now),
+            "bytes_full": self.bytes_full,
+            "bytes_incr": self.bytes_incr,
+            "sync_count": self.sync_count,
+            "rate_bytes_per_s": round(self.rate, 1),
+            "progress": {"done": self.progress_done, "total": self.progress_total} if self.owner else None,
+            "busy": self.is_busy(now),
+            "cutover_step": self.cutover_step or None,
+            "converted": self.converted,
+            "instance_id": self.instance_id or None,
+            "last_error": self.last_error or None,
+            "disks": [
+                {"disk_key": d.disk_key, "label": d.label, "volume_id": d.volume_id, "change_id": d.change_id or None}
+                for d in self.disks
+            ],
+        }
+
+    # --- encoding --------------------------------------------------------------------------
+    def common_fields(self) -> Dict[str, str]:
+        """The migration-wide fields, as stored on every volume."""
+        return {
+            "migration_id": self.migration_id,
+            "vm_name": self.vm_name,
+            "phase": self.phase,
+            "cadence": self.cadence,
+            "paused": "true" if self.paused else "false",
+            "synced_at": format_time(self.synced_at),
+            "sync_count": str(self.sync_count),
+            "bytes_full": str(self.bytes_full),
+            "bytes_incr": str(self.bytes_incr),
+            "rate": f"{self.rate:.1f}",
+            "owner": self.owner,
+            "heartbeat": format_time(self.heartbeat),
+            "progress": f"{self.progress_done}/{self.progress_total}",
+            "cutover_step": self.cutover_step,
+            "converted": "true" if self.converted else "false",
+            "needs_full_resync": "true" if self.needs_full_resync else "false",
+            "instance_id": self.instance_id,
+            "last_error": self.last_error[:250],
+            "revision": str(self.revision),
+        }
+
+    @staticmethod
+    def disk_fields(disk: DiskState) -> Dict[str, str]:
+        return {
+            "disk_key": str(disk.disk_key),
+            "disk_index": str(disk.index),
+            "disk_label": disk.label,
+            "capacity": str(disk.capacity),
+            "change_id": disk.change_id,
+            "pending_change_id": disk.pending_change_id,
+        }
+
+    @classmethod
+    def from_volumes(cls, volumes: List[tuple]) -> MigrationState:
+        """Rebuild the state from ``[(volume_id, record_dict), ...]`` of one migration.
+
+        The migration-wide fields are taken from the copy with the highest
+        revision, so a crash between two volume updates never rolls the phase
+        back to an older value.
+        """
+        if not volumes:
+            raise ValueError("a migration has at least one volume")
+        records = [rec for _, rec in volumes]
+        newest = max(records, key=lambda r: int(r.get("revision") or 0))
+        done, _, total = newest.get("progress", "0/0").partition("/")
+        state = cls(
+            migration_id=newest["migration_id"],
+            vm_name=newest.get("vm_name", ""),
+            phase=newest.get("phase", "initializing"),
+            cadence=newest.get("cadence", "manual"),
+            paused=newest.get("paused") == "true",
+            synced_at=parse_time(newest.get("synced_at", "")),
+            sync_count=int(newest.get("sync_count") or 0),
+            bytes_full=int(newest.get("bytes_full") or 0),
+            bytes_incr=int(newest.get("bytes_incr") or 0),
+            rate=float(newest.get("rate") or 0),
+            owner=newest.get("owner", ""),
+            heartbeat=parse_time(newest.get("heartbeat", "")),
+            progress_done=int(done or 0),
+            progress_total=int(total or 0),
+            cutover_step=newest.get("cutover_step", ""),
+            converted=newest.get("converted") == "true",
+            needs_full_resync=newest.get("needs_full_resync") == "true",
+            instance_id=newest.get("instance_id", ""),
+            last_error=newest.get("last_error", ""),
+            revision=int(newest.get("revision") or 0),
+        )
+        for volume_id, rec in volumes:
+            state.disks.append(
+                DiskState(
+                    disk_key=int(rec["disk_key"]),
+                    volume_id=volume_id,
+                    index=int(rec.get("disk_index") or 0),
+                    capacity=int(rec.get("capacity") or 0),
+                    change_id=rec.get("change_id", ""),
+                    pending_change_id=rec.get("pending_change_id", ""),
+                    label=rec.get("disk_label", ""),
+                )
+            )
+        state.disks.sort(key=lambda d: d.index)
+        return state

@@ -1,0 +1,44 @@
+"""The host lock: a second holder is refused at once with a clear message; a dead holder does not block."""
+
+import multiprocessing
+import os
+
+import pytest
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import MigrationBusyError
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.lock import host_lock
+
+
+def _hold_then_die(state_dir, ready):
+    with host_lock(state_dir, "vm-1"):
+        ready.set()
+        os._exit(0)  # dies holding the lock, like a killed sync
+
+
+def test_second_holder_is_refused(tmp_path):
+    with host_lock(str(tmp_path), "vm-1"):
+        with pytest.raises(MigrationBusyError) as err:
+            with host_lock(str(tmp_path), "vm-1"):
+                pass
+    assert "vm-1" in str(err.value) and "Wait for it to finish" in str(err.value)
+
+
+def test_other_migrations_do_not_collide(tmp_path):
+    with host_lock(str(tmp_path), "vm-1"), host_lock(str(tmp_path), "vm-2"):
+        pass
+
+
+def test_a_dead_holder_releases_the_lock(tmp_path):
+    ready = multiprocessing.Event()
+    proc = multiprocessing.Process(target=_hold_then_die, args=(str(tmp_path), ready))
+    proc.start()
+    proc.join(30)
+    assert ready.is_set()
+    with host_lock(str(tmp_path), "vm-1"):
+        pass
+
+
+def test_lock_file_is_private(tmp_path):
+    with host_lock(str(tmp_path / "state"), "vm-1"):
+        assert os.stat(tmp_path / "state").st_mode & 0o777 == 0o700
+        assert os.stat(tmp_path / "state" / "vm-1.lock").st_mode & 0o777 == 0o600

@@ -1,0 +1,76 @@
+"""The migration record: encoding round trip, merging copies after a crash, metrics."""
+
+from datetime import datetime, timedelta, timezone
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import DiskState, MigrationState
+
+T0 = datetime(2026, 11, 22, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def state_with_two_disks() -> MigrationState:
+    state = MigrationState(migration_id="vm-1", vm_name="web01", cadence="hourly")
+    state.disks = [
+        DiskState(disk_key=2000, volume_id="vol-a", index=0, capacity=1 << 30, label="Hard disk 1"),
+        DiskState(disk_key=2001, volume_id="vol-b", index=1, capacity=1 << 29, label="Hard disk 2"),
+    ]
+    return state
+
+
+def records(state: MigrationState):
+    return [(d.volume_id, {**state.common_fields(), **state.disk_fields(d)}) for d in state.disks]
+
+
+def test_round_trip_keeps_every_field():
+    state = state_with_two_disks()
+    state.phase, state.synced_at, state.sync_count, state.bytes_full, state.bytes_incr = "ready", T0, 3, 100, 20
+    state.rate, state.paused, state.converted, state.needs_full_resync = 12.5, True, True, True
+    state.disks[0].change_id, state.disks[1].pending_change_id = "52 aa/7", "52 aa/8"
+    back = MigrationState.from_volumes(list(reversed(records(state))))
+    assert back.metrics(T0) == state.metrics(T0)
+    assert [d.volume_id for d in back.disks] == ["vol-a", "vol-b"]  # disk order, not volume order
+    assert back.disks[1].pending_change_id == "52 aa/8"
+    assert back.needs_full_resync and back.converted and back.paused
+
+
+def test_every_value_is_a_short_string():
+    state = state_with_two_disks()
+    state.last_error = "x" * 1000
+    for _, rec in records(state):
+        assert all(isinstance(v, str) and len(v) <= 255 for v in rec.values())
+
+
+def test_newest_copy_of_the_common_fields_wins():
+    """A crash between two volume updates leaves copies of different age: the newer revision wins."""
+    state = state_with_two_disks()
+    old = records(state)
+    state.revision, state.phase, state.sync_count = state.revision + 1, "ready", 1
+    new = records(state)
+    mixed = [new[0], old[1]]
+    assert MigrationState.from_volumes(mixed).phase == "ready"
+    assert MigrationState.from_volumes([old[0], new[1]]).sync_count == 1
+
+
+def test_seeded_only_when_every_disk_has_a_change_id():
+    state = state_with_two_disks()
+    state.disks[0].change_id = "52 aa/1"
+    assert not state.seeded
+    state.disks[1].change_id = "52 aa/1"
+    assert state.seeded
+
+
+def test_lag_and_due():
+    state = state_with_two_disks()
+    assert state.lag_seconds(T0) is None and state.sync_due(T0)
+    state.synced_at = T0
+    assert state.lag_seconds(T0 + timedelta(minutes=20)) == 1200
+    assert not state.sync_due(T0 + timedelta(minutes=59))
+    assert state.sync_due(T0 + timedelta(minutes=60))
+    state.cadence = "manual"
+    assert not state.sync_due(T0 + timedelta(days=30))
+
+
+def test_busy_only_while_heartbeat_is_fresh():
+    state = state_with_two_disks()
+    state.owner, state.heartbeat = "conv01:123", T0
+    assert state.is_busy(T0 + timedelta(minutes=5))
+    assert not state.is_busy(T0 + timedelta(minutes=11))
