@@ -16,10 +16,8 @@ def _hold_then_die(state_dir, ready):
 
 
 def test_second_holder_is_refused(tmp_path):
-    with host_lock(str(tmp_path), "vm-1"):
-        with pytest.raises(MigrationBusyError) as err:
-            with host_lock(str(tmp_path), "vm-1"):
-                pass
+    with host_lock(str(tmp_path), "vm-1"), pytest.raises(MigrationBusyError) as err, host_lock(str(tmp_path), "vm-1"):
+        pass
     assert "vm-1" in str(err.value) and "Wait for it to finish" in str(err.value)
 
 

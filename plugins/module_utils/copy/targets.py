@@ -1,0 +1,131 @@
+"""Where copied bytes go: a regular file, a block device, or an NBD export.
+
+Zeros are not written as data when the target can do better: a file or block
+device gets its range deallocated (``fallocate`` punch-hole, which reads back
+as zeros; zero-range where punching is not supported), an NBD export gets a
+write-zeroes command. ``flush`` makes everything written durable; the engine
+calls it before it records any progress.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import stat
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy import nbd_source
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.errors import TargetError
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_ZERO_RANGE = 0x10
+ZERO_CHUNK = bytes(1 << 20)
+
+SYNC_FILE_RANGE_WRITE = 0x02
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+_libc.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+
+
+def _fallocate(fd: int, mode: int, offset: int, length: int) -> bool:
+    """True when the kernel did it; False when this file system or device cannot."""
+    if _libc.fallocate(fd, mode, offset, length) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENODEV):
+        return False
+    raise OSError(err, os.strerror(err))
+
+
+class FileTarget:
+    """A regular file or a block device, written with pwrite."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as err:
+            raise TargetError(
+                f"cannot open target {path}: {err.strerror}",
+                parameter="target",
+                hint="Check the path and that this user may write it",
+            ) from None
+        self.is_block = stat.S_ISBLK(os.fstat(self.fd).st_mode)
+        self._zero_modes = [FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE]
+
+    def size(self) -> int:
+        return os.lseek(self.fd, 0, os.SEEK_END)
+
+    def write(self, data, offset: int) -> None:
+        view = memoryview(data)
+        start, length = offset, len(view)
+        while view:
+            written = os.pwrite(self.fd, view, offset)
+            view, offset = view[written:], offset + written
+        # Start writing these pages back now (without waiting), so the final flush
+        # does not find the whole disk still dirty in the page cache.
+        _libc.sync_file_range(self.fd, start, length, SYNC_FILE_RANGE_WRITE)
+
+    def zero(self, offset: int, length: int) -> None:
+        while self._zero_modes:
+            if _fallocate(self.fd, self._zero_modes[0], offset, length):
+                return
+            self._zero_modes.pop(0)  # not supported here: do not ask again
+        end = offset + length
+        while offset < end:
+            chunk = min(len(ZERO_CHUNK), end - offset)
+            self.write(memoryview(ZERO_CHUNK)[:chunk], offset)
+            offset += chunk
+
+    def flush(self) -> None:
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class NbdTarget:
+    """An NBD export, written with pwrite and write-zeroes commands."""
+
+    def __init__(self, uri: str) -> None:
+        self.handle = nbd_source.connect(uri, parameter="target", name="xms-target")
+        if self.handle.is_read_only():
+            self.handle.shutdown()
+            raise TargetError(f"the NBD export {uri} is read-only", parameter="target")
+        self.can_zero = self.handle.can_zero()
+
+    def size(self) -> int:
+        return self.handle.get_size()
+
+    def write(self, data, offset: int) -> None:
+        self.handle.pwrite(bytes(data) if not isinstance(data, (bytes, bytearray)) else data, offset)
+
+    def zero(self, offset: int, length: int) -> None:
+        if self.can_zero:
+            while length > 0:
+                chunk = min(length, nbd_source.STATUS_WINDOW)
+                self.handle.zero(chunk, offset)
+                offset, length = offset + chunk, length - chunk
+            return
+        end = offset + length
+        while offset < end:
+            chunk = min(len(ZERO_CHUNK), end - offset)
+            self.handle.pwrite(ZERO_CHUNK[:chunk], offset)
+            offset += chunk
+
+    def flush(self) -> None:
+        if self.handle.can_flush():
+            self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.shutdown()
+
+
+def open_target(target: str):
+    """A target object for a path or an NBD URI."""
+    if nbd_source.is_nbd_uri(target):
+        return NbdTarget(target)
+    return FileTarget(target)
