@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
+import mmap
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -250,7 +251,11 @@ class _Copy:
 
     def _pump(self, handle, slots: int) -> None:
         """One connection's loop: keep up to ``slots`` reads in flight, write each as it lands."""
-        pool = [bytearray(self.options.request_size) for _ in range(slots)]
+        size = self.options.request_size
+        # Anonymous memory: pages cost nothing until a read lands in them, so a small
+        # plan does not pay for the whole pool (a bytearray would be zero-filled up front).
+        arena = mmap.mmap(-1, slots * size)
+        pool = [memoryview(arena)[i * size : (i + 1) * size] for i in range(slots)]
         free = list(range(slots))
         inflight: Dict[int, Tuple[Extent, int, int, object]] = {}  # tag -> (piece, attempts, slot, buffer)
         completed: List[Tuple[int, int]] = []
@@ -269,7 +274,7 @@ class _Copy:
                     not_before = now + wait
                     break
                 slot = free.pop()
-                buffer = nbd_source.nbd.Buffer.from_buffer(memoryview(pool[slot])[: piece.length])
+                buffer = nbd_source.nbd.Buffer.from_buffer(pool[slot][: piece.length])
                 tag, next_tag = next_tag, next_tag + 1
                 try:
                     handle.aio_pread(
@@ -300,7 +305,7 @@ class _Copy:
                     free.append(slot)
                     not_before = self._retry(piece, attempts, errno.errorcode.get(err, str(err)))
                     continue
-                self._land(piece, buffer, memoryview(pool[slot])[: piece.length])
+                self._land(piece, buffer, pool[slot][: piece.length])
                 free.append(slot)
             completed.clear()
 

@@ -1,0 +1,244 @@
+"""Benchmark of the copy engine against yardsticks measured in the same run.
+
+    .venv/bin/python bench/copy_bench.py            # all four cases, one JSON line each
+    .venv/bin/python bench/copy_bench.py full       # only the named cases
+
+``ratio`` is always yardstick_s / engine_s: above 1 the engine is faster.
+Every case runs ``ROUNDS`` times, alternating engine and yardstick, and reports
+medians, because this machine is noisy. Both sides flush the target
+(nbdcopy with --flush), since the engine never reports success before a flush.
+"""
+
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROUNDS = 3
+GiB = 1 << 30
+MiB = 1 << 20
+
+
+class Server:
+    """nbdkit on a unix socket, stopped on exit."""
+
+    def __init__(self, workdir, *args):
+        self.sock = os.path.join(workdir, f"nbdkit-{len(os.listdir(workdir))}.sock")
+        self.proc = subprocess.Popen(
+            ["nbdkit", "-U", self.sock, "-f", "--exit-with-parent", *args], stderr=subprocess.DEVNULL
+        )
+        while True:
+            probe = socket.socket(socket.AF_UNIX)
+            try:
+                probe.connect(self.sock)
+                break
+            except OSError:
+                time.sleep(0.02)
+            finally:
+                probe.close()
+        self.uri = f"nbd+unix:///?socket={self.sock}"
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def fresh_target(path, size):
+    if os.path.exists(path):
+        os.unlink(path)
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+    os.sync()  # no dirty pages of an earlier round left to slow this one
+
+
+def engine(source, target, extents_file=None, target_is_zero=True):
+    """Run the engine in a child; returns (seconds, peak RSS in MiB, stats)."""
+    argv = [sys.executable, os.path.join(HERE, "run_copy.py"), source, target]
+    if extents_file:
+        argv += ["--extents", extents_file]
+    if target_is_zero:
+        argv.append("--target-is-zero")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status:
+        sys.exit(f"engine failed: {argv}")
+    stats = json.loads(out)
+    return stats["seconds"], usage.ru_maxrss / 1024, stats
+
+
+def nbdcopy(source, target):
+    started = time.monotonic()
+    subprocess.run(["nbdcopy", "--flush", "--destination-is-zero", source, target], check=True)
+    return time.monotonic() - started
+
+
+def naive_delta(source, target, extents):
+    """The peers' delta pattern: each changed extent read in pieces of up to 64 MiB, one request at a time."""
+    import nbd
+
+    started = time.monotonic()
+    handle = nbd.NBD()
+    handle.connect_uri(source)
+    fd = os.open(target, os.O_WRONLY)
+    for offset, length in extents:
+        while length > 0:
+            piece = min(length, 64 * MiB)
+            os.pwrite(fd, handle.pread(piece, offset), offset)
+            offset, length = offset + piece, length - piece
+    os.fsync(fd)
+    os.close(fd)
+    handle.shutdown()
+    return time.monotonic() - started
+
+
+def emit(case, engine_s, yardstick_s, **extra):
+    print(
+        json.dumps(
+            {
+                "case": case,
+                "engine_s": round(engine_s, 3),
+                "yardstick_s": round(yardstick_s, 3),
+                "ratio": round(yardstick_s / engine_s, 2),
+                **extra,
+            }
+        ),
+        flush=True,
+    )
+
+
+def case_full(work):
+    """1. Full copy of sparse-random 4G (30%) to a file, against nbdcopy."""
+    src = Server(work, "sparse-random", "size=4G", "percent=30", "seed=1")
+    target = os.path.join(work, "full.img")
+    ours, theirs = [], []
+    for _ in range(ROUNDS):
+        fresh_target(target, 4 * GiB)
+        ours.append(engine(src.uri, target)[0])
+        fresh_target(target, 4 * GiB)
+        theirs.append(nbdcopy(src.uri, target))
+    src.stop()
+    emit("full_copy_sparse_random_4G", statistics.median(ours), statistics.median(theirs), yardstick="nbdcopy --flush")
+
+
+def make_changed_disk(work):
+    """A 4 GiB raw disk from sparse-random, then 1% of it rewritten in scattered 64 KiB-1 MiB writes."""
+    disk = os.path.join(work, "disk.raw")
+    src = Server(work, "sparse-random", "size=4G", "percent=30", "seed=2")
+    subprocess.run(["nbdcopy", src.uri, disk], check=True)
+    src.stop()
+    rng = random.Random(3)
+    changed, total = [], 0
+    with open(disk, "r+b") as handle:
+        while total < 4 * GiB // 100:
+            length = rng.choice([64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20])
+            offset = rng.randrange(0, 4 * GiB - length, 64 << 10)
+            handle.seek(offset)
+            handle.write(rng.randbytes(length))
+            changed.append([offset, length])
+            total += length
+    changed.sort()
+    extents_file = os.path.join(work, "changed.json")
+    with open(extents_file, "w") as handle:
+        json.dump(changed, handle)
+    return disk, changed, extents_file
+
+
+def case_incremental(work, disk, changed, extents_file):
+    """2. The 1% incremental against the engine's own full copy of the same disk."""
+    src = Server(work, "file", disk)
+    target = os.path.join(work, "incr.img")
+    full, incr, ref = [], [], []
+    for _ in range(ROUNDS):
+        fresh_target(target, 4 * GiB)
+        full.append(engine(src.uri, target)[0])
+        os.sync()
+        incr.append(engine(src.uri, target, extents_file, target_is_zero=False)[0])
+        fresh_target(target, 4 * GiB)
+        ref.append(nbdcopy(src.uri, target))
+    src.stop()
+    share = statistics.median(incr) / statistics.median(full)
+    emit(
+        "incremental_1pct_of_4G",
+        statistics.median(incr),
+        statistics.median(full),
+        yardstick="engine full copy",
+        incremental_share_of_full=round(share, 4),
+        nbdcopy_full_s=round(statistics.median(ref), 3),
+        changed_bytes=sum(n for _, n in changed),
+        changed_extents=len(changed),
+    )
+
+
+def case_wan(work, disk, changed, extents_file):
+    """3. The same incremental behind a 2 ms per-read delay, against the one-request-at-a-time loop."""
+    src = Server(work, "--filter=delay", "file", disk, "delay-read=2ms")
+    target = os.path.join(work, "wan.img")
+    fresh_target(target, 4 * GiB)
+    ours, theirs = [], []
+    for _ in range(ROUNDS):
+        ours.append(engine(src.uri, target, extents_file, target_is_zero=False)[0])
+        theirs.append(naive_delta(src.uri, target, changed))
+    src.stop()
+    emit(
+        "incremental_over_2ms_link",
+        statistics.median(ours),
+        statistics.median(theirs),
+        yardstick="sequential reads of <=64 MiB per extent",
+    )
+
+
+def case_memory(work):
+    """4. A 64 GiB sparse source: peak RSS of the engine process (nbdcopy's for reference)."""
+    src = Server(work, "sparse-random", "size=64G", "percent=1", "seed=4")
+    target = os.path.join(work, "big.img")
+    fresh_target(target, 64 * GiB)
+    seconds, peak_mib, _ = engine(src.uri, target)
+    fresh_target(target, 64 * GiB)
+    started = time.monotonic()
+    proc = subprocess.Popen(["nbdcopy", "--flush", "--destination-is-zero", src.uri, target])
+    _, _, usage = os.wait4(proc.pid, 0)
+    theirs = time.monotonic() - started
+    src.stop()
+    os.unlink(target)
+    emit(
+        "sparse_64G_memory",
+        seconds,
+        theirs,
+        yardstick="nbdcopy --flush",
+        peak_rss_mib=round(peak_mib, 1),
+        nbdcopy_peak_rss_mib=round(usage.ru_maxrss / 1024, 1),
+        rss_limit_mib=256,
+    )
+
+
+def main():
+    wanted = set(sys.argv[1:]) or {"full", "incremental", "wan", "memory"}
+    for tool in ("nbdkit", "nbdcopy"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: run scripts/setup-host.sh")
+    work = tempfile.mkdtemp(prefix="xms-bench-", dir=os.environ.get("BENCH_DIR", "/var/tmp"))
+    try:
+        if "full" in wanted:
+            case_full(work)
+        if wanted & {"incremental", "wan"}:
+            disk, changed, extents_file = make_changed_disk(work)
+            if "incremental" in wanted:
+                case_incremental(work, disk, changed, extents_file)
+            if "wan" in wanted:
+                case_wan(work, disk, changed, extents_file)
+        if "memory" in wanted:
+            case_memory(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
