@@ -87,7 +87,7 @@ collection_link() {
 stage_lint() {
   ANSIBLE_COLLECTIONS_PATH=$(collection_link) || return 1
   export ANSIBLE_COLLECTIONS_PATH
-  ruff check . && ruff format --check --diff plugins tests bench lab \
+  ruff check . && ruff format --check . \
     && ansible-lint --profile production --offline -q
 }
 stage_sanity() {
