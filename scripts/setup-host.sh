@@ -9,7 +9,7 @@ VENV=${XMS_VENV:-$ROOT/.venv}
 export DEBIAN_FRONTEND=noninteractive
 
 APT_PACKAGES=(
-  qemu-utils qemu-system-x86 nbdkit libnbd-bin python3-libnbd python3-venv python3-dev
+  qemu-utils qemu-system-x86 qemu-system-common nbdkit libnbd-bin python3-libnbd python3-venv python3-dev
   git rsync shellcheck curl
 )
 missing=()
@@ -22,11 +22,22 @@ if ((${#missing[@]})); then
   apt-get install -y -qq -o DPkg::Lock::Timeout=900 --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The venv sees exactly one system package: libnbd's binding (Debian's python3-libnbd).
+# Not all of system site-packages: once Debian's OpenStack packages are installed (the lab
+# does that) their old eventlet/osprofiler would shadow what openstacksdk needs.
 stamp=$VENV/.requirements.sha256
-want=$(cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" | sha256sum | cut -d' ' -f1)
+want=$(cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" "$0" | sha256sum | cut -d' ' -f1)
 if [[ ! -x $VENV/bin/python || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   echo "setup-host: preparing venv $VENV"
-  /usr/bin/python3 -m venv --system-site-packages "$VENV"
+  rm -rf "$VENV"
+  /usr/bin/python3 -m venv "$VENV"
+  shim=$VENV/system-nbd
+  mkdir -p "$shim"
+  for f in /usr/lib/python3/dist-packages/nbd.py /usr/lib/python3/dist-packages/libnbdmod.cpython-*.so; do
+    ln -sf "$f" "$shim/"
+  done
+  site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  echo "$shim" >"$site/xms-system-nbd.pth"
   pip_q() { "$VENV/bin/pip" "$@" 2> >(grep -v '^WARNING: Location' >&2); }  # quiet about this machine's absent local indexes
   pip_q install -q --upgrade pip
   pip_q install -q -r "$ROOT/requirements-dev.txt"
