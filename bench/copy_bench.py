@@ -67,7 +67,7 @@ def engine(source, target, extents_file=None, target_is_zero=True):
         argv.append("--target-is-zero")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    status, usage = os.wait4(proc.pid, 0)[1:]
     if status:
         sys.exit(f"engine failed: {argv}")
     stats = json.loads(out)
@@ -119,7 +119,7 @@ def case_full(work):
     src = Server(work, "sparse-random", "size=4G", "percent=30", "seed=1")
     target = os.path.join(work, "full.img")
     ours, theirs = [], []
-    for _ in range(ROUNDS):
+    for _round in range(ROUNDS):
         fresh_target(target, 4 * GiB)
         ours.append(engine(src.uri, target)[0])
         fresh_target(target, 4 * GiB)
@@ -156,7 +156,7 @@ def case_incremental(work, disk, changed, extents_file):
     src = Server(work, "file", disk)
     target = os.path.join(work, "incr.img")
     full, incr, ref = [], [], []
-    for _ in range(ROUNDS):
+    for _round in range(ROUNDS):
         fresh_target(target, 4 * GiB)
         full.append(engine(src.uri, target)[0])
         os.sync()
@@ -183,7 +183,7 @@ def case_wan(work, disk, changed, extents_file):
     target = os.path.join(work, "wan.img")
     fresh_target(target, 4 * GiB)
     ours, theirs = [], []
-    for _ in range(ROUNDS):
+    for _round in range(ROUNDS):
         ours.append(engine(src.uri, target, extents_file, target_is_zero=False)[0])
         theirs.append(naive_delta(src.uri, target, changed))
     src.stop()
@@ -204,7 +204,7 @@ def case_memory(work):
     fresh_target(target, 64 * GiB)
     started = time.monotonic()
     proc = subprocess.Popen(["nbdcopy", "--flush", "--destination-is-zero", src.uri, target])
-    _, _, usage = os.wait4(proc.pid, 0)
+    usage = os.wait4(proc.pid, 0)[2]
     theirs = time.monotonic() - started
     src.stop()
     os.unlink(target)

@@ -351,7 +351,7 @@ class _Copy:
 
     def _reconnect(self, handle, inflight, free, failed_piece: Optional[Extent]):
         """The connection broke: requeue what was in flight on it and return a new connection."""
-        for piece, attempts, slot, _ in inflight.values():
+        for piece, attempts, slot, _buffer in inflight.values():
             self.queue.appendleft((piece, attempts + 1))
             free.append(slot)
         inflight.clear()

@@ -179,9 +179,9 @@ class MigrationState:
         """
         if not volumes:
             raise ValueError("a migration has at least one volume")
-        records = [rec for _, rec in volumes]
+        records = [rec for _volume_id, rec in volumes]
         newest = max(records, key=lambda r: int(r.get("revision") or 0))
-        done, _, total = newest.get("progress", "0/0").partition("/")
+        done, _slash, total = newest.get("progress", "0/0").partition("/")
         state = cls(
             migration_id=newest["migration_id"],
             vm_name=newest.get("vm_name", ""),

@@ -105,7 +105,7 @@ def test_dirty_bitmap_plan_copies_exactly_the_changed_areas(tmp_path):
         writer.connect_uri(live)
         rng = random.Random(42)
         written = []
-        for _ in range(12):
+        for _write in range(12):
             length = rng.choice([64 << 10, 128 << 10, 512 << 10, 1 << 20])
             offset = rng.randrange(0, 64 * MiB - length, 64 << 10)
             writer.pwrite(rng.randbytes(length), offset)
@@ -133,7 +133,7 @@ def test_dirty_bitmap_plan_copies_exactly_the_changed_areas(tmp_path):
 def _journal_done(path):
     try:
         with open(path) as handle:
-            return sum(n for _, n in json.load(handle)["done"])
+            return sum(length for _offset, length in json.load(handle)["done"])
     except (OSError, ValueError, KeyError):
         return 0
 

@@ -28,9 +28,9 @@ def test_split_cuts_into_bounded_pieces_in_order():
 
 def test_subtract_matches_set_arithmetic_on_random_cases():
     rng = random.Random(5)
-    for _ in range(300):
-        a = [Extent(rng.randrange(100), rng.randrange(1, 20)) for _ in range(rng.randrange(6))]
-        b = [Extent(rng.randrange(100), rng.randrange(1, 20)) for _ in range(rng.randrange(6))]
+    for _case in range(300):
+        a = [Extent(rng.randrange(100), rng.randrange(1, 20)) for _i in range(rng.randrange(6))]
+        b = [Extent(rng.randrange(100), rng.randrange(1, 20)) for _i in range(rng.randrange(6))]
         got = subtract_extents(a, b)
         assert covered(got) == covered(a) - covered(b)
         assert got == merge_extents(got)

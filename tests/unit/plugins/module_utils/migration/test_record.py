@@ -35,7 +35,7 @@ def test_round_trip_keeps_every_field():
 def test_every_value_is_a_short_string():
     state = state_with_two_disks()
     state.last_error = "x" * 1000
-    for _, rec in records(state):
+    for _volume_id, rec in records(state):
         assert all(isinstance(v, str) and len(v) <= 255 for v in rec.values())
 
 
