@@ -1,0 +1,75 @@
+"""What the tests and the demo expect in the lab cloud, created if missing.
+
+- volume types, each on its own back-end kind: standard-ssd, performance-nvme, archive-hdd;
+  back-ends in zones az1 (ssd, nvme) and az2 (hdd, ssd);
+- compute zones az1 (host compute1) and az2 (host compute2), as aggregates (``--zones``,
+  after the hosts are discovered);
+- flavors m1.small (1 vCPU, 2 GiB), m1.medium (2, 4 GiB), m1.large (4, 8 GiB);
+- shared networks lab-net-a (10.10.1.0/24) and lab-net-b (10.10.2.0/24);
+- project xms-small with tiny quotas: 2 volumes, 3 GiB, 1 GiB of archive-hdd.
+"""
+
+import os
+import sys
+import time
+
+import openstack
+
+VOLUME_TYPES = {"standard-ssd": "ssd", "performance-nvme": "nvme", "archive-hdd": "hdd"}
+FLAVORS = {"m1.small": (1, 2048), "m1.medium": (2, 4096), "m1.large": (4, 8192)}
+NETWORKS = {"lab-net-a": "10.10.1.0/24", "lab-net-b": "10.10.2.0/24"}
+ZONES = {"az1": "compute1", "az2": "compute2"}
+BACKENDS = 4
+
+
+def admin():
+    return openstack.connect(
+        auth_url="http://127.0.0.1:5000/v3", username="admin", password=os.environ["XMS_ADMIN_PW"],
+        project_name="admin", user_domain_name="Default", project_domain_name="Default", region_name="RegionOne",
+    )  # fmt: skip
+
+
+def wait(what, check, timeout=300):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            sys.exit(f"lab: timed out waiting for {what}")
+        time.sleep(2)
+
+
+def volume_services_up(conn):
+    services = conn.block_storage.get("/os-services").json()["services"]
+    up = [s for s in services if s["binary"] == "cinder-volume" and s["state"] == "up"]
+    return len(up) >= BACKENDS
+
+
+def base(conn):
+    wait("the cinder-volume back-ends", lambda: volume_services_up(conn))
+    for name, kind in VOLUME_TYPES.items():
+        if not conn.block_storage.find_type(name):
+            conn.block_storage.create_type(name=name, extra_specs={"volume_backend_name": kind})
+    for name, (vcpus, ram) in FLAVORS.items():
+        if not conn.compute.find_flavor(name):
+            conn.compute.create_flavor(name=name, vcpus=vcpus, ram=ram, disk=0)
+    for name, cidr in NETWORKS.items():
+        net = conn.network.find_network(name) or conn.network.create_network(name=name, shared=True)
+        if not conn.network.find_subnet(name + "-subnet"):
+            conn.network.create_subnet(name=name + "-subnet", network_id=net.id, ip_version=4, cidr=cidr)
+    small = conn.identity.find_project("xms-small")
+    conn.block_storage.update_quota_set(small.id, volumes=2, gigabytes=3, **{"gigabytes_archive-hdd": 1})
+
+
+def zones(conn):
+    wait("both compute hosts", lambda: len(list(conn.compute.hypervisors())) >= len(ZONES))
+    for zone, host in ZONES.items():
+        agg = conn.compute.find_aggregate(zone) or conn.compute.create_aggregate(name=zone, availability_zone=zone)
+        if host not in (agg.hosts or []):
+            conn.compute.add_host_to_aggregate(agg, host)
+
+
+if __name__ == "__main__":
+    connection = admin()
+    zones(connection) if "--zones" in sys.argv else base(connection)

@@ -1,0 +1,283 @@
+#!/usr/bin/env bash
+# A real single-node OpenStack (Debian 12's Zed packages) for the tests and the demo:
+# Keystone, Cinder (four NFS back-ends on local directories), Placement, Nova (two
+# fake-driver compute hosts in two availability zones), Neutron (ML2, agentless
+# binding), MariaDB, RabbitMQ. Idempotent: a second run on a running lab only checks
+# it and the resources the tests need. Listens on 127.0.0.1 only.
+# Writes ${XMS_LAB_DIR}/openstack/clouds.yaml (0600). ./down.sh stops it all.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+export XMS_LAB_DIR=${XMS_LAB_DIR:-/var/lib/xms-lab}
+export DEBIAN_FRONTEND=noninteractive
+LAB=$XMS_LAB_DIR/openstack
+RUN=$LAB/run
+PY=${XMS_VENV:-$ROOT/.venv}/bin/python
+mkdir -p "$RUN"
+chmod 700 "$LAB"
+T0=$(date +%s)
+step() { echo "[openstack $(($(date +%s) - T0))s] $*"; }
+DB="mysql+pymysql://os:os@127.0.0.1"
+TURL="rabbit://os:os@127.0.0.1:5672/"
+# Service passwords only guard a lab on loopback; the clouds.yaml that holds them is 0600.
+ADMIN_PW=lab-admin
+
+PACKAGES=(mariadb-server rabbitmq-server python3-pymysql keystone python3-openstackclient cinder-api
+  cinder-scheduler cinder-volume nfs-common nova-api nova-conductor nova-scheduler nova-compute placement-api
+  neutron-server python3-os-brick uwsgi uwsgi-plugin-python3 qemu-utils curl)
+missing=()
+for p in "${PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
+if ((${#missing[@]})); then
+  step "apt install ${missing[*]}"
+  if [ ! -e /usr/sbin/policy-rc.d ]; then  # the packages must not start daemons (no systemd here)
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  apt-get update -qq
+  apt-get install -y -q -o DPkg::Lock::Timeout=900 --no-install-recommends "${missing[@]}" >"$LAB/apt.log" 2>&1
+fi
+
+running() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+daemon() { # name user command...
+  local name=$1 user=$2; shift 2
+  running "$name" && return 0
+  start-stop-daemon --start --quiet --background --make-pidfile --pidfile "$RUN/$name.pid" \
+    --chuid "$user" --output "$LAB/$name.log" --startas "$1" -- "${@:2}"
+}
+uwsgi_app() { # name port wsgi-script user
+  cat >"$RUN/$1.ini" <<INI
+[uwsgi]
+http-socket = 127.0.0.1:$2
+wsgi-file = $3
+plugins = python3
+master = true
+processes = 1
+threads = 4
+lazy-apps = true
+enable-threads = true
+buffer-size = 65535
+http-raw-body = true
+wsgi-manage-chunked-input = true
+add-header = Connection: close
+uid = $4
+gid = $4
+die-on-term = true
+INI
+  daemon "$1" root /usr/bin/uwsgi --ini "$RUN/$1.ini"
+}
+authtoken() { # service user (its password is its name)
+  printf 'auth_url = http://127.0.0.1:5000\nauth_type = password\nproject_domain_name = Default\n'
+  printf 'user_domain_name = Default\nproject_name = service\nregion_name = RegionOne\nusername = %s\npassword = %s\n' "$1" "$1"
+}
+wait_http() { for _ in $(seq 120); do curl -sf -o /dev/null "$1" && return 0; sleep 1; done; echo "timeout: $1" >&2; return 1; }
+
+step "mariadb + rabbitmq"
+pgrep -x mariadbd >/dev/null || /etc/init.d/mariadb start >/dev/null
+pgrep -f 'beam.smp.*rabbit' >/dev/null || /etc/init.d/rabbitmq-server start >/dev/null
+for d in keystone cinder nova_api nova nova_cell0 placement neutron; do mysql -uroot -e "CREATE DATABASE IF NOT EXISTS $d"; done
+mysql -uroot -e "CREATE USER IF NOT EXISTS 'os'@'127.0.0.1' IDENTIFIED BY 'os'; GRANT ALL ON *.* TO 'os'@'127.0.0.1'; FLUSH PRIVILEGES;"
+rabbitmqctl list_users -q 2>/dev/null | grep -q '^os' || rabbitmqctl add_user os os >/dev/null
+rabbitmqctl set_permissions os '.*' '.*' '.*' >/dev/null
+
+step "keystone"
+if ! running keystone; then
+  printf '[DEFAULT]\nlog_dir = /var/log/keystone\n[database]\nconnection = %s/keystone\n[token]\nprovider = fernet\n' "$DB" >/etc/keystone/keystone.conf
+  su -s /bin/sh -c "keystone-manage db_sync" keystone
+  keystone-manage fernet_setup --keystone-user keystone --keystone-group keystone
+  keystone-manage credential_setup --keystone-user keystone --keystone-group keystone
+  keystone-manage bootstrap --bootstrap-password "$ADMIN_PW" --bootstrap-region-id RegionOne \
+    --bootstrap-admin-url http://127.0.0.1:5000/v3/ --bootstrap-internal-url http://127.0.0.1:5000/v3/ \
+    --bootstrap-public-url http://127.0.0.1:5000/v3/
+  uwsgi_app keystone 5000 /usr/bin/keystone-wsgi-public keystone
+fi
+wait_http http://127.0.0.1:5000/v3
+XMS_ADMIN_PW=$ADMIN_PW "$PY" "$HERE/identity.py"
+
+step "cinder"
+BACKENDS=(ssd1:ssd:az1 nvme1:nvme:az1 hdd2:hdd:az2 ssd2:ssd:az2)
+: >"$RUN/cinder-backends.conf"
+for spec in "${BACKENDS[@]}"; do
+  IFS=: read -r name kind zone <<<"$spec"
+  share=127.0.0.1:/srv/xms-lab/cinder-$name
+  mnt=/var/lib/cinder/mnt/$(echo -n "$share" | md5sum | cut -d' ' -f1)
+  mkdir -p "/srv/xms-lab/cinder-$name" "$mnt"
+  mountpoint -q "$mnt" || mount --bind "/srv/xms-lab/cinder-$name" "$mnt"  # os-brick finds it mounted: no NFS
+  echo "$share" >"/etc/cinder/nfs_shares_$name"
+  chown root:cinder "/etc/cinder/nfs_shares_$name" && chmod 640 "/etc/cinder/nfs_shares_$name"
+  cat >>"$RUN/cinder-backends.conf" <<INI
+[$name]
+volume_driver = cinder.volume.drivers.nfs.NfsDriver
+volume_backend_name = $kind
+backend_availability_zone = $zone
+nfs_shares_config = /etc/cinder/nfs_shares_$name
+nfs_mount_point_base = /var/lib/cinder/mnt
+nfs_sparsed_volumes = true
+nfs_qcow2_volumes = false
+nfs_snapshot_support = true
+nas_secure_file_operations = false
+nas_secure_file_permissions = false
+INI
+done
+mkdir -p /var/lib/cinder/tmp && chown -R cinder:cinder /var/lib/cinder /srv/xms-lab
+if ! running cinder-volume; then
+  cat >/etc/cinder/cinder.conf <<INI
+[DEFAULT]
+transport_url = $TURL
+auth_strategy = keystone
+my_ip = 127.0.0.1
+host = cinderhost
+state_path = /var/lib/cinder
+log_dir = /var/log/cinder
+enabled_backends = ssd1,nvme1,hdd2,ssd2
+default_volume_type = standard-ssd
+default_availability_zone = az1
+storage_availability_zone = az1
+allow_availability_zone_fallback = false
+rootwrap_config = /etc/cinder/rootwrap.conf
+api_paste_config = /etc/cinder/api-paste.ini
+[database]
+connection = $DB/cinder
+[keystone_authtoken]
+www_authenticate_uri = http://127.0.0.1:5000
+$(authtoken cinder)
+[oslo_concurrency]
+lock_path = /var/lib/cinder/tmp
+$(cat "$RUN/cinder-backends.conf")
+INI
+  su -s /bin/sh -c "cinder-manage db sync" cinder
+  uwsgi_app cinder-api 8776 /usr/bin/cinder-wsgi cinder
+  daemon cinder-scheduler cinder /usr/bin/cinder-scheduler --config-file /etc/cinder/cinder.conf
+  daemon cinder-volume cinder /usr/bin/cinder-volume --config-file /etc/cinder/cinder.conf
+fi
+
+step "placement"
+if ! running placement; then
+  printf '[DEFAULT]\nlog_dir = /var/log/placement\n[api]\nauth_strategy = keystone\n[keystone_authtoken]\n%s\n[placement_database]\nconnection = %s/placement\n' \
+    "$(authtoken placement)" "$DB" >/etc/placement/placement.conf
+  mkdir -p /var/log/placement && chown placement:placement /var/log/placement
+  su -s /bin/sh -c "placement-manage db sync" placement
+  uwsgi_app placement 8778 /usr/bin/placement-api placement
+fi
+
+step "neutron"
+if ! running neutron-server; then
+  HERE=$HERE "$PY" - <<'PYEOF'
+# The agentless ML2 binding driver: a plain module plus an entry point, next to Debian's neutron.
+import os, shutil
+site = "/usr/local/lib/python3.11/dist-packages"
+os.makedirs(f"{site}/xms_lab_noop_mech-0.1.dist-info", exist_ok=True)
+shutil.copy(os.path.join(os.environ.get("HERE", "."), "noop_mech.py"), f"{site}/xms_lab_noop_mech.py")
+with open(f"{site}/xms_lab_noop_mech-0.1.dist-info/METADATA", "w") as f:
+    f.write("Metadata-Version: 2.1\nName: xms-lab-noop-mech\nVersion: 0.1\n")
+with open(f"{site}/xms_lab_noop_mech-0.1.dist-info/entry_points.txt", "w") as f:
+    f.write("[neutron.ml2.mechanism_drivers]\nxms_noop = xms_lab_noop_mech:NoopBindMechanismDriver\n")
+PYEOF
+  cat >/etc/neutron/neutron.conf <<INI
+[DEFAULT]
+core_plugin = ml2
+service_plugins =
+auth_strategy = keystone
+transport_url = $TURL
+bind_host = 127.0.0.1
+api_workers = 1
+rpc_workers = 0
+rpc_state_report_workers = 0
+notify_nova_on_port_status_changes = true
+notify_nova_on_port_data_changes = true
+log_dir = /var/log/neutron
+state_path = /var/lib/neutron
+[database]
+connection = $DB/neutron
+[keystone_authtoken]
+www_authenticate_uri = http://127.0.0.1:5000
+$(authtoken neutron)
+[nova]
+$(authtoken nova)
+[oslo_concurrency]
+lock_path = /var/lib/neutron/tmp
+INI
+  cat >/etc/neutron/plugins/ml2/ml2_conf.ini <<INI
+[ml2]
+type_drivers = flat,vxlan
+tenant_network_types = vxlan
+mechanism_drivers = xms_noop
+extension_drivers = port_security
+[ml2_type_flat]
+flat_networks = *
+[ml2_type_vxlan]
+vni_ranges = 1:1000
+[securitygroup]
+firewall_driver = noop
+INI
+  mkdir -p /var/lib/neutron/tmp && chown -R neutron:neutron /var/lib/neutron
+  su -s /bin/sh -c "neutron-db-manage --config-file /etc/neutron/neutron.conf --config-file /etc/neutron/plugins/ml2/ml2_conf.ini upgrade head" neutron >"$LAB/neutron-db.log" 2>&1
+  daemon neutron-server neutron /usr/bin/neutron-server --config-file /etc/neutron/neutron.conf --config-file /etc/neutron/plugins/ml2/ml2_conf.ini
+fi
+
+step "nova"
+if ! running nova-api; then
+  cat >/etc/nova/nova.conf <<INI
+[DEFAULT]
+transport_url = $TURL
+my_ip = 127.0.0.1
+compute_driver = fake.FakeDriver
+state_path = /var/lib/nova
+log_dir = /var/log/nova
+enabled_apis = osapi_compute
+[api]
+auth_strategy = keystone
+[api_database]
+connection = $DB/nova_api
+[database]
+connection = $DB/nova
+[conductor]
+workers = 1
+[scheduler]
+workers = 1
+discover_hosts_in_cells_interval = 10
+[keystone_authtoken]
+www_authenticate_uri = http://127.0.0.1:5000
+$(authtoken nova)
+[service_user]
+send_service_user_token = true
+$(authtoken nova)
+[placement]
+$(authtoken placement)
+[neutron]
+$(authtoken neutron)
+[cinder]
+os_region_name = RegionOne
+cross_az_attach = true
+[glance]
+# never contacted when booting from volumes, but nova wants an image endpoint configured
+api_servers = http://127.0.0.1:9292
+[oslo_concurrency]
+lock_path = /var/lib/nova/tmp
+[vnc]
+enabled = false
+[wsgi]
+api_paste_config = /etc/nova/api-paste.ini
+INI
+  for host in compute1 compute2; do printf '[DEFAULT]\nhost = %s\n' "$host" >"/etc/nova/nova-$host.conf"; done
+  printf '#!/usr/bin/python3\nimport sys\nfrom nova.cmd.compute import main\nsys.exit(main())\n' >/usr/local/bin/xms-lab-nova-compute
+  chmod 755 /usr/local/bin/xms-lab-nova-compute
+  mkdir -p /var/lib/nova/tmp && chown -R nova:nova /var/lib/nova
+  nm() { su -s /bin/sh -c "nova-manage $*" nova >>"$LAB/nova-manage.log" 2>&1; }
+  nm api_db sync
+  nm cell_v2 map_cell0 --database_connection "$DB/nova_cell0"
+  su -s /bin/sh -c "nova-manage cell_v2 list_cells" nova 2>/dev/null | grep -q ' cell1 ' || nm cell_v2 create_cell --name=cell1
+  nm db sync
+  uwsgi_app nova-api 8774 /usr/bin/nova-api-wsgi nova
+  daemon nova-conductor nova /usr/bin/nova-conductor --config-file /etc/nova/nova.conf
+  daemon nova-scheduler nova /usr/bin/nova-scheduler --config-file /etc/nova/nova.conf
+fi
+for host in compute1 compute2; do
+  daemon "nova-compute-$host" nova /usr/local/bin/xms-lab-nova-compute --config-file /etc/nova/nova.conf --config-file "/etc/nova/nova-$host.conf"
+done
+
+step "waiting for the services"
+for port in 8776 8778 9696 8774; do wait_http "http://127.0.0.1:$port/"; done
+XMS_ADMIN_PW=$ADMIN_PW "$PY" "$HERE/resources.py"
+su -s /bin/sh -c "nova-manage cell_v2 discover_hosts" nova >>"$LAB/nova-manage.log" 2>&1
+XMS_ADMIN_PW=$ADMIN_PW "$PY" "$HERE/resources.py" --zones
+step "up: clouds in $LAB/clouds.yaml"
