@@ -5,7 +5,7 @@
 - compute zones az1 (host compute1) and az2 (host compute2), as aggregates (``--zones``,
   after the hosts are discovered);
 - flavors m1.small (1 vCPU, 2 GiB), m1.medium (2, 4 GiB), m1.large (4, 8 GiB);
-- shared networks lab-net-a (10.10.1.0/24) and lab-net-b (10.10.2.0/24);
+- networks lab-net-a (10.10.1.0/24) and lab-net-b (10.10.2.0/24) of project xms-lab;
 - project xms-small with tiny quotas: 2 volumes, 3 GiB, 1 GiB of archive-hdd.
 """
 
@@ -54,10 +54,20 @@ def base(conn):
     for name, (vcpus, ram) in FLAVORS.items():
         if not conn.compute.find_flavor(name):
             conn.compute.create_flavor(name=name, vcpus=vcpus, ram=ram, disk=0)
+    # Tenant networks of the migration project: Neutron lets a network's owner choose port MACs.
+    owner = conn.identity.find_project("xms-lab").id
     for name, cidr in NETWORKS.items():
-        net = conn.network.find_network(name) or conn.network.create_network(name=name, shared=True)
+        net = conn.network.find_network(name)
+        if net is not None and net.project_id != owner:
+            for port in conn.network.ports(network_id=net.id):
+                conn.network.delete_port(port.id)
+            conn.network.delete_network(net.id)
+            net = None
+        if net is None:
+            net = conn.network.create_network(name=name, project_id=owner)
         if not conn.network.find_subnet(name + "-subnet"):
-            conn.network.create_subnet(name=name + "-subnet", network_id=net.id, ip_version=4, cidr=cidr)
+            conn.network.create_subnet(name=name + "-subnet", network_id=net.id, ip_version=4, cidr=cidr,
+                                       project_id=owner)  # fmt: skip
     small = conn.identity.find_project("xms-small")
     conn.block_storage.update_quota_set(small.id, volumes=2, gigabytes=3, **{"gigabytes_archive-hdd": 1})
 

@@ -1,0 +1,149 @@
+"""Attaching a target volume to the conversion host for writing, and always detaching it.
+
+Two ways, chosen by ``mode``:
+
+- ``brick``: this host attaches the volume itself, as Cinder's own backup
+  service does: an attachment through the block-storage API with this host's
+  connector, then os-brick connects the returned connection (iSCSI, RBD, NFS,
+  FC...) and gives a device or file path. Needs root, as os-brick does; its
+  privileged calls run in this process (no privsep helper to install).
+- ``nova``: the conversion host is an instance of the target cloud; Nova
+  attaches the volume to it and the device appears under
+  ``/dev/disk/by-id`` by the volume's serial.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import socket
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.common.waiter import wait_for
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.errors import AttachError
+
+ATTACH_TIMEOUT = 300.0
+
+
+@contextmanager
+def attach_for_write(client, volume_id: str, *, mode: str = "brick", server_id: Optional[str] = None) -> Iterator[str]:
+    """Yield a path on this host that writes to ``volume_id``; detach on the way out, also on failure."""
+    if mode == "brick":
+        with _brick(client, volume_id) as path:
+            yield path
+    elif mode == "nova":
+        if not server_id:
+            raise AttachError("attach_mode nova needs the conversion host's server", parameter="conversion_server")
+        with _nova(client, volume_id, server_id) as path:
+            yield path
+    else:
+        raise AttachError(f"unknown attach mode '{mode}'", parameter="attach_mode", hint="Use brick or nova")
+
+
+def _os_brick():
+    try:
+        from os_brick import privileged
+        from os_brick.initiator import connector
+    except ImportError:
+        raise AttachError(
+            "os-brick is not installed on the conversion host",
+            parameter="attach_mode",
+            hint="pip install os-brick, or use attach_mode nova on a conversion host inside the cloud",
+        ) from None
+    privileged.default.set_client_mode(False)
+    return connector
+
+
+@contextmanager
+def _brick(client, volume_id: str) -> Iterator[str]:
+    if os.geteuid() != 0:
+        raise AttachError(
+            "attach_mode brick needs root on the conversion host",
+            parameter="attach_mode",
+            hint="Run the task with become: true",
+        )
+    connector = _os_brick()
+    storage = client.conn.block_storage
+    properties = connector.get_connector_properties(None, _my_ip(), False, False)
+    try:
+        attachment = storage.create_attachment(volume_id, connector=properties, mode="rw")
+    except Exception as err:
+        raise AttachError(
+            f"Cinder refused to attach volume {volume_id} to this host: {_text(err)}",
+            hint="The volume must be 'available' (not attached elsewhere)",
+        ) from None
+    info = dict(attachment.connection_info or {})
+    protocol = info.get("driver_volume_type", "")
+    device = None
+    try:
+        brick = connector.InitiatorConnector.factory(
+            protocol, None, use_multipath=False, nfs_mount_point_base=info.get("mount_point_base")
+        )
+        device = brick.connect_volume(info)
+        storage.complete_attachment(attachment.id)
+        yield device["path"]
+    except AttachError:
+        raise
+    except Exception as err:
+        if device is None:
+            raise AttachError(f"os-brick could not connect volume {volume_id} ({protocol}): {_text(err)}") from None
+        raise
+    finally:
+        try:
+            if device is not None:
+                brick.disconnect_volume(info, device)
+        finally:
+            storage.delete_attachment(attachment.id)
+            wait_for(
+                lambda: storage.get_volume(volume_id).status == "available",
+                timeout=ATTACH_TIMEOUT,
+                what=f"volume {volume_id} to be detached",
+            )
+
+
+@contextmanager
+def _nova(client, volume_id: str, server_id: str) -> Iterator[str]:
+    compute = client.conn.compute
+    server = compute.find_server(server_id, ignore_missing=True)
+    if server is None:
+        raise AttachError(f"conversion host server '{server_id}' does not exist", parameter="conversion_server")
+    try:
+        compute.create_volume_attachment(server, volume_id=volume_id)
+    except Exception as err:
+        raise AttachError(f"Nova could not attach volume {volume_id} to {server.name}: {_text(err)}") from None
+    try:
+        path = wait_for(
+            lambda: _by_serial(volume_id),
+            timeout=ATTACH_TIMEOUT,
+            what=f"volume {volume_id} to appear under /dev/disk/by-id",
+            hint="Is this task running on the conversion host named by conversion_server?",
+        )
+        yield path
+    finally:
+        compute.delete_volume_attachment(volume_id, server, ignore_missing=True)
+        wait_for(
+            lambda: client.conn.block_storage.get_volume(volume_id).status == "available",
+            timeout=ATTACH_TIMEOUT,
+            what=f"volume {volume_id} to be detached from {server.name}",
+        )
+
+
+def _by_serial(volume_id: str) -> Optional[str]:
+    """virtio-blk shows the first 20 characters of the volume id as serial; SCSI shows all of it."""
+    for pattern in (f"/dev/disk/by-id/virtio-{volume_id[:20]}", f"/dev/disk/by-id/*{volume_id}*"):
+        found = sorted(glob.glob(pattern))
+        if found:
+            return os.path.realpath(found[0])
+    return None
+
+
+def _my_ip() -> str:
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+def _text(err: Exception) -> str:
+    return str(getattr(err, "details", None) or err).strip()

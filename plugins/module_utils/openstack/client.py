@@ -1,0 +1,80 @@
+"""Connecting to the target cloud with openstacksdk, with errors that never echo a secret."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.errors import (
+    AuthenticationError,
+    OpenStackError,
+)
+
+try:
+    import openstack
+    from keystoneauth1 import exceptions as ks_exceptions
+except ImportError:  # reported on connect with what to install
+    openstack = None
+
+
+class OpenStackClient:
+    """An authenticated openstacksdk connection (``.conn``) to the migration's target project."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+
+    @classmethod
+    def connect(
+        cls,
+        *,
+        cloud: Optional[str] = None,
+        auth: Optional[Dict[str, Any]] = None,
+        region_name: Optional[str] = None,
+        validate_certs: Optional[bool] = None,
+        ca_cert: Optional[str] = None,
+    ) -> OpenStackClient:
+        """Log in now, so bad credentials fail here with a clear message rather than mid-migration."""
+        if openstack is None:
+            raise OpenStackError("openstacksdk is not installed", hint="pip install -r requirements.txt")
+        kwargs: Dict[str, Any] = {}
+        if cloud:
+            kwargs["cloud"] = cloud
+        if auth:
+            kwargs.update(auth=dict(auth), auth_type="password")
+        if region_name:
+            kwargs["region_name"] = region_name
+        if validate_certs is not None:
+            kwargs["verify"] = validate_certs
+        if ca_cert:
+            kwargs["cacert"] = ca_cert
+        where = f"cloud '{cloud}'" if cloud else "the cloud named by auth"
+        try:
+            conn = openstack.connect(**kwargs)
+            conn.authorize()
+        except openstack.exceptions.ConfigException as err:
+            raise OpenStackError(
+                f"cannot configure a connection to {where}: {err}",
+                parameter="cloud",
+                hint="Check clouds.yaml (OS_CLIENT_CONFIG_FILE) or the auth dict",
+            ) from None
+        except (ks_exceptions.ClientException, openstack.exceptions.SDKException) as err:
+            raise _login_error(err, where, parameter="auth" if auth else "cloud") from None
+        return cls(conn)
+
+
+def _login_error(err: Exception, where: str, parameter: str) -> OpenStackError:
+    """Name what went wrong at login; openstacksdk often wraps keystoneauth's error, so look underneath."""
+    causes = (err, err.__cause__, err.__context__)
+    if any(isinstance(c, ks_exceptions.Unauthorized) for c in causes) or getattr(err, "status_code", None) == 401:
+        return AuthenticationError(
+            f"{where} refused the credentials",
+            parameter=parameter,
+            hint="Check the user name, password and project (the password is not shown)",
+        )
+    unreachable = (ks_exceptions.ConnectFailure, ks_exceptions.DiscoveryFailure, ks_exceptions.SSLError)
+    if any(isinstance(c, unreachable) for c in causes):
+        return OpenStackError(
+            f"cannot reach the identity service of {where}",
+            parameter=parameter,
+            hint="Check auth_url, the network, and the CA certificate",
+        )
+    return OpenStackError(f"logging in to {where} failed: {type(err).__name__}", parameter=parameter)

@@ -1,0 +1,219 @@
+"""Cutover in the target cloud: bootable volumes, ports with the source MACs, the instance.
+
+A replica is protected: the instance is only created when every volume's
+record says the migration is in ``cutover``. What this step creates (ports,
+the server) is deleted again when it fails, and the volumes are left intact,
+so the cutover can be retried. A retry adopts the ports and the server of its
+own migration (by name and metadata), never those of someone else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.common.waiter import wait_for
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.errors import (
+    InstanceError,
+    MacInUseError,
+    NotFoundError,
+    ProtectedReplicaError,
+)
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.preflight import port_name, resolve_flavor
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.volumes import find_volumes
+
+SERVER_TAG = "xms_migration_id"
+
+
+@dataclass
+class NicSpec:
+    mac: str
+    network: str
+    subnet: Optional[str] = None
+    fixed_ip: Optional[str] = None
+
+
+@dataclass
+class ServerInfo:
+    id: str
+    name: str
+    status: str
+    flavor: str
+    availability_zone: str
+    ports: List[Dict[str, object]] = field(default_factory=list)
+    volumes: List[str] = field(default_factory=list)
+
+    def as_dict(self) -> Dict[str, object]:
+        return asdict(self)
+
+
+def find_server(client, migration_id: str):
+    for server in client.conn.compute.servers(details=True):
+        if (server.metadata or {}).get(SERVER_TAG) == migration_id:
+            return server
+    return None
+
+
+def create_instance(
+    client,
+    migration_id: str,
+    *,
+    name: str,
+    flavor: Optional[str],
+    vcpus: int,
+    ram_mb: int,
+    volume_ids: List[str],
+    nics: List[NicSpec],
+    availability_zone: Optional[str] = None,
+    key_name: Optional[str] = None,
+    security_groups: List[str] = (),
+    image_properties: Optional[Dict[str, str]] = None,
+    timeout: float = 600,
+) -> ServerInfo:
+    """Boot the migration's instance from its volumes (boot disk first) and wait until it is ACTIVE."""
+    _ensure_cutover(client, migration_id, volume_ids)
+    conn = client.conn
+    existing = find_server(client, migration_id)
+    if existing is not None and existing.status == "ACTIVE":
+        return _info(client, existing)
+    if existing is not None:  # a failed earlier attempt: start over from the volumes
+        _delete_server(client, existing.id, timeout)
+    chosen = resolve_flavor(client, flavor, vcpus, ram_mb)
+    storage = conn.block_storage
+    storage.set_volume_bootable_status(volume_ids[0], True)
+    if image_properties:
+        storage.set_volume_image_metadata(volume_ids[0], **image_properties)
+    created_ports: List[str] = []
+    server = None
+    try:
+        ports = []
+        for nic in nics:
+            port, created = _port(client, migration_id, nic, security_groups)
+            ports.append(port)
+            if created:
+                created_ports.append(port.id)
+        mappings = [
+            {"boot_index": index, "uuid": vid, "source_type": "volume", "destination_type": "volume",
+             "delete_on_termination": False}
+            for index, vid in enumerate(volume_ids)
+        ]  # fmt: skip
+        args = {
+            "name": name,
+            "flavor_id": chosen.id,
+            "networks": [{"port": p.id} for p in ports] or "none",
+            "block_device_mapping_v2": mappings,
+            "metadata": {SERVER_TAG: migration_id},
+        }
+        if availability_zone:
+            args["availability_zone"] = availability_zone
+        if key_name:
+            args["key_name"] = key_name
+        server = conn.compute.create_server(**args)
+        server = wait_for(
+            lambda: _active(client, server.id),
+            timeout=timeout,
+            what=f"instance {name} to become ACTIVE",
+            hint="See nova-compute's log",
+        )
+        return _info(client, server)
+    except Exception as err:
+        if server is not None:
+            _delete_server(client, server.id, timeout)
+        for port_id in created_ports:
+            conn.network.delete_port(port_id, ignore_missing=True)
+        storage.set_volume_bootable_status(volume_ids[0], False)
+        if isinstance(err, (InstanceError, MacInUseError, NotFoundError)):
+            raise
+        raise InstanceError(
+            f"creating instance {name} failed: {getattr(err, 'details', None) or err}",
+            hint="The volumes are intact; fix the cause and run the cutover again",
+        ) from None
+
+
+def _ensure_cutover(client, migration_id: str, volume_ids: List[str]) -> None:
+    records = {v.id: v.record for v in find_volumes(client, migration_id)}
+    not_ready = [vid for vid in volume_ids if records.get(vid, {}).get("phase") != "cutover"]
+    if not_ready:
+        raise ProtectedReplicaError(
+            f"the volumes of migration {migration_id} are protected replicas (phase is not 'cutover')",
+            hint="Only the cutover module boots an instance from them",
+        )
+
+
+def _port(client, migration_id: str, nic: NicSpec, security_groups):
+    """This NIC's port: ours from an earlier attempt, or a new one with the source MAC."""
+    network = client.conn.network
+    net = network.find_network(nic.network, ignore_missing=True)
+    if net is None:
+        raise NotFoundError(f"network '{nic.network}' does not exist", parameter="network_map")
+    for port in network.ports(network_id=net.id, mac_address=nic.mac.lower()):
+        if port.name == port_name(migration_id, nic.mac):
+            return port, False
+        raise MacInUseError(
+            f"MAC {nic.mac} is already used on network '{nic.network}' by port {port.id}",
+            parameter="network_map",
+            hint="Free the address or map the NIC to another network",
+        )
+    args = {"network_id": net.id, "mac_address": nic.mac.lower(), "name": port_name(migration_id, nic.mac)}
+    if nic.subnet or nic.fixed_ip:
+        fixed = {}
+        if nic.subnet:
+            subnet = network.find_subnet(nic.subnet, ignore_missing=True)
+            if subnet is None:
+                raise NotFoundError(f"subnet '{nic.subnet}' does not exist", parameter="network_map")
+            fixed["subnet_id"] = subnet.id
+        if nic.fixed_ip:
+            fixed["ip_address"] = nic.fixed_ip
+        args["fixed_ips"] = [fixed]
+    if security_groups:
+        args["security_group_ids"] = [network.find_security_group(g, ignore_missing=False).id for g in security_groups]
+    try:
+        return network.create_port(**args), True
+    except Exception as err:
+        if getattr(err, "status_code", None) == 403:
+            raise InstanceError(
+                f"not allowed to create a port with MAC {nic.mac} on network '{nic.network}'",
+                parameter="network_map",
+                hint="Neutron lets only the network's owner (or an admin) choose MACs and fixed IPs: use a "
+                "network of the target project, or an account with that right",
+            ) from None
+        raise
+
+
+def _active(client, server_id: str):
+    server = client.conn.compute.get_server(server_id)
+    if server.status == "ERROR":
+        fault = (server.fault or {}).get("message", "no fault message")
+        raise InstanceError(
+            f"instance {server.name} went to ERROR: {fault}",
+            hint="The volumes are intact; fix the cause and run the cutover again",
+        )
+    return server if server.status == "ACTIVE" else None
+
+
+def _delete_server(client, server_id: str, timeout: float) -> None:
+    compute = client.conn.compute
+    compute.delete_server(server_id, ignore_missing=True)
+    wait_for(
+        lambda: compute.find_server(server_id, ignore_missing=True) is None,
+        timeout=timeout,
+        what=f"instance {server_id} to be deleted",
+    )
+
+
+def _info(client, server) -> ServerInfo:
+    ports = [
+        {"id": p.id, "mac": p.mac_address, "network_id": p.network_id, "status": p.status,
+         "fixed_ips": [f["ip_address"] for f in p.fixed_ips or []]}
+        for p in client.conn.network.ports(device_id=server.id)
+    ]  # fmt: skip
+    volumes = [a.volume_id for a in client.conn.compute.volume_attachments(server)]
+    return ServerInfo(
+        id=server.id,
+        name=server.name,
+        status=server.status,
+        flavor=(server.flavor or {}).get("original_name", ""),
+        availability_zone=server.availability_zone or "",
+        ports=ports,
+        volumes=volumes,
+    )

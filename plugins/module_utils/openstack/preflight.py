@@ -1,0 +1,207 @@
+"""Target-side preflight: every check a clear verdict, nothing created.
+
+The checks answer what a migration engineer asks before a wave: does each
+volume type and zone exist, is there quota for the volumes (per type too),
+which flavor will the instance get, do the mapped networks exist, and is every
+source MAC free on its target network (a taken MAC is the most common late
+failure of migrations).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.errors import NotFoundError
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.volumes import VolumeSpec
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    message: str
+    parameter: Optional[str] = None
+
+
+@dataclass
+class NicTarget:
+    """A source NIC and where it goes."""
+
+    mac: str
+    network: str
+    subnet: Optional[str] = None
+    fixed_ip: Optional[str] = None
+
+
+def port_name(migration_id: str, mac: str) -> str:
+    """Ports this tool creates are named after their migration, so a retry recognises its own."""
+    return f"xms-{migration_id}-{mac.lower()}"
+
+
+def best_flavor(flavors, vcpus: int, ram_mb: int):
+    """The smallest flavor with at least ``vcpus`` and ``ram_mb``; ties broken by disk, then name."""
+    fitting = [f for f in flavors if f.vcpus >= vcpus and f.ram >= ram_mb]
+    if not fitting:
+        return None
+    return min(fitting, key=lambda f: (f.vcpus, f.ram, f.disk or 0, f.name))
+
+
+def resolve_flavor(client, flavor: Optional[str], vcpus: int, ram_mb: int):
+    """The flavor named (name or id), or the best match for the source's size; NotFoundError otherwise."""
+    compute = client.conn.compute
+    if flavor:
+        found = compute.find_flavor(flavor, ignore_missing=True)
+        if found is None:
+            raise NotFoundError(
+                f"flavor '{flavor}' does not exist",
+                parameter="flavor",
+                hint="List flavors with 'openstack flavor list', or leave flavor unset for the best match",
+            )
+        return found
+    found = best_flavor(list(compute.flavors(details=True)), vcpus, ram_mb)
+    if found is None:
+        raise NotFoundError(
+            f"no flavor has at least {vcpus} vCPUs and {ram_mb} MiB RAM",
+            parameter="flavor",
+            hint="Create a flavor that fits the source VM, or name one explicitly",
+        )
+    return found
+
+
+def _quota_checks(client, volumes: List[VolumeSpec]) -> List[Check]:
+    """Volume count and gigabytes, in total and per volume type where the cloud sets per-type quotas."""
+    storage = client.conn.block_storage
+    quota = storage.get_quota_set(client.conn.current_project_id, usage=True)
+    limits = dict(quota.to_dict(computed=False))
+    usage = quota.usage or {}
+    reservation = quota.reservation or {}
+    need: Dict[str, int] = {"volumes": len(volumes), "gigabytes": sum(v.size_gib for v in volumes)}
+    for spec in volumes:
+        vtype = spec.volume_type or ""
+        if vtype:
+            need[f"volumes_{vtype}"] = need.get(f"volumes_{vtype}", 0) + 1
+            need[f"gigabytes_{vtype}"] = need.get(f"gigabytes_{vtype}", 0) + spec.size_gib
+    extra = getattr(quota, "_body", None)
+    body = dict(extra.attributes) if extra is not None else {}
+    checks = []
+    for key, wanted in need.items():
+        limit = limits.get(key, body.get(key))
+        if limit is None or int(limit) < 0:
+            continue  # no such quota, or unlimited
+        used = int(usage.get(key, 0)) + int(reservation.get(key, 0))
+        free = int(limit) - used
+        ok = wanted <= free
+        checks.append(
+            Check(
+                f"quota_{key}",
+                ok,
+                f"quota {key}: need {wanted}, {free} free of {limit}" + ("" if ok else " - too little"),
+                parameter=None,
+            )
+        )
+    return checks
+
+
+def preflight(
+    client,
+    *,
+    volumes: List[VolumeSpec],
+    flavor: Optional[str],
+    vcpus: int,
+    ram_mb: int,
+    availability_zone: Optional[str],
+    nics: List[NicTarget],
+    migration_id: str,
+) -> List[Check]:
+    """All target checks; none raises for a failed check (the caller decides), each names its parameter."""
+    conn = client.conn
+    checks: List[Check] = []
+    for vtype in sorted({v.volume_type for v in volumes if v.volume_type}):
+        found = conn.block_storage.find_type(vtype, ignore_missing=True)
+        checks.append(
+            Check(
+                "volume_type",
+                found is not None,
+                f"volume type '{vtype}' " + ("exists" if found else "does not exist"),
+                parameter=None if found else "volume_type",
+            )
+        )
+    volume_zones = {z.name for z in conn.block_storage.availability_zones()}
+    for zone in sorted({v.availability_zone for v in volumes if v.availability_zone}):
+        ok = zone in volume_zones
+        checks.append(
+            Check(
+                "volume_availability_zone",
+                ok,
+                f"volume availability zone '{zone}' "
+                + ("exists" if ok else f"does not exist ({', '.join(sorted(volume_zones))})"),
+                parameter=None if ok else "volume_availability_zone",
+            )
+        )
+    if availability_zone:
+        compute_zones = {z.name for z in conn.compute.availability_zones()}
+        ok = availability_zone in compute_zones
+        checks.append(
+            Check(
+                "availability_zone",
+                ok,
+                f"compute availability zone '{availability_zone}' "
+                + ("exists" if ok else f"does not exist ({', '.join(sorted(compute_zones))})"),
+                parameter=None if ok else "availability_zone",
+            )
+        )
+    if volumes:
+        checks.extend(_quota_checks(client, volumes))
+    try:
+        chosen = resolve_flavor(client, flavor, vcpus, ram_mb)
+        small = chosen.vcpus < vcpus or chosen.ram < ram_mb
+        checks.append(
+            Check(
+                "flavor",
+                True,
+                f"flavor '{chosen.name}' ({chosen.vcpus} vCPU, {chosen.ram} MiB)"
+                + (" is smaller than the source" if small else ""),
+            )
+        )
+    except NotFoundError as err:
+        checks.append(Check("flavor", False, err.message, parameter="flavor"))
+    for nic in nics:
+        checks.extend(_nic_checks(client, nic, migration_id))
+    return checks
+
+
+def _nic_checks(client, nic: NicTarget, migration_id: str) -> List[Check]:
+    net = client.conn.network.find_network(nic.network, ignore_missing=True)
+    if net is None:
+        return [Check("network", False, f"network '{nic.network}' does not exist", parameter="network_map")]
+    checks = [Check("network", True, f"network '{nic.network}' exists")]
+    if nic.subnet:
+        subnet = client.conn.network.find_subnet(nic.subnet, ignore_missing=True)
+        ok = subnet is not None and subnet.network_id == net.id
+        checks.append(
+            Check(
+                "subnet",
+                ok,
+                f"subnet '{nic.subnet}' " + ("is on" if ok else "is not on") + f" network '{nic.network}'",
+                parameter=None if ok else "network_map",
+            )
+        )
+    taken = [
+        p
+        for p in client.conn.network.ports(network_id=net.id, mac_address=nic.mac.lower())
+        if p.name != port_name(migration_id, nic.mac)
+    ]
+    if taken:
+        owner = taken[0].device_owner or "no device"
+        checks.append(
+            Check(
+                "mac_free",
+                False,
+                f"MAC {nic.mac} is already used on network '{nic.network}' by port {taken[0].id} ({owner})",
+                parameter="network_map",
+            )
+        )
+    else:
+        checks.append(Check("mac_free", True, f"MAC {nic.mac} is free on network '{nic.network}'"))
+    return checks

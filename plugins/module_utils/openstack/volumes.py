@@ -1,0 +1,177 @@
+"""One Cinder volume per source disk, carrying the migration record in its metadata.
+
+Volumes are found again by their record (``xms_migration_id`` and
+``xms_disk_key``), never by name: names are the operator's to change. A
+volume takes its full size from the quota at creation, so what a migration
+needs is reserved when it is submitted, not when the seed finishes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.common.waiter import wait_for
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.errors import OpenStackError, QuotaError
+
+GiB = 1 << 30
+PREFIX = "xms_"
+
+
+@dataclass
+class VolumeSpec:
+    """The volume one source disk needs."""
+
+    disk_key: str
+    size_bytes: int
+    volume_type: Optional[str]
+    availability_zone: Optional[str]
+    name: str
+
+    @property
+    def size_gib(self) -> int:
+        """Cinder sizes volumes in whole GiB: round up, never down."""
+        return max(1, math.ceil(self.size_bytes / GiB))
+
+
+@dataclass
+class TargetVolume:
+    id: str
+    name: str
+    disk_key: str
+    size_bytes: int
+    status: str
+    bootable: bool
+    availability_zone: str
+    volume_type: str
+    record: Dict[str, str] = field(default_factory=dict)
+
+
+def prefixed(fields: Dict[str, str]) -> Dict[str, str]:
+    return {PREFIX + key: str(value) for key, value in fields.items()}
+
+
+def _target_volume(volume) -> TargetVolume:
+    metadata = volume.metadata or {}
+    record = {key[len(PREFIX) :]: value for key, value in metadata.items() if key.startswith(PREFIX)}
+    return TargetVolume(
+        id=volume.id,
+        name=volume.name or "",
+        disk_key=record.get("disk_key", ""),
+        size_bytes=volume.size * GiB,
+        status=volume.status,
+        bootable=str(volume.is_bootable).lower() == "true",
+        availability_zone=volume.availability_zone or "",
+        volume_type=volume.volume_type or "",
+        record=record,
+    )
+
+
+def list_migrations(client) -> Dict[str, List[TargetVolume]]:
+    """Every migration's volumes in the project, by migration id."""
+    found: Dict[str, List[TargetVolume]] = {}
+    for volume in client.conn.block_storage.volumes(details=True):
+        target = _target_volume(volume)
+        if target.record.get("migration_id"):
+            found.setdefault(target.record["migration_id"], []).append(target)
+    return found
+
+
+def find_volumes(client, migration_id: str) -> List[TargetVolume]:
+    """The volumes of one migration (filtered here: metadata filters differ between Cinder releases)."""
+    return list_migrations(client).get(migration_id, [])
+
+
+def update_record(client, volume_id: str, fields: Dict[str, str]) -> None:
+    """Merge ``fields`` into the volume's record."""
+    client.conn.block_storage.set_volume_metadata(volume_id, **prefixed(fields))
+
+
+def ensure_volumes(
+    client,
+    migration_id: str,
+    specs: List[VolumeSpec],
+    record: Dict[str, str],
+    *,
+    disk_fields: Dict[str, Dict[str, str]],
+    timeout: float = 600,
+) -> Tuple[List[TargetVolume], List[str]]:
+    """Create the volumes of ``specs`` that do not exist yet; return all of them and the ids created.
+
+    If any creation fails, the volumes created by this call are deleted again
+    before the error is raised: no half-created migration is left behind.
+    """
+    existing = {v.disk_key: v for v in find_volumes(client, migration_id)}
+    created: List[str] = []
+    try:
+        for spec in specs:
+            if spec.disk_key in existing:
+                continue
+            metadata = prefixed({**record, "migration_id": migration_id, **disk_fields[spec.disk_key]})
+            volume = client.conn.block_storage.create_volume(
+                name=spec.name,
+                size=spec.size_gib,
+                volume_type=spec.volume_type,
+                availability_zone=spec.availability_zone,
+                metadata=metadata,
+                description=f"xms.warm_migration replica of disk {spec.disk_key} ({migration_id})",
+            )
+            created.append(volume.id)
+        for volume_id in created:
+            wait_for(
+                lambda vid=volume_id: _available(client, vid),
+                timeout=timeout,
+                what=f"volume {volume_id} to become available",
+                hint="Check the cinder-volume service and its back-end",
+            )
+    except Exception as err:
+        delete_volumes(client, created)
+        if isinstance(err, OpenStackError):
+            raise
+        raise _volume_error(err) from None
+    return find_volumes(client, migration_id), created
+
+
+def _available(client, volume_id: str) -> bool:
+    volume = client.conn.block_storage.get_volume(volume_id)
+    if volume.status == "error":
+        raise OpenStackError(
+            f"volume {volume_id} went to status 'error'",
+            hint="See cinder-volume's log; often the back-end is full or the zone has no such back-end",
+        )
+    return volume.status == "available"
+
+
+def _volume_error(err: Exception) -> OpenStackError:
+    text = str(getattr(err, "details", None) or err)
+    if "quota" in text.lower() or "VolumeLimitExceeded" in text:
+        return QuotaError(
+            f"the project's volume quota is exhausted: {text}",
+            hint="Raise the quota or free volumes; nothing was left behind",
+        )
+    return OpenStackError(f"creating a volume failed: {text}", hint="Nothing was left behind")
+
+
+def delete_volumes(client, volume_ids: List[str], timeout: float = 300) -> None:
+    """Delete volumes and wait until they are gone (used for rollback and cleanup)."""
+    for volume_id in volume_ids:
+        try:
+            client.conn.block_storage.delete_volume(volume_id, ignore_missing=True, force=False)
+        except Exception:  # an error-state volume: try the forced delete
+            client.conn.block_storage.delete_volume(volume_id, ignore_missing=True, force=True)
+    deadline = time.monotonic() + timeout
+    for volume_id in volume_ids:
+        wait_for(
+            lambda vid=volume_id: client.conn.block_storage.find_volume(vid) is None,
+            timeout=max(1.0, deadline - time.monotonic()),
+            what=f"volume {volume_id} to be deleted",
+        )
+
+
+def delete_migration(client, migration_id: str) -> int:
+    """Delete every volume of a migration; returns how many."""
+    volumes = find_volumes(client, migration_id)
+    delete_volumes(client, [v.id for v in volumes])
+    return len(volumes)

@@ -1,0 +1,45 @@
+"""Fixtures for the OpenStack lab: clients per project, unique migration ids, cleanup of what tests create."""
+
+import os
+import uuid
+
+import pytest
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.instance import find_server
+
+CLOUDS = os.path.join(os.environ.get("XMS_LAB_DIR", "/var/lib/xms-lab"), "openstack", "clouds.yaml")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def lab_clouds():
+    if not os.path.exists(CLOUDS):
+        pytest.fail(f"the OpenStack lab is not up ({CLOUDS} is missing): run lab/openstack/up.sh")
+    os.environ["OS_CLIENT_CONFIG_FILE"] = CLOUDS
+    return CLOUDS
+
+
+@pytest.fixture(scope="session")
+def lab():
+    return OpenStackClient.connect(cloud="xms-lab")
+
+
+@pytest.fixture(scope="session")
+def small():
+    return OpenStackClient.connect(cloud="xms-small")
+
+
+@pytest.fixture
+def migration(lab):
+    """A fresh migration id; its server, ports and volumes are removed after the test."""
+    migration_id = f"vm-test-{uuid.uuid4().hex[:12]}"
+    yield migration_id
+    server = find_server(lab, migration_id)
+    if server is not None:
+        lab.conn.compute.delete_server(server.id)
+        lab.conn.compute.wait_for_delete(server, wait=120)
+    for port in lab.conn.network.ports():
+        if port.name and port.name.startswith(f"xms-{migration_id}-"):
+            lab.conn.network.delete_port(port.id)
+    os_volumes.delete_migration(lab, migration_id)
