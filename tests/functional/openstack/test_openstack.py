@@ -157,7 +157,7 @@ def test_boot_from_volumes_with_source_macs_reaches_active_and_a_rerun_adopts_it
     volumes, _ = ensure(lab, migration, wanted, phase="cutover")
     ids = [v.id for v in sorted(volumes, key=lambda v: v.disk_key)]
     mac = "00:50:56:{:02x}:{:02x}:{:02x}".format(*tuple(random.randrange(256) for _ in range(3)))
-    nics = [NicSpec(mac, "lab-net-a", fixed_ip="10.10.1.%d" % random.randrange(50, 250))]
+    nics = [NicSpec(mac, "lab-net-a", fixed_ip=f"10.10.1.{random.randrange(50, 250)}")]
     server = create_instance(
         lab, migration, name="t-vm", flavor=None, vcpus=2, ram_mb=2048, volume_ids=ids, nics=nics,
         availability_zone="az1", image_properties={"hw_disk_bus": "virtio"},
