@@ -5,9 +5,15 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
+
+# The labs' helpers (lab/nbd: a qemu-storage-daemon driver) are shared by the tests and the demo.
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "lab", "nbd")
+)
 
 
 def require(binary: str) -> str:

@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from storage_daemon import StorageDaemon
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier import CopyOptions, copy_extents
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.errors import (
@@ -24,7 +25,6 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.copy.nbd_source
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.verify import verify_extents
 
 from ..conftest import require, sha256_file, sha256_nbd
-from .qsd import StorageDaemon
 
 MiB = 1 << 20
 COLLECTION_PARENT = sys.modules["ansible_collections"].__path__[0].rsplit("/ansible_collections", 1)[0]
@@ -112,14 +112,7 @@ def test_dirty_bitmap_plan_copies_exactly_the_changed_areas(tmp_path):
             written.append(Extent(offset, length))
         writer.flush()
         writer.shutdown()
-        # Close the epoch: cbt1 keeps what changed since the seed, cbt2 tracks what comes next.
-        qsd.cmd(
-            "transaction",
-            actions=[
-                {"type": "block-dirty-bitmap-disable", "data": {"node": "disk0", "name": "cbt1"}},
-                {"type": "block-dirty-bitmap-add", "data": {"node": "disk0", "name": "cbt2", "persistent": True}},
-            ],
-        )
+        qsd.rotate("cbt1", "cbt2")  # cbt1 keeps what changed since the seed, cbt2 tracks what comes next
         view = qsd.export("view", bitmaps=["cbt1"])
         plan = plan_dirty(view, "cbt1")
         assert plan == merge_extents(written)  # writes are 64 KiB-aligned, the bitmap's granularity

@@ -1,16 +1,35 @@
 """A qemu-storage-daemon serving one qcow2 image over NBD, driven over QMP.
 
-Stands in for a running VM's disk with QEMU's real change tracking (persistent
-dirty bitmaps): tests write through the live export, then rotate bitmaps in
-one QMP transaction, as a CBT epoch would.
+Stands in for a running VM's disk with QEMU's real change tracking (dirty
+bitmaps): tests and the demo write through the live export, then rotate
+bitmaps in one QMP transaction, as a CBT epoch would. Used by the copy
+engine's tests and by the engine demo.
 """
 
 import json
 import os
+import shutil
 import socket
 import subprocess
+import time
 
-from ..conftest import require, wait_for_socket
+
+def _wait_for_socket(path: str, proc: subprocess.Popen, log: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            with open(log) as handle:
+                raise RuntimeError(f"qemu-storage-daemon exited: {handle.read()[-2000:]}")
+        probe = socket.socket(socket.AF_UNIX)
+        try:
+            probe.connect(path)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"qemu-storage-daemon does not answer on {path}") from None
+            time.sleep(0.02)
+        finally:
+            probe.close()
 
 
 class StorageDaemon:
@@ -19,7 +38,7 @@ class StorageDaemon:
         self.nbd_path = os.path.join(base, "qsd-nbd.sock")
         log = os.path.join(base, "qsd.log")
         argv = [
-            require("qemu-storage-daemon"),
+            shutil.which("qemu-storage-daemon") or "qemu-storage-daemon",
             "--blockdev", f"driver=file,node-name=file0,filename={image}",
             "--blockdev", "driver=qcow2,node-name=disk0,file=file0",
             "--nbd-server", f"addr.type=unix,addr.path={self.nbd_path},max-connections=16",
@@ -28,7 +47,7 @@ class StorageDaemon:
         ]  # fmt: skip
         with open(log, "wb") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=out)
-        wait_for_socket(self.qmp_path, self.proc, log=log)
+        _wait_for_socket(self.qmp_path, self.proc, log)
         self.sock = socket.socket(socket.AF_UNIX)
         self.sock.connect(self.qmp_path)
         self.stream = self.sock.makefile("rw")
@@ -51,6 +70,13 @@ class StorageDaemon:
         self.cmd("block-export-add", type="nbd", id=name, **{"node-name": "disk0"}, name=name,
                  writable=writable, bitmaps=list(bitmaps))  # fmt: skip
         return f"nbd+unix:///{name}?socket={self.nbd_path}"
+
+    def rotate(self, old: str, new: str) -> None:
+        """Close a change-tracking epoch atomically: ``old`` stops recording, ``new`` starts."""
+        self.cmd("transaction", actions=[
+            {"type": "block-dirty-bitmap-disable", "data": {"node": "disk0", "name": old}},
+            {"type": "block-dirty-bitmap-add", "data": {"node": "disk0", "name": new}},
+        ])  # fmt: skip
 
     def stop(self) -> None:
         self.proc.kill()
