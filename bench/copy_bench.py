@@ -172,7 +172,7 @@ def case_incremental(work, disk, changed, extents_file):
         yardstick="engine full copy",
         incremental_share_of_full=round(share, 4),
         nbdcopy_full_s=round(statistics.median(ref), 3),
-        changed_bytes=sum(n for _, n in changed),
+        changed_bytes=sum(length for _offset, length in changed),
         changed_extents=len(changed),
     )
 
@@ -200,7 +200,7 @@ def case_memory(work):
     src = Server(work, "sparse-random", "size=64G", "percent=1", "seed=4")
     target = os.path.join(work, "big.img")
     fresh_target(target, 64 * GiB)
-    seconds, peak_mib, _ = engine(src.uri, target)
+    seconds, peak_mib, _stats = engine(src.uri, target)
     fresh_target(target, 64 * GiB)
     started = time.monotonic()
     proc = subprocess.Popen(["nbdcopy", "--flush", "--destination-is-zero", src.uri, target])

@@ -227,7 +227,7 @@ class _Copy:
         self.submitted = 0
         self.failure: Optional[BaseException] = None
         handles = [self.handle] + [
-            nbd_source.connect(self.source_uri, meta_contexts=("base:allocation",)) for _ in range(workers - 1)
+            nbd_source.connect(self.source_uri, meta_contexts=("base:allocation",)) for _worker in range(workers - 1)
         ]
         share = max(1, opts.max_in_flight // workers)
         threads = [threading.Thread(target=self._worker, args=(h, share), daemon=True) for h in handles[1:]]

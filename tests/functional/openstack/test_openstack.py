@@ -32,6 +32,10 @@ def specs(sizes_and_types):
             enumerate(sizes_and_types)]  # fmt: skip
 
 
+def random_mac(prefix):
+    return prefix + "".join(f":{random.randrange(256):02x}" for _byte in range(3))
+
+
 def disk_fields(spec_list):
     return {s.disk_key: {"disk_key": s.disk_key, "disk_index": s.disk_key[-1]} for s in spec_list}
 
@@ -109,7 +113,7 @@ def test_quota_too_small_is_refused_and_leaves_nothing(small):
 
 def test_a_source_mac_already_used_on_the_target_network_fails_preflight(lab, migration):
     net = lab.conn.network.find_network("lab-net-a")
-    mac = "fa:16:3e:{:02x}:{:02x}:{:02x}".format(*tuple(random.randrange(256) for _ in range(3)))
+    mac = random_mac("fa:16:3e")
     squatter = lab.conn.network.create_port(network_id=net.id, mac_address=mac, name="someone-else")
     try:
         checks = preflight(lab, volumes=[], flavor="m1.small", vcpus=1, ram_mb=512, availability_zone=None,
@@ -121,7 +125,7 @@ def test_a_source_mac_already_used_on_the_target_network_fails_preflight(lab, mi
 
 
 def test_brick_attach_writes_reach_the_volume(lab, migration):
-    (volume,), _ = ensure(lab, migration, specs([(GiB, "standard-ssd", "az1")]))
+    (volume,), _created = ensure(lab, migration, specs([(GiB, "standard-ssd", "az1")]))
     data = random.Random(1).randbytes(1 << 20)
     with attach_for_write(lab, volume.id) as path:
         with open(path, "r+b") as handle:
@@ -137,14 +141,14 @@ def test_brick_attach_writes_reach_the_volume(lab, migration):
 
 
 def test_a_failure_while_attached_still_detaches(lab, migration):
-    (volume,), _ = ensure(lab, migration, specs([(GiB, "standard-ssd", "az1")]))
+    (volume,), _created = ensure(lab, migration, specs([(GiB, "standard-ssd", "az1")]))
     with pytest.raises(RuntimeError), attach_for_write(lab, volume.id):
         raise RuntimeError("copy failed")
     assert lab.conn.block_storage.get_volume(volume.id).status == "available"
 
 
 def test_an_instance_is_refused_while_the_volumes_are_replicas(lab, migration):
-    volumes, _ = ensure(lab, migration, specs([(GiB, "standard-ssd", "az1")]), phase="ready")
+    volumes, _created = ensure(lab, migration, specs([(GiB, "standard-ssd", "az1")]), phase="ready")
     with pytest.raises(ProtectedReplicaError):
         create_instance(lab, migration, name="t-refused", flavor="m1.small", vcpus=1, ram_mb=512,
                         volume_ids=[v.id for v in volumes], nics=[])  # fmt: skip
@@ -154,9 +158,9 @@ def test_an_instance_is_refused_while_the_volumes_are_replicas(lab, migration):
 
 def test_boot_from_volumes_with_source_macs_reaches_active_and_a_rerun_adopts_it(lab, migration):
     wanted = specs([(GiB, "standard-ssd", "az1"), (GiB, "performance-nvme", "az1")])
-    volumes, _ = ensure(lab, migration, wanted, phase="cutover")
+    volumes, _created = ensure(lab, migration, wanted, phase="cutover")
     ids = [v.id for v in sorted(volumes, key=lambda v: v.disk_key)]
-    mac = "00:50:56:{:02x}:{:02x}:{:02x}".format(*tuple(random.randrange(256) for _ in range(3)))
+    mac = random_mac("00:50:56")
     nics = [NicSpec(mac, "lab-net-a", fixed_ip=f"10.10.1.{random.randrange(50, 250)}")]
     server = create_instance(
         lab, migration, name="t-vm", flavor=None, vcpus=2, ram_mb=2048, volume_ids=ids, nics=nics,
@@ -172,11 +176,11 @@ def test_boot_from_volumes_with_source_macs_reaches_active_and_a_rerun_adopts_it
 
 
 def test_a_failed_creation_removes_its_ports_and_keeps_the_volumes(lab, migration):
-    volumes, _ = ensure(lab, migration, specs([(GiB, "standard-ssd", "az1")]), phase="cutover")
+    volumes, _created = ensure(lab, migration, specs([(GiB, "standard-ssd", "az1")]), phase="cutover")
     net = lab.conn.network.find_network("lab-net-b")
-    taken = "fa:16:3e:{:02x}:{:02x}:{:02x}".format(*tuple(random.randrange(256) for _ in range(3)))
+    taken = random_mac("fa:16:3e")
     squatter = lab.conn.network.create_port(network_id=net.id, mac_address=taken, name="someone-else")
-    free = "00:50:56:{:02x}:{:02x}:{:02x}".format(*tuple(random.randrange(256) for _ in range(3)))
+    free = random_mac("00:50:56")
     try:
         with pytest.raises(MacInUseError):
             create_instance(
