@@ -192,3 +192,11 @@ def test_a_failed_creation_removes_its_ports_and_keeps_the_volumes(lab, migratio
         assert lab.conn.block_storage.get_volume(volumes[0].id).status == "available"
     finally:
         lab.conn.network.delete_port(squatter.id)
+
+
+def test_a_failed_volume_creation_deletes_what_it_created(lab, migration):
+    wanted = specs([(GiB, "standard-ssd", "az1"), (GiB, "no-such-type", "az1")])
+    with pytest.raises(OpenStackError) as err:
+        ensure(lab, migration, wanted)
+    assert "no-such-type" in str(err.value) and "Nothing was left behind" in str(err.value)
+    assert os_volumes.find_volumes(lab, migration) == []
