@@ -75,31 +75,31 @@ def _brick(client, volume_id: str) -> Iterator[str]:
         ) from None
     info = dict(attachment.connection_info or {})
     protocol = info.get("driver_volume_type", "")
-    device = None
     try:
         brick = connector.InitiatorConnector.factory(
             protocol, None, use_multipath=False, nfs_mount_point_base=info.get("mount_point_base")
         )
         device = brick.connect_volume(info)
+    except Exception as err:
+        _detach(storage, attachment.id, volume_id)
+        raise AttachError(f"os-brick could not connect volume {volume_id} ({protocol}): {_text(err)}") from None
+    try:
         storage.complete_attachment(attachment.id)
         yield device["path"]
-    except AttachError:
-        raise
-    except Exception as err:
-        if device is None:
-            raise AttachError(f"os-brick could not connect volume {volume_id} ({protocol}): {_text(err)}") from None
-        raise
     finally:
         try:
-            if device is not None:
-                brick.disconnect_volume(info, device)
+            brick.disconnect_volume(info, device)
         finally:
-            storage.delete_attachment(attachment.id)
-            wait_for(
-                lambda: storage.get_volume(volume_id).status == "available",
-                timeout=ATTACH_TIMEOUT,
-                what=f"volume {volume_id} to be detached",
-            )
+            _detach(storage, attachment.id, volume_id)
+
+
+def _detach(storage, attachment_id: str, volume_id: str) -> None:
+    storage.delete_attachment(attachment_id)
+    wait_for(
+        lambda: storage.get_volume(volume_id).status == "available",
+        timeout=ATTACH_TIMEOUT,
+        what=f"volume {volume_id} to be detached",
+    )
 
 
 @contextmanager
