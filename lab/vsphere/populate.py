@@ -1,0 +1,90 @@
+"""Shape vcsim's generated VMs into the lab's VMs, then write lab.json.
+
+vcsim creates VMs with one empty disk; the lab renames six of them and gives
+them the disks, NICs and quirks the tests need. The disk contents live in
+qcow2 images that cbt.py serves (vcsim's own disk files stay empty).
+"""
+
+import json
+import os
+import ssl
+import sys
+import time
+from urllib.parse import unquote, urlsplit
+
+from pyVim.connect import Disconnect, SmartConnect
+from pyVmomi import vim
+
+LAB = os.path.join(os.environ.get("XMS_LAB_DIR", "/var/lib/xms-lab"), "vsphere")
+MiB = 1 << 20
+LAB_VMS = {
+    # name: (disks as (capacity, MiB of data written at start), MAC, quirks)
+    "lab-vm-1": ([(64 * MiB, 24), (32 * MiB, 8)], "00:50:56:01:00:01", {}),
+    "lab-vm-2": ([(48 * MiB, 16), (32 * MiB, 4)], "00:50:56:01:00:02", {}),
+    "lab-vm-stuck": ([(16 * MiB, 4)], "00:50:56:01:00:03", {"guest_ignores_shutdown": True}),
+    "lab-vm-big": ([(3 << 40, 4)], "00:50:56:01:00:04", {}),
+    "lab-vm-indep": ([(16 * MiB, 0)], "00:50:56:01:00:06", {"independent": True}),
+}
+
+
+def wait(task):
+    while task.info.state not in ("success", "error"):
+        time.sleep(0.05)
+    if task.info.state == "error":
+        raise SystemExit(f"vcsim task failed: {task.info.error}")
+    return task.info.result
+
+
+def shape(vm, name, disks, mac, quirks):
+    wait(vm.Rename_Task(name))
+    devices = vm.config.hardware.device
+    controller = next(d for d in devices if isinstance(d, vim.vm.device.VirtualSCSIController))
+    changes = [vim.vm.device.VirtualDeviceSpec(operation="remove", device=d)
+               for d in devices if isinstance(d, vim.vm.device.VirtualDisk)]  # fmt: skip
+    for unit, (capacity, _seed) in enumerate(disks):
+        # (vcsim cannot hold a raw device mapping: it panics on one, so the lab has none.)
+        mode = "independent_persistent" if quirks.get("independent") else "persistent"
+        backing = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(fileName="", diskMode=mode, thinProvisioned=True)
+        disk = vim.vm.device.VirtualDisk(key=-1 - unit, controllerKey=controller.key, unitNumber=unit,
+                                         capacityInBytes=capacity, backing=backing)  # fmt: skip
+        changes.append(vim.vm.device.VirtualDeviceSpec(operation="add", fileOperation="create", device=disk))
+    nic = next(d for d in devices if isinstance(d, vim.vm.device.VirtualEthernetCard))
+    nic.addressType, nic.macAddress = "manual", mac
+    changes.append(vim.vm.device.VirtualDeviceSpec(operation="edit", device=nic))
+    wait(vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=changes)))
+
+
+def main():
+    with open(os.path.join(LAB, "vcsim.url")) as handle:
+        url = urlsplit(handle.read().strip())
+    host, port, user, password = url.hostname, url.port, unquote(url.username), unquote(url.password)
+    si = SmartConnect(host=host, port=port, user=user, pwd=password, sslContext=ssl._create_unverified_context())
+    content = si.RetrieveContent()
+    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+    by_name = {vm.name: vm for vm in view.view}
+    if not all(name in by_name for name in LAB_VMS):
+        spare = sorted(n for n in by_name if n not in LAB_VMS)
+        for name, (disks, mac, quirks) in LAB_VMS.items():
+            if name not in by_name:
+                shape(by_name[spare.pop(0)], name, disks, mac, quirks)
+        by_name = {vm.name: vm for vm in view.view}
+    lab = {"hostname": host, "port": port, "username": user, "password": password, "vms": {}}
+    for name, (disks, _mac, quirks) in LAB_VMS.items():
+        vm = by_name[name]
+        entry = {"moref": vm._moId, "disks": {}, **{k: v for k, v in quirks.items() if k == "guest_ignores_shutdown"}}
+        vdisks = [d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)]
+        if not quirks.get("independent"):
+            for vdisk, (capacity, seed) in zip(sorted(vdisks, key=lambda d: d.unitNumber), disks):
+                image = os.path.join(LAB, "disks", f"{name}-{vdisk.key}.qcow2")
+                entry["disks"][str(vdisk.key)] = {"image": image, "capacity": capacity, "seed_mib": seed,
+                                                  "file": vdisk.backing.fileName}  # fmt: skip
+        lab["vms"][name] = entry
+    os.makedirs(os.path.join(LAB, "disks"), exist_ok=True)
+    fd = os.open(os.path.join(LAB, "lab.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(lab, handle, indent=1)
+    Disconnect(si)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+// A vCenter simulator for the lab: govmomi's vcsim (Debian's library) plus the
+// calls vcsim lacks, answered from real state by lab/vsphere/cbt.py:
+// QueryChangedDiskAreas from QEMU dirty bitmaps of the lab disks, and disk
+// change ids and point-in-time views made when a snapshot is taken.
+//
+// vcsim's objects cannot be wrapped (its code asserts their concrete types),
+// so a small SOAP middleware in front of its handler does the extra work.
+package main
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/json"
+	"encoding/xml"
+	"flag"
+	"fmt"
+	"html"
+	"io"
+	"log"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+var helper []string
+
+// lab runs the helper and decodes its JSON answer; {"fault": "..."} becomes an error.
+func lab(args ...string) (map[string]interface{}, error) {
+	cmd := exec.Command(helper[0], append(helper[1:], args...)...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("lab helper %v: %v", args, err)
+	}
+	var answer map[string]interface{}
+	if err := json.Unmarshal(out, &answer); err != nil {
+		return nil, fmt.Errorf("lab helper %v: bad answer %q", args, out)
+	}
+	if fault, ok := answer["fault"].(string); ok {
+		return answer, fmt.Errorf("%s", fault)
+	}
+	return answer, nil
+}
+
+// request holds the few fields of the SOAP calls the middleware looks at.
+type request struct {
+	This        string `xml:"_this"`
+	Snapshot    string `xml:"snapshot"`
+	DeviceKey   string `xml:"deviceKey"`
+	StartOffset string `xml:"startOffset"`
+	ChangeID    string `xml:"changeId"`
+}
+
+var methodRe = regexp.MustCompile(`<(?:\w+:)?Body[^>]*>\s*<(?:\w+:)?(\w+)[\s>]`)
+
+func parse(body []byte) (string, request) {
+	var req request
+	m := methodRe.FindSubmatch(body)
+	if m == nil {
+		return "", req
+	}
+	method := string(m[1])
+	start := bytes.Index(body, m[0][bytes.LastIndex(m[0], []byte("<")):])
+	dec := xml.NewDecoder(bytes.NewReader(body[start:]))
+	_ = dec.Decode(&req)
+	return method, req
+}
+
+const envelope = `<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>%s</soapenv:Body></soapenv:Envelope>`
+
+func reply(w http.ResponseWriter, status int, inner string) {
+	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, envelope, inner)
+}
+
+func fault(w http.ResponseWriter, msg string) {
+	// What vCenter answers for a change id it cannot serve (e.g. after a CBT reset).
+	reply(w, http.StatusInternalServerError, fmt.Sprintf(`<soapenv:Fault><faultcode>ServerFaultCode</faultcode>`+
+		`<faultstring>%s</faultstring><detail><InvalidArgumentFault xmlns="urn:vim25" xsi:type="InvalidArgument">`+
+		`<invalidProperty>changeId</invalidProperty></InvalidArgumentFault></detail></soapenv:Fault>`, html.EscapeString(msg)))
+}
+
+func queryChangedDiskAreas(w http.ResponseWriter, req request) {
+	answer, err := lab("query", req.This, req.Snapshot, req.DeviceKey, req.StartOffset, req.ChangeID)
+	if err != nil {
+		fault(w, err.Error())
+		return
+	}
+	var areas strings.Builder
+	for _, area := range answer["areas"].([]interface{}) {
+		pair := area.([]interface{})
+		fmt.Fprintf(&areas, "<changedArea><start>%d</start><length>%d</length></changedArea>",
+			int64(pair[0].(float64)), int64(pair[1].(float64)))
+	}
+	reply(w, http.StatusOK, fmt.Sprintf(`<QueryChangedDiskAreasResponse xmlns="urn:vim25"><returnval>`+
+		`<startOffset>%d</startOffset><length>%d</length>%s</returnval></QueryChangedDiskAreasResponse>`,
+		int64(answer["start"].(float64)), int64(answer["length"].(float64)), areas.String()))
+}
+
+func setChangeIDs(devices []types.BaseVirtualDevice, ids map[string]interface{}) []types.BaseVirtualDevice {
+	out := make([]types.BaseVirtualDevice, len(devices))
+	for i, dev := range devices {
+		out[i] = dev
+		disk, ok := dev.(*types.VirtualDisk)
+		if !ok {
+			continue
+		}
+		id, ok := ids[strconv.Itoa(int(disk.Key))].(string)
+		backing, isFlat := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+		if !ok || !isFlat {
+			continue
+		}
+		// Copies, so that the VM's later change ids never alter a snapshot's.
+		copyDisk, copyBacking := *disk, *backing
+		copyBacking.ChangeId = id
+		copyDisk.Backing = &copyBacking
+		out[i] = &copyDisk
+	}
+	return out
+}
+
+// afterSnapshot gives the new snapshot of vmRef its point-in-time view and change ids.
+func afterSnapshot(vmRef string) {
+	vm, ok := simulator.Map.Get(types.ManagedObjectReference{Type: "VirtualMachine", Value: vmRef}).(*simulator.VirtualMachine)
+	if !ok || vm.Snapshot == nil || vm.Snapshot.CurrentSnapshot == nil {
+		return
+	}
+	ref := *vm.Snapshot.CurrentSnapshot
+	cbt := "no-cbt"
+	if vm.Config.ChangeTrackingEnabled != nil && *vm.Config.ChangeTrackingEnabled {
+		cbt = "cbt"
+	}
+	answer, err := lab("snapshot-create", vmRef, ref.Value, cbt)
+	if err != nil {
+		log.Printf("snapshot %s of %s: %v", ref.Value, vmRef, err)
+		return
+	}
+	ids, _ := answer["change_ids"].(map[string]interface{})
+	if len(ids) == 0 {
+		return
+	}
+	snap := simulator.Map.Get(ref).(*simulator.VirtualMachineSnapshot)
+	simulator.Map.WithLock(vm, func() {
+		snap.Config.Hardware.Device = setChangeIDs(snap.Config.Hardware.Device, ids)
+		vm.Config.Hardware.Device = setChangeIDs(vm.Config.Hardware.Device, ids)
+	})
+}
+
+func middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		method, req := parse(body)
+		switch method {
+		case "QueryChangedDiskAreas":
+			queryChangedDiskAreas(w, req)
+			return
+		case "ShutdownGuest":
+			if answer, err := lab("guest-ignores-shutdown", req.This); err == nil && answer["ignores"] == true {
+				reply(w, http.StatusOK, `<ShutdownGuestResponse xmlns="urn:vim25"></ShutdownGuestResponse>`)
+				return
+			}
+		case "RemoveSnapshot_Task":
+			if snap, ok := simulator.Map.Get(types.ManagedObjectReference{Type: "VirtualMachineSnapshot", Value: req.This}).(*simulator.VirtualMachineSnapshot); ok {
+				if _, err := lab("snapshot-remove", snap.Vm.Value, req.This); err != nil {
+					log.Printf("removing snapshot %s: %v", req.This, err)
+				}
+			}
+		case "RemoveAllSnapshots_Task":
+			if _, err := lab("snapshot-remove-all", req.This); err != nil {
+				log.Printf("removing the snapshots of %s: %v", req.This, err)
+			}
+		}
+		next.ServeHTTP(w, r)
+		if method == "CreateSnapshot_Task" {
+			afterSnapshot(req.This)
+		}
+	})
+}
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:8989", "address to serve on")
+	machines := flag.Int("vms", 3, "VMs per host and per resource pool")
+	helperCmd := flag.String("helper", "", "the lab helper: a JSON list, the argv of lab/vsphere/cbt.py")
+	ready := flag.String("ready", "", "write the server URL here once serving")
+	username := flag.String("username", "migrator@vsphere.local", "the lab's vCenter user")
+	flag.Parse()
+	if err := json.Unmarshal([]byte(*helperCmd), &helper); err != nil || len(helper) == 0 {
+		log.Fatalf("-helper must be a JSON list: %v", err)
+	}
+
+	model := simulator.VPX()
+	model.Machine = *machines
+	if err := model.Create(); err != nil {
+		log.Fatal(err)
+	}
+	// A login of our own: with vcsim's default one it would accept any password.
+	password := os.Getenv("XMS_LAB_VCENTER_PASSWORD")
+	if password == "" {
+		log.Fatal("XMS_LAB_VCENTER_PASSWORD must hold the lab's vCenter password")
+	}
+	model.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*username, password)}
+	model.Service.TLS = new(tls.Config)
+	server := model.Service.NewServer()
+	server.Server.Config.Handler = middleware(server.Server.Config.Handler)
+	if *ready != "" {
+		if err := os.WriteFile(*ready, []byte(server.URL.String()), 0o600); err != nil {
+			log.Fatal(err)
+		}
+	}
+	log.Printf("serving %s:%s", server.URL.Hostname(), server.URL.Port()) // the URL holds the password
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	<-stop
+	server.Close()
+	model.Remove()
+}

@@ -1,0 +1,155 @@
+"""Changed Block Tracking: enabling it, the sync snapshot, and the changed areas.
+
+The sync snapshot covers every disk of the VM at one point in time and is
+removed afterwards whatever happens inside the ``with`` block. Snapshots a
+crashed run left behind carry SNAPSHOT_PREFIX in their name and are removed
+before a new one is taken (orphaned snapshots are the classic complaint
+against backup and migration tools: they grow until the datastore fills).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents import Extent, merge_extents
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import (
+    CbtResetError,
+    TaskError,
+    VSphereError,
+)
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.inventory import _props
+
+try:
+    from pyVmomi import vim, vmodl
+except ImportError:  # the client reports it
+    vim = vmodl = None
+
+SNAPSHOT_PREFIX = "xms-warm-migration"
+
+
+@dataclass
+class SnapshotView:
+    """A sync snapshot: its moref and each disk's change id at that point in time."""
+
+    ref: object
+    name: str
+    change_ids: Dict[int, str] = field(default_factory=dict)
+    backing_files: Dict[int, str] = field(default_factory=dict)
+
+    @property
+    def moref(self) -> str:
+        return self.ref._moId
+
+
+def enable_cbt(client, vm) -> bool:
+    """Turn CBT on and make it active (a snapshot create/remove cycle gives the disks change ids).
+
+    Returns whether anything changed. "Enabled but not active" (no change id on
+    the disks) is activated too.
+    """
+    props = _props(client, vm, ["config"])
+    config = props["config"]
+    changed = False
+    if not config.changeTrackingEnabled:
+        task = vm.ReconfigVM_Task(vim.vm.ConfigSpec(changeTrackingEnabled=True))
+        client.wait_task(task, "enabling CBT")
+        changed = True
+    disks = [d for d in config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)]
+    if changed or any(not getattr(d.backing, "changeId", None) for d in disks):
+        with sync_snapshot(client, vm, purpose="activating CBT"):
+            pass
+        changed = True
+    return changed
+
+
+def remove_orphan_snapshots(client, vm) -> int:
+    """Remove snapshots this tool left behind (by name prefix); returns how many."""
+    removed = 0
+    for tree in _walk(_props(client, vm, ["snapshot"]).get("snapshot")):
+        if tree.name.startswith(SNAPSHOT_PREFIX):
+            client.wait_task(tree.snapshot.RemoveSnapshot_Task(removeChildren=False), f"removing snapshot {tree.name}")
+            removed += 1
+    return removed
+
+
+def _walk(info) -> List:
+    found, stack = [], list(info.rootSnapshotList) if info else []
+    while stack:
+        tree = stack.pop()
+        found.append(tree)
+        stack.extend(tree.childSnapshotList or [])
+    return found
+
+
+@contextmanager
+def sync_snapshot(client, vm, *, quiesce: bool = False, purpose: str = "sync") -> Iterator[SnapshotView]:
+    """One snapshot of every disk, removed on the way out also when the block raises."""
+    name = f"{SNAPSHOT_PREFIX}-{int(time.time())}"
+    description = f"{purpose} by xms.warm_migration; safe to delete when no sync runs"
+    try:
+        ref = client.wait_task(vm.CreateSnapshot_Task(name, description, False, quiesce), f"snapshot {name}")
+    except TaskError:
+        if not quiesce:
+            raise
+        # Quiescing needs working VMware Tools and VSS/fsfreeze; a crash-consistent snapshot still syncs correctly.
+        ref = client.wait_task(vm.CreateSnapshot_Task(name, description, False, False), f"snapshot {name}")
+    try:
+        config = _props(client, ref, ["config"])["config"]
+        view = SnapshotView(ref=ref, name=name)
+        for dev in config.hardware.device:
+            if isinstance(dev, vim.vm.device.VirtualDisk):
+                view.change_ids[dev.key] = getattr(dev.backing, "changeId", None) or ""
+                view.backing_files[dev.key] = getattr(dev.backing, "fileName", "") or ""
+        yield view
+    finally:
+        client.wait_task(ref.RemoveSnapshot_Task(removeChildren=False), f"removing snapshot {name}")
+
+
+def changed_extents(client, vm, snapshot: SnapshotView, disk_key: int, since_change_id: Optional[str],
+                    capacity: Optional[int] = None) -> List[Extent]:  # fmt: skip
+    """Areas of ``disk_key`` changed since ``since_change_id`` (None: all allocated areas), up to ``snapshot``.
+
+    Pages by ``startOffset`` to the end of the disk: vSphere answers a part at a
+    time (disks over 2 TiB always need several calls). CbtResetError when the
+    change id belongs to another CBT epoch or vSphere refuses it.
+    """
+    current = snapshot.change_ids.get(disk_key, "")
+    if since_change_id and (not current or _epoch(current) != _epoch(since_change_id)):
+        raise CbtResetError(
+            f"disk {disk_key}: change id {since_change_id} is from another CBT epoch than {current or '(none)'}"
+        )
+    if capacity is None:
+        capacity = _capacity(client, snapshot, disk_key)
+    extents: List[Extent] = []
+    offset = 0
+    while offset < capacity:
+        try:
+            info = vm.QueryChangedDiskAreas(snapshot=snapshot.ref, deviceKey=disk_key, startOffset=offset,
+                                            changeId=since_change_id or "*")  # fmt: skip
+        except vmodl.fault.InvalidArgument as err:
+            if since_change_id:
+                raise CbtResetError(
+                    f"disk {disk_key}: vSphere refused change id {since_change_id}: {err.msg}"
+                ) from None
+            raise VSphereError(f"disk {disk_key}: vSphere cannot list its allocated areas: {err.msg}") from None
+        extents.extend(Extent(a.start, a.length) for a in info.changedArea or [])
+        if info.length <= 0:
+            raise VSphereError(f"disk {disk_key}: QueryChangedDiskAreas made no progress at offset {offset}")
+        offset = info.startOffset + info.length
+    return merge_extents(extents)
+
+
+def _epoch(change_id: str) -> str:
+    """A change id is '<epoch>/<sequence>'; a new epoch means CBT was reset."""
+    return change_id.rsplit("/", 1)[0]
+
+
+def _capacity(client, snapshot: SnapshotView, disk_key: int) -> int:
+    config = _props(client, snapshot.ref, ["config"])["config"]
+    for dev in config.hardware.device:
+        if isinstance(dev, vim.vm.device.VirtualDisk) and dev.key == disk_key:
+            return dev.capacityInBytes
+    raise VSphereError(f"the snapshot has no disk with key {disk_key}")

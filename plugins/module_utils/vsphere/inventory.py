@@ -1,0 +1,194 @@
+"""Finding the source VM, describing it, and the source-side preflight verdict.
+
+Properties are read in one property-collector call (not attribute by
+attribute): it is one round trip, and unset properties (a VM without
+snapshots) are simply absent instead of an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import VmNotFoundError
+
+try:
+    from pyVmomi import vim, vmodl
+except ImportError:  # the client reports it
+    vim = vmodl = None
+
+PROPERTIES = ["name", "config", "runtime.powerState", "guest.toolsRunningStatus", "snapshot"]
+MIN_HW_VERSION = 7  # CBT needs virtual hardware 7 or later
+
+
+@dataclass
+class Disk:
+    key: int
+    label: str
+    capacity: int
+    backing_file: str
+    datastore: str
+    controller: str
+    unit: int
+    thin: bool
+    disk_mode: str
+    rdm_mode: Optional[str]  # physicalMode | virtualMode | None
+    change_id: Optional[str]
+
+    @property
+    def independent(self) -> bool:
+        return self.disk_mode.startswith("independent")
+
+
+@dataclass
+class Nic:
+    key: int
+    mac: str
+    network: str
+    adapter: str
+
+
+@dataclass
+class VmInventory:
+    name: str
+    moref: str
+    instance_uuid: str
+    vcpus: int
+    memory_mb: int
+    firmware: str
+    guest_id: str
+    hw_version: int
+    tools_running: bool
+    power_state: str
+    cbt_enabled: bool
+    snapshot_count: int
+    disks: List[Disk] = field(default_factory=list)
+    nics: List[Nic] = field(default_factory=list)
+
+
+@dataclass
+class Verdict:
+    status: str  # pass | warn | fail
+    reasons: List[str]
+
+
+def find_vm(client, *, name=None, datacenter=None, folder=None, uuid=None, moref=None):
+    """The VM by moref, instance UUID, or name (within a datacenter/folder); VmNotFoundError names the parameter."""
+    content = client.content
+    if moref:
+        vm = vim.VirtualMachine(moref, client.si._stub)
+        try:
+            _props(client, vm, ["name"])
+        except vmodl.fault.ManagedObjectNotFound:
+            vm = None
+        if vm is None:
+            raise VmNotFoundError(f"no VM has moref '{moref}'", parameter="vm_moref")
+        return vm
+    if uuid:
+        vm = content.searchIndex.FindByUuid(None, uuid, True, True)
+        if vm is None:
+            raise VmNotFoundError(f"no VM has instance UUID '{uuid}'", parameter="vm_uuid")
+        return vm
+    root = content.rootFolder
+    if datacenter:
+        root = next((dc for dc in root.childEntity if isinstance(dc, vim.Datacenter) and dc.name == datacenter), None)
+        if root is None:
+            raise VmNotFoundError(f"no datacenter is named '{datacenter}'", parameter="datacenter")
+    if folder:
+        found = content.searchIndex.FindByInventoryPath(folder.strip("/"))
+        if not isinstance(found, vim.Folder):
+            raise VmNotFoundError(f"no VM folder at '{folder}'", parameter="folder")
+        root = found
+    view = content.viewManager.CreateContainerView(root, [vim.VirtualMachine], True)
+    try:
+        matches = [vm for vm in view.view if _props(client, vm, ["name"]).get("name") == name]
+    finally:
+        view.Destroy()
+    if not matches:
+        where = f" in datacenter '{datacenter}'" if datacenter else ""
+        raise VmNotFoundError(
+            f"no VM is named '{name}'{where}", parameter="vm_name", hint="Check the name, or use vm_uuid"
+        )
+    if len(matches) > 1:
+        raise VmNotFoundError(
+            f"{len(matches)} VMs are named '{name}'",
+            parameter="vm_name",
+            hint="Narrow it with datacenter or folder, or use vm_uuid",
+        )
+    return matches[0]
+
+
+def _props(client, obj, paths: List[str]) -> Dict[str, Any]:
+    spec = vmodl.query.PropertyCollector.FilterSpec(
+        objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=obj)],
+        propSet=[vmodl.query.PropertyCollector.PropertySpec(type=type(obj), pathSet=paths)],
+    )
+    result = client.content.propertyCollector.RetrieveContents([spec])
+    return {p.name: p.val for p in result[0].propSet} if result else {}
+
+
+def inventory(client, vm) -> VmInventory:
+    props = _props(client, vm, PROPERTIES)
+    config = props["config"]
+    devices = config.hardware.device
+    controllers = {d.key: d for d in devices if isinstance(d, vim.vm.device.VirtualController)}
+    disks, nics = [], []
+    for dev in devices:
+        if isinstance(dev, vim.vm.device.VirtualDisk):
+            backing = dev.backing
+            rdm = getattr(backing, "compatibilityMode", None) if isinstance(
+                backing, vim.vm.device.VirtualDisk.RawDiskMappingVer1BackingInfo) else None  # fmt: skip
+            controller = controllers.get(dev.controllerKey)
+            disks.append(Disk(
+                key=dev.key, label=dev.deviceInfo.label if dev.deviceInfo else f"disk {dev.key}",
+                capacity=dev.capacityInBytes or dev.capacityInKB * 1024,
+                backing_file=getattr(backing, "fileName", "") or "",
+                datastore=backing.datastore.name if getattr(backing, "datastore", None) else "",
+                controller=type(controller).__name__.rsplit(".", 1)[-1] if controller else "",
+                unit=dev.unitNumber or 0, thin=bool(getattr(backing, "thinProvisioned", False)),
+                disk_mode=getattr(backing, "diskMode", "persistent") or "persistent", rdm_mode=rdm,
+                change_id=getattr(backing, "changeId", None) or None,
+            ))  # fmt: skip
+        elif isinstance(dev, vim.vm.device.VirtualEthernetCard):
+            network = dev.deviceInfo.summary if dev.deviceInfo else ""
+            nics.append(Nic(key=dev.key, mac=(dev.macAddress or "").lower(), network=network,
+                            adapter=type(dev).__name__.rsplit(".", 1)[-1].replace("Virtual", "").lower()))  # fmt: skip
+    snapshot = props.get("snapshot")
+    return VmInventory(
+        name=props["name"], moref=vm._moId, instance_uuid=config.instanceUuid or config.uuid,
+        vcpus=config.hardware.numCPU, memory_mb=config.hardware.memoryMB, firmware=config.firmware or "bios",
+        guest_id=config.guestId or "", hw_version=_hw_version(config.version),
+        tools_running=props.get("guest.toolsRunningStatus") == "guestToolsRunning",
+        power_state=str(props.get("runtime.powerState")), cbt_enabled=bool(config.changeTrackingEnabled),
+        snapshot_count=_count(snapshot.rootSnapshotList) if snapshot else 0,
+        disks=sorted(disks, key=lambda d: (d.controller, d.unit, d.key)), nics=nics,
+    )  # fmt: skip
+
+
+def _hw_version(text: str) -> int:
+    try:
+        return int(str(text).split("-", 1)[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+def _count(trees) -> int:
+    return sum(1 + _count(t.childSnapshotList) for t in trees or [])
+
+
+def preflight(inv: VmInventory) -> Verdict:
+    """Can this VM be migrated warm? Fail blocks it; Warn is worth reading first."""
+    fails, warns = [], []
+    if inv.hw_version and inv.hw_version < MIN_HW_VERSION:
+        fails.append(f"virtual hardware {inv.hw_version} is below {MIN_HW_VERSION}, the first with CBT: upgrade it")
+    for disk in inv.disks:
+        if disk.rdm_mode == "physicalMode":
+            fails.append(f"{disk.label} is a physical-mode RDM: snapshots and CBT cannot cover it")
+        elif disk.independent:
+            fails.append(f"{disk.label} is independent ({disk.disk_mode}): snapshots skip it, so it cannot be synced")
+    if inv.snapshot_count:
+        warns.append(f"the VM has {inv.snapshot_count} snapshot(s): consolidate them, long chains slow every sync")
+    if not inv.tools_running and inv.power_state == "poweredOn":
+        warns.append("VMware Tools is not running: cutover cannot shut the guest down cleanly (power-off fallback)")
+    status = "fail" if fails else ("warn" if warns else "pass")
+    return Verdict(status, fails + warns)
