@@ -6,7 +6,7 @@
   after the hosts are discovered);
 - flavors m1.small (1 vCPU, 2 GiB), m1.medium (2, 4 GiB), m1.large (4, 8 GiB);
 - networks lab-net-a (10.10.1.0/24) and lab-net-b (10.10.2.0/24) of project xms-lab;
-- project xms-small with tiny quotas: 2 volumes, 3 GiB, 1 GiB of archive-hdd.
+- project xms-small with tiny quotas: 2 volumes, 3 GiB, 1 GiB of archive-hdd; xms-lab with room for waves.
 """
 
 import os
@@ -70,6 +70,7 @@ def base(conn):
                                        project_id=owner)  # fmt: skip
     small = conn.identity.find_project("xms-small")
     conn.block_storage.update_quota_set(small.id, volumes=2, gigabytes=3, **{"gigabytes_archive-hdd": 1})
+    conn.block_storage.update_quota_set(owner, volumes=200, gigabytes=5000, snapshots=100)
 
 
 def zones(conn):

@@ -76,7 +76,8 @@ pgrep -x mariadbd >/dev/null || /etc/init.d/mariadb start >/dev/null
 pgrep -f 'beam.smp.*rabbit' >/dev/null || /etc/init.d/rabbitmq-server start >/dev/null
 for d in keystone cinder nova_api nova nova_cell0 placement neutron; do mysql -uroot -e "CREATE DATABASE IF NOT EXISTS $d"; done
 mysql -uroot -e "CREATE USER IF NOT EXISTS 'os'@'127.0.0.1' IDENTIFIED BY 'os'; GRANT ALL ON *.* TO 'os'@'127.0.0.1'; FLUSH PRIVILEGES;"
-rabbitmqctl list_users -q 2>/dev/null | grep -q '^os' || rabbitmqctl add_user os os >/dev/null
+users=$(rabbitmqctl list_users -q 2>/dev/null)
+grep -q '^os' <<<"$users" || rabbitmqctl add_user os os >/dev/null
 rabbitmqctl set_permissions os '.*' '.*' '.*' >/dev/null
 
 step "keystone"
@@ -265,7 +266,8 @@ INI
   nm() { su -s /bin/sh -c "nova-manage $*" nova >>"$LAB/nova-manage.log" 2>&1; }
   nm api_db sync
   nm cell_v2 map_cell0 --database_connection "$DB/nova_cell0"
-  su -s /bin/sh -c "nova-manage cell_v2 list_cells" nova 2>/dev/null | grep -q ' cell1 ' || nm cell_v2 create_cell --name=cell1
+  cells=$(su -s /bin/sh -c "nova-manage cell_v2 list_cells" nova 2>/dev/null)  # not piped: grep -q would SIGPIPE it
+  grep -q ' cell1 ' <<<"$cells" || nm cell_v2 create_cell --name=cell1
   nm db sync
   uwsgi_app nova-api 8774 /usr/bin/nova-api-wsgi nova
   daemon nova-conductor nova /usr/bin/nova-conductor --config-file /etc/nova/nova.conf

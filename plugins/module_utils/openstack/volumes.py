@@ -155,19 +155,31 @@ def _volume_error(err: Exception) -> OpenStackError:
 
 
 def delete_volumes(client, volume_ids: List[str], timeout: float = 300) -> None:
-    """Delete volumes and wait until they are gone (used for rollback and cleanup)."""
-    for volume_id in volume_ids:
-        try:
-            client.conn.block_storage.delete_volume(volume_id, ignore_missing=True, force=False)
-        except Exception:  # an error-state volume: try the forced delete
-            client.conn.block_storage.delete_volume(volume_id, ignore_missing=True, force=True)
+    """Delete volumes and wait until they are gone (rollback and cleanup).
+
+    A volume still being created cannot be deleted yet, so each is first
+    awaited until it settles (available or error).
+    """
+    storage = client.conn.block_storage
     deadline = time.monotonic() + timeout
     for volume_id in volume_ids:
         wait_for(
-            lambda vid=volume_id: client.conn.block_storage.find_volume(vid) is None,
+            lambda vid=volume_id: _settled(storage, vid),
+            timeout=max(1.0, deadline - time.monotonic()),
+            what=f"volume {volume_id} to settle before it is deleted",
+        )
+        storage.delete_volume(volume_id, ignore_missing=True)
+    for volume_id in volume_ids:
+        wait_for(
+            lambda vid=volume_id: storage.find_volume(vid, ignore_missing=True) is None,
             timeout=max(1.0, deadline - time.monotonic()),
             what=f"volume {volume_id} to be deleted",
         )
+
+
+def _settled(storage, volume_id: str) -> bool:
+    volume = storage.find_volume(volume_id, ignore_missing=True)
+    return volume is None or volume.status in ("available", "error", "error_restoring", "error_extending")
 
 
 def delete_migration(client, migration_id: str) -> int:

@@ -98,7 +98,7 @@ def test_preflight_picks_the_smallest_flavor_that_fits(lab, migration):
 
 
 def test_quota_too_small_is_refused_and_leaves_nothing(small):
-    migration_id = "vm-test-quota"
+    migration_id = "vm-test-quota"  # nothing may be created for it
     wanted = specs([(2 * GiB, "standard-ssd", "az1"), (2 * GiB, "archive-hdd", "az2")])
     checks = preflight(small, volumes=wanted, flavor=None, vcpus=1, ram_mb=512, availability_zone=None, nics=[],
                        migration_id=migration_id)  # fmt: skip

@@ -12,6 +12,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import 
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.client import VSphereClient
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import (
     CbtResetError,
+    DataPathError,
     PowerError,
     VmNotFoundError,
     VSphereAuthError,
@@ -52,9 +53,13 @@ def test_wrong_password_is_clear_and_never_echoed(lab):
 
 
 def test_unknown_vms_name_the_parameter(client):
-    for kwargs, parameter in [({"name": "no-such-vm"}, "vm_name"), ({"uuid": "00000000-0000-0000-0000-000000000000"},
-                              "vm_uuid"), ({"moref": "vm-999999"}, "vm_moref"), ({"name": "lab-vm-1", "datacenter":
-                              "DC9"}, "datacenter")]:  # fmt: skip
+    cases = [
+        ({"name": "no-such-vm"}, "vm_name"),
+        ({"uuid": "00000000-0000-0000-0000-000000000000"}, "vm_uuid"),
+        ({"moref": "vm-999999"}, "vm_moref"),
+        ({"name": "lab-vm-1", "datacenter": "DC9"}, "datacenter"),
+    ]
+    for kwargs, parameter in cases:
         with pytest.raises(VmNotFoundError) as err:
             inventory.find_vm(client, **kwargs)
         assert err.value.parameter == parameter
@@ -203,3 +208,22 @@ def test_marking_the_source_migrated_is_idempotent(client):
 
 def test_lab_disks_are_real_images():
     assert subprocess.run(["qemu-img", "--version"], capture_output=True, check=True).returncode == 0
+
+
+def test_a_missing_vddk_plugin_fails_clearly(client, monkeypatch, tmp_path):
+    """Debian's real nbdkit has no vddk plugin: without the lab's stand-in, open_disk must say so."""
+    lab_bin = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__)))), "lab")
+    monkeypatch.setenv("PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if lab_bin not in p))
+    vm = inventory.find_vm(client, name="lab-vm-1")
+    disk = inventory.inventory(client, vm).disks[0]
+    with (
+        cbt.sync_snapshot(client, vm) as snap,
+        pytest.raises(DataPathError) as err,
+        datapath.open_disk(client, vm, snap, disk, vddk_libdir=str(tmp_path)),
+    ):
+        pass
+    assert "no vddk plugin" in str(err.value) and "Debian does not ship it" in str(err.value)
+    with pytest.raises(DataPathError) as err:
+        monkeypatch.undo()
+        datapath.check_vddk("/nonexistent/vddk")
+    assert err.value.parameter == "vddk_libdir"

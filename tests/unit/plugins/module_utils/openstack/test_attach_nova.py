@@ -78,14 +78,14 @@ def test_nova_mode_yields_the_device_by_serial_and_detaches(fake):
 
 
 def test_nova_mode_detaches_when_the_copy_fails(fake):
-    client, _ = fake
+    client, _device = fake
     with pytest.raises(RuntimeError), attach.attach_for_write(client, VOLUME, mode="nova", server_id="conv01"):
         raise RuntimeError("copy failed")
     assert client.conn.calls[-1] == ("detach", "conv01", VOLUME)
 
 
 def test_nova_mode_needs_a_known_conversion_server(fake):
-    client, _ = fake
+    client, _device = fake
     with pytest.raises(AttachError) as err, attach.attach_for_write(client, VOLUME, mode="nova", server_id="nope"):
         pass
     assert err.value.parameter == "conversion_server"
