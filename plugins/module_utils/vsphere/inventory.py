@@ -150,7 +150,7 @@ def inventory(client, vm) -> VmInventory:
                 change_id=getattr(backing, "changeId", None) or None,
             ))  # fmt: skip
         elif isinstance(dev, vim.vm.device.VirtualEthernetCard):
-            network = dev.deviceInfo.summary if dev.deviceInfo else ""
+            network = _network_name(client, dev.backing) or (dev.deviceInfo.summary if dev.deviceInfo else "")
             nics.append(Nic(key=dev.key, mac=(dev.macAddress or "").lower(), network=network,
                             adapter=type(dev).__name__.rsplit(".", 1)[-1].replace("Virtual", "").lower()))  # fmt: skip
     snapshot = props.get("snapshot")
@@ -163,6 +163,23 @@ def inventory(client, vm) -> VmInventory:
         snapshot_count=_count(snapshot.rootSnapshotList) if snapshot else 0,
         disks=sorted(disks, key=lambda d: (d.controller, d.unit, d.key)), nics=nics,
     )  # fmt: skip
+
+
+def _network_name(client, backing) -> str:
+    """The port group or network a NIC is on, by name (what a network map is written in)."""
+    if isinstance(backing, vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo):
+        key = backing.port.portgroupKey
+        view = client.content.viewManager.CreateContainerView(
+            client.content.rootFolder, [vim.dvs.DistributedVirtualPortgroup], True
+        )
+        try:
+            for portgroup in view.view:
+                if _props(client, portgroup, ["key"]).get("key") == key:
+                    return _props(client, portgroup, ["name"]).get("name", "")
+        finally:
+            view.Destroy()
+        return ""
+    return getattr(backing, "deviceName", "") or ""
 
 
 def _hw_version(text: str) -> int:

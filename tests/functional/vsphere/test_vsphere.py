@@ -70,7 +70,7 @@ def test_inventory_describes_disks_and_nics(client, lab):
     inv = inventory.inventory(client, vm)
     assert inv.moref == lab["vms"]["lab-vm-1"]["moref"]
     assert [d.capacity for d in inv.disks] == [64 << 20, 32 << 20]
-    assert [n.mac for n in inv.nics] == ["00:50:56:01:00:01"]
+    assert [(n.mac, n.network) for n in inv.nics] == [("00:50:56:01:00:01", "DC0_DVPG0")]
     assert inv.vcpus >= 1 and inv.memory_mb > 0 and inv.hw_version >= 7
     same = inventory.find_vm(client, uuid=inv.instance_uuid)
     assert same._moId == vm._moId == inventory.find_vm(client, moref=inv.moref)._moId

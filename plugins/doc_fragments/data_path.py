@@ -1,0 +1,38 @@
+"""Documentation of the data-path options (mirrors argument_spec.data_path_argument_spec)."""
+
+
+class ModuleDocFragment:
+    DOCUMENTATION = r"""
+options:
+  state_dir:
+    description:
+      - A directory on the conversion host for resume journals and locks (mode 0700).
+    type: path
+    default: /var/lib/xms-warm-migration
+  vddk_libdir:
+    description:
+      - Where VMware's VDDK is unpacked on the conversion host, for nbdkit's C(vddk) plugin.
+      - VDDK is not redistributable; download it from VMware, as for virt-v2v.
+    type: path
+    default: /opt/vmware-vix-disklib-distrib
+  vddk_transports:
+    description:
+      - VDDK transport modes to try, colon-separated (for example C(hotadd:nbdssl)). Default is VDDK's choice.
+    type: str
+  attach_mode:
+    description:
+      - How the conversion host writes to the target volumes.
+      - C(brick) attaches them to this host directly (Cinder attachment API and os-brick).
+      - C(nova) attaches them to the conversion host instance O(conversion_server) in the target cloud.
+    type: str
+    choices: [brick, nova]
+    default: brick
+  conversion_server:
+    description:
+      - The Nova server (name or id) of the conversion host, for O(attach_mode=nova).
+    type: str
+  bandwidth_limit:
+    description:
+      - Upper bound on the copy rate in bytes per second, so a production source is not saturated.
+    type: int
+"""

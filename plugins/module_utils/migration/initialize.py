@@ -1,0 +1,194 @@
+"""Start a migration: preflight both sides, enable CBT, create one volume per disk.
+
+Nothing is created unless every preflight check passes, and what this step
+creates in a run that then fails is deleted again before the error is
+reported: a failed initialize leaves no half-created migration behind. A rerun
+adopts the volumes that exist (found by their record, never by name) and
+reports ``changed: false`` when there is nothing left to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PreflightError
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import (
+    CADENCES,
+    DiskState,
+    MigrationState,
+)
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import preflight as os_preflight
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt as vs_cbt
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
+
+
+@dataclass
+class NetworkMapping:
+    """Where the NICs on one source network go in the target cloud."""
+
+    source: str
+    network: str
+    subnet: Optional[str] = None
+
+
+@dataclass
+class TargetSettings:
+    """The target of a migration, as the operator's inventory describes it."""
+
+    instance_name: Optional[str] = None  # default: the source VM's name
+    flavor: Optional[str] = None
+    volume_type: Optional[str] = None
+    disk_volume_types: Dict[str, str] = field(default_factory=dict)  # disk label or key -> type
+    availability_zone: Optional[str] = None  # compute AZ of the instance
+    volume_availability_zone: Optional[str] = None  # defaults to availability_zone
+    network_map: List[NetworkMapping] = field(default_factory=list)
+    fixed_ips: Dict[str, str] = field(default_factory=dict)  # source MAC -> fixed IP
+    cadence: str = "manual"
+
+
+def migration_id_for(inv) -> str:
+    """One migration per source VM: its vSphere instance UUID never changes, unlike its name."""
+    return f"vm-{inv.instance_uuid}"
+
+
+def volume_type_for(disk, target: TargetSettings) -> Optional[str]:
+    """The per-disk map wins (by label, then key), then the migration's volume type."""
+    return target.disk_volume_types.get(disk.label) or target.disk_volume_types.get(str(disk.key)) or target.volume_type
+
+
+def nic_targets(inv, target: TargetSettings):
+    """Each source NIC with its target network, or PreflightError naming the unmapped source network."""
+    by_source = {m.source: m for m in target.network_map}
+    pairs = []
+    for nic in inv.nics:
+        mapping = by_source.get(nic.network)
+        if mapping is None:
+            raise PreflightError(
+                f"NIC {nic.mac} of VM '{inv.name}' is on source network '{nic.network}', not mapped by network_map",
+                parameter="network_map",
+                hint=f"Add an entry with source: '{nic.network}'",
+            )
+        pairs.append((nic, mapping))
+    return pairs
+
+
+@dataclass
+class InitOutcome:
+    changed: bool
+    migration_id: str
+    checks: List[Dict[str, object]]
+    warnings: List[str]
+    cbt_enabled_now: bool
+    state: Optional[MigrationState]
+    volumes_planned: List[Dict[str, object]]
+
+
+def initialize(vsphere, vm, openstack, target: TargetSettings, *, check_mode: bool = False) -> InitOutcome:
+    """Preflight, then (unless check mode) enable CBT and ensure the volumes and their record."""
+    if target.cadence not in CADENCES:
+        raise PreflightError(
+            f"unknown cadence '{target.cadence}'", parameter="cadence", hint=f"Use one of {', '.join(CADENCES)}"
+        )
+    inv = vs_inventory.inventory(vsphere, vm)
+    migration_id = migration_id_for(inv)
+    warnings: List[str] = []
+
+    verdict = vs_inventory.preflight(inv)
+    checks: List[Dict[str, object]] = [
+        {"name": "source", "ok": verdict.status != "fail", "message": "; ".join(verdict.reasons) or "ok"}
+    ]
+    if verdict.status == "fail":
+        raise PreflightError(
+            f"VM '{inv.name}' cannot be migrated warm: {'; '.join(verdict.reasons)}",
+            hint="Fix the source VM (see the reasons) and run again",
+        )
+    warnings.extend(verdict.reasons if verdict.status == "warn" else [])
+
+    nics = nic_targets(inv, target)
+    volume_az = target.volume_availability_zone or target.availability_zone
+    specs = [
+        os_volumes.VolumeSpec(
+            disk_key=str(disk.key),
+            size_bytes=disk.capacity,
+            volume_type=volume_type_for(disk, target),
+            availability_zone=volume_az,
+            name=f"{target.instance_name or inv.name}-disk{index}",
+        )
+        for index, disk in enumerate(inv.disks)
+    ]
+    existing = {v.disk_key: v for v in os_volumes.find_volumes(openstack, migration_id)}
+    to_create = [s for s in specs if s.disk_key not in existing]
+    target_checks = os_preflight.preflight(
+        openstack,
+        volumes=to_create,
+        flavor=target.flavor,
+        vcpus=inv.vcpus,
+        ram_mb=inv.memory_mb,
+        availability_zone=target.availability_zone,
+        nics=[
+            os_preflight.NicTarget(
+                mac=nic.mac, network=m.network, subnet=m.subnet, fixed_ip=target.fixed_ips.get(nic.mac)
+            )
+            for nic, m in nics
+        ],
+        migration_id=migration_id,
+    )
+    checks.extend({"name": c.name, "ok": c.ok, "message": c.message} for c in target_checks)
+    failed = [c for c in target_checks if not c.ok]
+    if failed:
+        first = failed[0]
+        raise PreflightError(
+            "target preflight failed: " + "; ".join(c.message for c in failed),
+            parameter=getattr(first, "parameter", None),
+            hint="Nothing was created. Fix the input named above and run again",
+        )
+
+    planned = [
+        {
+            "disk_key": s.disk_key,
+            "size_bytes": s.size_bytes,
+            "volume_type": s.volume_type,
+            "availability_zone": s.availability_zone,
+            "exists": s.disk_key in existing,
+        }
+        for s in specs
+    ]
+    if check_mode:
+        return InitOutcome(
+            changed=bool(to_create) or not inv.cbt_enabled,
+            migration_id=migration_id,
+            checks=checks,
+            warnings=warnings,
+            cbt_enabled_now=not inv.cbt_enabled,
+            state=None,
+            volumes_planned=planned,
+        )
+
+    cbt_changed = vs_cbt.enable_cbt(vsphere, vm)
+    state = MigrationState(migration_id=migration_id, vm_name=inv.name, cadence=target.cadence)
+    record = state.common_fields()
+    volumes, created = os_volumes.ensure_volumes(
+        openstack, migration_id, specs, record, disk_fields=_disk_fields(inv.disks, state)
+    )
+    state = MigrationState.from_volumes([(v.id, v.record) for v in volumes])
+    return InitOutcome(
+        changed=bool(created) or cbt_changed,
+        migration_id=migration_id,
+        checks=checks,
+        warnings=warnings,
+        cbt_enabled_now=cbt_changed,
+        state=state,
+        volumes_planned=planned,
+    )
+
+
+def _disk_fields(disks, state: MigrationState) -> Dict[str, Dict[str, str]]:
+    """The record fields of each disk, by disk key."""
+    return {
+        str(d.key): state.disk_fields(
+            DiskState(disk_key=d.key, volume_id="", index=i, capacity=d.capacity, label=d.label)
+        )
+        for i, d in enumerate(disks)
+    }

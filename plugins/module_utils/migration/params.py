@@ -1,0 +1,85 @@
+"""From validated module parameters to connected adapters and settings.
+
+Every module takes the same connection, source-VM and data-path options (see
+argument_spec.py); this is the one place that turns them into objects.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import (
+    NetworkMapping,
+    TargetSettings,
+)
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import SyncSettings
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.client import (
+    VSphereClient,
+    VSphereConnection,
+)
+
+Params = Dict[str, Any]
+
+
+def connect_vsphere(params: Params) -> VSphereClient:
+    return VSphereClient.connect(
+        VSphereConnection(
+            hostname=params["hostname"],
+            username=params["username"],
+            password=params["password"],
+            port=params["port"],
+            validate_certs=params["validate_certs"],
+        )
+    )
+
+
+def find_source_vm(client: VSphereClient, params: Params):
+    return vs_inventory.find_vm(
+        client,
+        name=params.get("vm_name"),
+        datacenter=params.get("datacenter"),
+        folder=params.get("folder"),
+        uuid=params.get("vm_uuid"),
+        moref=params.get("vm_moref"),
+    )
+
+
+def connect_openstack(params: Params) -> OpenStackClient:
+    return OpenStackClient.connect(
+        cloud=params.get("cloud"),
+        auth=params.get("auth"),
+        region_name=params.get("region_name"),
+        validate_certs=params.get("openstack_validate_certs"),
+        ca_cert=params.get("ca_cert"),
+    )
+
+
+def target_settings(params: Params) -> TargetSettings:
+    return TargetSettings(
+        instance_name=params.get("instance_name"),
+        flavor=params.get("flavor"),
+        volume_type=params.get("volume_type"),
+        disk_volume_types={str(k): v for k, v in (params.get("disk_volume_types") or {}).items()},
+        availability_zone=params.get("availability_zone"),
+        volume_availability_zone=params.get("volume_availability_zone"),
+        network_map=[NetworkMapping(**m) for m in params.get("network_map") or []],
+        fixed_ips={k.lower(): v for k, v in (params.get("fixed_ips") or {}).items()},
+        cadence=params.get("cadence") or "manual",
+    )
+
+
+def sync_settings(params: Params) -> SyncSettings:
+    return SyncSettings(
+        state_dir=params["state_dir"],
+        vddk_libdir=params["vddk_libdir"],
+        vddk_transports=params.get("vddk_transports"),
+        attach_mode=params["attach_mode"],
+        conversion_server=params.get("conversion_server"),
+        bandwidth_limit=params.get("bandwidth_limit"),
+        quiesce=bool(params.get("quiesce")),
+        force_full=bool(params.get("force_full")),
+        only_when_due=bool(params.get("only_when_due")),
+        verify=bool(params.get("verify")),
+    )

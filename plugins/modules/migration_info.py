@@ -1,0 +1,141 @@
+#!/usr/bin/python
+# Copyright: xms.warm_migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Report the state and metrics of warm migrations from their durable record."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: migration_info
+short_description: Report warm migrations - phase, last sync, lag, bytes, sync count, rate
+version_added: 0.1.0
+description:
+  - Reads the migration record that every migration keeps on its target volumes, so it needs only the
+    target cloud, and shows a sync that is running right now (its progress and rate).
+  - Without O(migration_id), O(vm_uuid) or O(vm_name), reports every migration in the project.
+author:
+  - xms.warm_migration developers
+extends_documentation_fragment:
+  - xms.warm_migration.openstack
+  - xms.warm_migration.migration_select
+attributes:
+  check_mode:
+    support: full
+    details: Reads only.
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Report every migration of the wave's project
+  xms.warm_migration.migration_info:
+    cloud: target
+  register: report
+
+- name: Show lag per VM
+  ansible.builtin.debug:
+    msg: "{{ item.vm_name }}: {{ item.phase }}, lag {{ item.lag_seconds }}s"
+  loop: "{{ report.migrations }}"
+"""
+
+RETURN = r"""
+migrations:
+  description: One entry per migration.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    migration_id:
+      description: The migration's id.
+      type: str
+      sample: vm-5032c8a5-9c5b-0c4f-8f6e-2b9e8a1f4c11
+    vm_name:
+      description: The source VM's name.
+      type: str
+      sample: web01
+    phase:
+      description: C(initializing), C(seeding), C(ready), C(syncing), C(cutover) or C(completed).
+      type: str
+      sample: ready
+    last_sync:
+      description: When the snapshot of the last complete sync was taken (UTC, ISO 8601).
+      type: str
+      sample: "2026-11-22T15:04:05Z"
+    lag_seconds:
+      description: Seconds since C(last_sync) - what a cutover now would have to catch up.
+      type: int
+      sample: 840
+    bytes_full:
+      description: Bytes copied by the seed and any full resyncs.
+      type: int
+      sample: 10737418240
+    bytes_incr:
+      description: Bytes copied by all incremental syncs together.
+      type: int
+      sample: 73400320
+    sync_count:
+      description: Completed syncs, the seed included.
+      type: int
+      sample: 5
+    rate_bytes_per_s:
+      description: Copy rate of the last sync, or of the running one.
+      type: float
+      sample: 104857600.0
+    paused:
+      description: Whether incremental syncs are paused.
+      type: bool
+      sample: false
+    cadence:
+      description: How often syncs are due.
+      type: str
+      sample: hourly
+    busy:
+      description: Whether a sync or cutover is running now.
+      type: bool
+      sample: false
+    progress:
+      description: Bytes done and total of the running sync, or null.
+      type: dict
+      sample: {"done": 1048576, "total": 4194304}
+    disks:
+      description: Per disk - key, label, volume id, recorded change id.
+      type: list
+      elements: dict
+      sample: [{"disk_key": 2000, "volume_id": "4f1c...", "change_id": "52 3f .../12"}]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.xms.warm_migration.plugins.module_utils import argument_spec as specs
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import params as mparams
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.info import select
+from ansible_collections.xms.warm_migration.plugins.module_utils.module_base import run
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            **specs.openstack_argument_spec(),
+            "migration_id": {"type": "str"},
+            "vm_uuid": {"type": "str"},
+            "vm_name": {"type": "str"},
+        },
+        mutually_exclusive=[["migration_id", "vm_uuid", "vm_name"]],
+        supports_check_mode=True,
+    )
+
+    def body():
+        openstack = mparams.connect_openstack(module.params)
+        found = select(
+            openstack,
+            migration_id=module.params["migration_id"],
+            vm_uuid=module.params["vm_uuid"],
+            vm_name=module.params["vm_name"],
+        )
+        return {"changed": False, "migrations": [s.metrics() for s in found]}
+
+    run(module, "read the migration records", body)
+
+
+if __name__ == "__main__":
+    main()

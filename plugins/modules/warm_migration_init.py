@@ -1,0 +1,138 @@
+#!/usr/bin/python
+# Copyright: xms.warm_migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Start the warm migration of a VM: preflight, CBT, one volume per disk, the migration record."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: warm_migration_init
+short_description: Start the warm migration of a vSphere VM into OpenStack
+version_added: 0.1.0
+description:
+  - Checks both sides first - the source VM (hardware version, no physical RDM or independent disks,
+    snapshots, VMware Tools) and the target (volume types, availability zones, quota for the volumes,
+    flavor, mapped networks, source MACs free on their target networks). Nothing is created unless
+    every check passes; the checks are returned either way.
+  - Enables Changed Block Tracking on the VM (and activates it), then creates one Cinder volume per
+    source disk, rounded up to whole GiB, with the chosen volume type and availability zone, carrying
+    the migration record in its metadata. The volumes take their quota at once.
+  - The volumes stay protected replicas (not bootable) until cutover.
+  - Idempotent - a rerun finds the migration's volumes by their record (never by name) and creates only
+    what is missing.
+author:
+  - xms.warm_migration developers
+extends_documentation_fragment:
+  - xms.warm_migration.vsphere
+  - xms.warm_migration.openstack
+  - xms.warm_migration.source_vm
+  - xms.warm_migration.target
+options:
+  cadence:
+    description:
+      - How often incremental syncs are due (see O(xms.warm_migration.block_sync#module:only_when_due)).
+    type: str
+    choices: [manual, 15m, hourly, daily]
+    default: manual
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Start migrating web01 into the target project
+  xms.warm_migration.warm_migration_init:
+    hostname: vcenter.example.com
+    username: migrator@vsphere.local
+    password: "{{ vcenter_password }}"
+    cloud: target
+    vm_name: web01
+    datacenter: DC1
+    volume_type: standard-ssd
+    disk_volume_types:
+      Hard disk 2: archive-hdd
+    availability_zone: az1
+    network_map:
+      - source: VM Network
+        network: prod-net
+    cadence: hourly
+"""
+
+RETURN = r"""
+migration_id:
+  description: The id of the migration (derived from the VM's instance UUID).
+  returned: always
+  type: str
+  sample: vm-5032c8a5-9c5b-0c4f-8f6e-2b9e8a1f4c11
+checks:
+  description: Every preflight check with its verdict.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"name": "volume_type", "ok": true, "message": "volume type standard-ssd exists"}]
+volumes:
+  description: One entry per source disk - disk key, size, volume type, zone, and whether it existed before.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"disk_key": "2000", "size_bytes": 1073741824, "volume_type": "standard-ssd", "exists": false}]
+cbt_enabled:
+  description: Whether this run enabled CBT on the VM (false when it was on already).
+  returned: always
+  type: bool
+  sample: true
+migration:
+  description: The migration's metrics (see M(xms.warm_migration.migration_info)); empty in check mode.
+  returned: always
+  type: dict
+  sample: {"phase": "initializing", "sync_count": 0}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.xms.warm_migration.plugins.module_utils import argument_spec as specs
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import params as mparams
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
+from ansible_collections.xms.warm_migration.plugins.module_utils.module_base import run
+
+
+def main() -> None:
+    argument_spec = {
+        **specs.vsphere_argument_spec(),
+        **specs.openstack_argument_spec(),
+        **specs.source_vm_argument_spec(),
+        **specs.target_argument_spec(),
+        "cadence": {"type": "str", "default": "manual", "choices": ["manual", "15m", "hourly", "daily"]},
+    }
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        required_one_of=specs.SOURCE_VM_ONE_OF,
+        mutually_exclusive=specs.SOURCE_VM_ONE_OF,
+        supports_check_mode=True,
+    )
+    name = module.params["vm_name"] or module.params["vm_uuid"] or module.params["vm_moref"]
+
+    def body():
+        with mparams.connect_vsphere(module.params) as vsphere:
+            vm = mparams.find_source_vm(vsphere, module.params)
+            openstack = mparams.connect_openstack(module.params)
+            target = mparams.target_settings(module.params)
+            outcome = initialize(vsphere, vm, openstack, target, check_mode=module.check_mode)
+        for warning in outcome.warnings:
+            module.warn(warning)
+        return {
+            "changed": outcome.changed,
+            "migration_id": outcome.migration_id,
+            "checks": outcome.checks,
+            "volumes": outcome.volumes_planned,
+            "cbt_enabled": outcome.cbt_enabled_now,
+            "migration": outcome.state.metrics() if outcome.state else {},
+        }
+
+    run(module, f"initialize the migration of VM '{name}'", body)
+
+
+if __name__ == "__main__":
+    main()

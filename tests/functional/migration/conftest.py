@@ -1,0 +1,98 @@
+"""Both labs at once: a vSphere source VM and the OpenStack target project."""
+
+import hashlib
+import json
+import os
+
+import nbd
+import pytest
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import (
+    NetworkMapping,
+    TargetSettings,
+    migration_id_for,
+)
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import SyncSettings
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_for_write
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt, datapath, inventory
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.client import VSphereClient
+
+from ..openstack.conftest import CLOUDS
+from ..vsphere.conftest import LAB_DIR, connection, lab_cmd, vddk_stand_in  # noqa: F401 - a fixture, used by name
+
+SOURCE_VM = "lab-vm-2"
+
+
+@pytest.fixture(scope="session")
+def vsphere(lab):
+    with VSphereClient.connect(connection(lab)) as session:
+        yield session
+
+
+@pytest.fixture(scope="session")
+def lab():
+    path = os.path.join(LAB_DIR, "lab.json")
+    if not os.path.exists(path):
+        pytest.fail(f"the vSphere lab is not up ({path} is missing): run lab/vsphere/up.sh")
+    with open(path) as handle:
+        return json.load(handle)
+
+
+@pytest.fixture(scope="session")
+def openstack():
+    if not os.path.exists(CLOUDS):
+        pytest.fail(f"the OpenStack lab is not up ({CLOUDS} is missing): run lab/openstack/up.sh")
+    os.environ["OS_CLIENT_CONFIG_FILE"] = CLOUDS
+    return OpenStackClient.connect(cloud="xms-lab")
+
+
+@pytest.fixture
+def source(vsphere, openstack):
+    """The source VM, with no migration of it left from an earlier run."""
+    vm = inventory.find_vm(vsphere, name=SOURCE_VM)
+    os_volumes.delete_migration(openstack, migration_id_for(inventory.inventory(vsphere, vm)))
+    yield vm
+    os_volumes.delete_migration(openstack, migration_id_for(inventory.inventory(vsphere, vm)))
+
+
+@pytest.fixture
+def target():
+    return TargetSettings(volume_type="standard-ssd", availability_zone="az1",
+                          network_map=[NetworkMapping(source="DC0_DVPG0", network="lab-net-a")])  # fmt: skip
+
+
+@pytest.fixture
+def settings(tmp_path, lab):
+    return SyncSettings(state_dir=str(tmp_path / "state"), vddk_libdir=str(tmp_path))
+
+
+def sha256_of(read, size):
+    digest = hashlib.sha256()
+    for offset in range(0, size, 8 << 20):
+        digest.update(read(min(8 << 20, size - offset), offset))
+    return digest.hexdigest()
+
+
+def assert_volumes_equal_source(vsphere, vm, openstack, state):
+    """Every volume equals its disk as of a fresh snapshot (take it only when the guest is not writing)."""
+    disks = {d.key: d for d in inventory.inventory(vsphere, vm).disks}
+    with cbt.sync_snapshot(vsphere, vm, purpose="verification") as snap:
+        for disk in state.disks:
+            source = disks[disk.disk_key]
+            with datapath.open_disk(vsphere, vm, snap, source, vddk_libdir="/tmp") as uri:
+                handle = nbd.NBD()
+                handle.connect_uri(uri)
+                want = sha256_of(handle.pread, source.capacity)
+                handle.shutdown()
+            with attach_for_write(openstack, disk.volume_id) as path:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    got = sha256_of(lambda n, o, fd=fd: os.pread(fd, n, o), source.capacity)
+                finally:
+                    os.close(fd)
+            assert got == want, f"volume of disk {disk.disk_key} differs from the source"
+
+
+__all__ = ["assert_volumes_equal_source", "lab_cmd"]
