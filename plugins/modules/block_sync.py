@@ -22,7 +22,7 @@ description:
   - In check mode, reports the plan (extents and bytes per disk) from a temporary snapshot that is removed again.
   - Long syncs can run under C(async); M(xms.warm_migration.migration_info) shows their progress.
 author:
-  - xms.warm_migration developers
+  - xms.warm_migration developers (@xms)
 extends_documentation_fragment:
   - xms.warm_migration.vsphere
   - xms.warm_migration.openstack
@@ -51,8 +51,10 @@ options:
     default: false
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - The conversion host needs nbdkit with the C(vddk) plugin and VMware's VDDK (see O(vddk_libdir)).

@@ -14,15 +14,17 @@ description:
     target cloud, and shows a sync that is running right now (its progress and rate).
   - Without O(migration_id), O(vm_uuid) or O(vm_name), reports every migration in the project.
 author:
-  - xms.warm_migration developers
+  - xms.warm_migration developers (@xms)
 extends_documentation_fragment:
   - xms.warm_migration.openstack
   - xms.warm_migration.migration_select
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reads only.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 """
 

@@ -14,7 +14,7 @@ description:
     skips a paused migration, and with C(only_when_due) syncs only when the cadence says a sync is due.
   - A sync that is running finishes; pausing stops the next ones. Cutover ignores the pause.
 author:
-  - xms.warm_migration developers
+  - xms.warm_migration developers (@xms)
 extends_documentation_fragment:
   - xms.warm_migration.openstack
   - xms.warm_migration.migration_select
@@ -30,8 +30,10 @@ options:
     choices: [manual, 15m, hourly, daily]
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
 """
 

@@ -21,7 +21,7 @@ description:
   - Idempotent - a rerun finds the migration's volumes by their record (never by name) and creates only
     what is missing.
 author:
-  - xms.warm_migration developers
+  - xms.warm_migration developers (@xms)
 extends_documentation_fragment:
   - xms.warm_migration.vsphere
   - xms.warm_migration.openstack
@@ -36,8 +36,10 @@ options:
     default: manual
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 """
 

@@ -281,7 +281,7 @@ def sync_locked(vsphere, vm, openstack, state: MigrationState, settings: SyncSet
                 plans.append((disk, plan))
                 if plan.warning:
                     outcome.warnings.append(plan.warning)
-            heartbeat = _Heartbeat(openstack, state, sum(p.bytes for _, p in plans))
+            heartbeat = _Heartbeat(openstack, state, sum(plan.bytes for _disk, plan in plans))
             for disk, plan in plans:
                 stale = journal_path(settings.state_dir, state.migration_id, disk) if disk.pending_change_id else None
                 disk.pending_change_id = snap.change_ids[disk.disk_key]

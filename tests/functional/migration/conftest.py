@@ -20,7 +20,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import 
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.client import VSphereClient
 
 from ..openstack.conftest import CLOUDS
-from ..vsphere.conftest import LAB_DIR, connection, lab_cmd, vddk_stand_in  # noqa: F401 - a fixture, used by name
+from ..vsphere.conftest import LAB_DIR, connection, lab_cmd
 
 SOURCE_VM = "lab-vm-2"
 

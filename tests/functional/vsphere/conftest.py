@@ -23,12 +23,6 @@ def lab():
         return json.load(handle)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def vddk_stand_in():
-    """nbdkit's vddk plugin is the lab's stand-in; every other plugin is the real nbdkit."""
-    os.environ["PATH"] = os.path.join(ROOT, "lab", "vsphere", "bin") + os.pathsep + os.environ["PATH"]
-
-
 def connection(lab, **override):
     values = {"hostname": lab["hostname"], "username": lab["username"], "password": lab["password"],
               "port": lab["port"], "validate_certs": False, **override}  # fmt: skip
