@@ -25,14 +25,15 @@ import fcntl
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from contextlib import contextmanager, suppress
 
 import nbd
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "nbd"))
+from storage_daemon import Qmp, wait_for_socket
 
 LAB = os.path.join(os.environ.get("XMS_LAB_DIR", "/var/lib/xms-lab"), "vsphere")
 WINDOW = 1 << 40  # bytes per QueryChangedDiskAreas answer: disks over 2 TiB need several calls
@@ -72,22 +73,7 @@ class Daemon:
     def __init__(self, vm_name):
         self.dir = os.path.join(LAB, "qsd", vm_name)
         self.nbd_socket = os.path.join(self.dir, "nbd.sock")
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(os.path.join(self.dir, "qmp.sock"))
-        self.stream = self.sock.makefile("rw")
-        json.loads(self.stream.readline())
-        self.cmd("qmp_capabilities")
-
-    def cmd(self, command, **args):
-        self.stream.write(json.dumps({"execute": command, "arguments": args}) + "\n")
-        self.stream.flush()
-        while True:
-            reply = json.loads(self.stream.readline())
-            if "event" in reply:
-                continue
-            if "error" in reply:
-                raise RuntimeError(f"{command}: {reply['error']['desc']}")
-            return reply["return"]
+        self.cmd = Qmp(os.path.join(self.dir, "qmp.sock")).cmd
 
     def dirty(self, key, bitmap, start, end):
         """Extents of ``bitmap`` on disk ``key`` within [start, end), read over a temporary NBD export."""
@@ -239,7 +225,7 @@ def snapshot_view(vm_name, snap_moref, key):
     sock = os.path.join(LAB, "qsd", vm_name, f"view-{key}-{os.getpid()}.sock")
     proc = subprocess.Popen(view_argv(vm_name, snap_moref, key, sock), stderr=subprocess.DEVNULL)
     try:
-        wait_socket(sock, proc)
+        wait_for_socket(sock, proc)
         yield f"nbd+unix:///?socket={sock}"
     finally:
         proc.kill()
@@ -254,23 +240,6 @@ def view_argv(vm_name, snap_moref, key, sock):
     return ["qemu-nbd", "--read-only", "--persistent", "--shared=16", "--image-opts",
             f"--load-snapshot=snapshot.name={snap_moref}", f"--socket={sock}",
             f"driver=qcow2,file.driver=file,file.filename={image},file.locking=off"]  # fmt: skip
-
-
-def wait_socket(path, proc, timeout=30):
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(json.dumps({"fault": f"the view server for {path} exited"}))
-        probe = socket.socket(socket.AF_UNIX)
-        try:
-            probe.connect(path)
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-        finally:
-            probe.close()
 
 
 def start():
@@ -297,7 +266,7 @@ def start():
                      "--export", f"type=nbd,id=live-{key},node-name=d{key},name=live-{key},writable=on"]  # fmt: skip
         with open(os.path.join(qsd_dir, "qsd.log"), "ab") as log:
             proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
-        wait_socket(os.path.join(qsd_dir, "qmp.sock"), proc)
+        wait_for_socket(os.path.join(qsd_dir, "qmp.sock"), proc)
 
 
 def stop():

@@ -3,17 +3,15 @@
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 # The labs' helpers (lab/nbd: a qemu-storage-daemon driver) are shared by the tests and the demo.
-sys.path.insert(
-    0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "lab", "nbd")
-)
+LAB_NBD = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "lab", "nbd")
+sys.path.insert(0, LAB_NBD)
+from storage_daemon import wait_for_socket  # noqa: E402 - found through the path set just above
 
 
 def require(binary: str) -> str:
@@ -22,26 +20,6 @@ def require(binary: str) -> str:
     if not path:
         pytest.fail(f"{binary} is not installed: run scripts/setup-host.sh")
     return path
-
-
-def wait_for_socket(path: str, proc: subprocess.Popen, timeout: float = 30.0, log: str = "") -> None:
-    """Wait until a server accepts connections on the unix socket ``path`` (the file alone is not enough)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            with open(log or os.devnull) as handle:
-                tail = handle.read()[-2000:]
-            raise RuntimeError(f"server exited with {proc.returncode}: {tail}")
-        probe = socket.socket(socket.AF_UNIX)
-        try:
-            probe.connect(path)
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nothing accepts connections on {path}") from None
-            time.sleep(0.02)
-        finally:
-            probe.close()
 
 
 class Servers:

@@ -129,28 +129,10 @@ def preflight(
         )
     volume_zones = {z.name for z in conn.block_storage.availability_zones()}
     for zone in sorted({v.availability_zone for v in volumes if v.availability_zone}):
-        ok = zone in volume_zones
-        checks.append(
-            Check(
-                "volume_availability_zone",
-                ok,
-                f"volume availability zone '{zone}' "
-                + ("exists" if ok else f"does not exist ({', '.join(sorted(volume_zones))})"),
-                parameter=None if ok else "volume_availability_zone",
-            )
-        )
+        checks.append(_zone_check("volume_availability_zone", "volume", zone, volume_zones))
     if availability_zone:
         compute_zones = {z.name for z in conn.compute.availability_zones()}
-        ok = availability_zone in compute_zones
-        checks.append(
-            Check(
-                "availability_zone",
-                ok,
-                f"compute availability zone '{availability_zone}' "
-                + ("exists" if ok else f"does not exist ({', '.join(sorted(compute_zones))})"),
-                parameter=None if ok else "availability_zone",
-            )
-        )
+        checks.append(_zone_check("availability_zone", "compute", availability_zone, compute_zones))
     if volumes:
         checks.extend(_quota_checks(client, volumes))
     try:
@@ -169,6 +151,12 @@ def preflight(
     for nic in nics:
         checks.extend(_nic_checks(client, nic, migration_id))
     return checks
+
+
+def _zone_check(parameter: str, kind: str, zone: str, known: set) -> Check:
+    ok = zone in known
+    found = "exists" if ok else f"does not exist ({', '.join(sorted(known))})"
+    return Check(parameter, ok, f"{kind} availability zone '{zone}' {found}", parameter=None if ok else parameter)
 
 
 def _nic_checks(client, nic: NicTarget, migration_id: str) -> List[Check]:

@@ -1,7 +1,6 @@
 """Both labs at once: a vSphere source VM and the OpenStack target project."""
 
 import hashlib
-import json
 import os
 
 import nbd
@@ -20,7 +19,8 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import 
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.client import VSphereClient
 
 from ..openstack.conftest import CLOUDS
-from ..vsphere.conftest import LAB_DIR, connection, lab_cmd
+from ..vsphere import conftest as vsphere_conftest
+from ..vsphere.conftest import connection, lab_cmd
 
 SOURCE_VM = "lab-vm-2"
 
@@ -31,13 +31,7 @@ def vsphere(lab):
         yield session
 
 
-@pytest.fixture(scope="session")
-def lab():
-    path = os.path.join(LAB_DIR, "lab.json")
-    if not os.path.exists(path):
-        pytest.fail(f"the vSphere lab is not up ({path} is missing): run lab/vsphere/up.sh")
-    with open(path) as handle:
-        return json.load(handle)
+lab = vsphere_conftest.lab  # the vSphere lab's connection file, one fixture for both test packages
 
 
 @pytest.fixture(scope="session")
