@@ -34,7 +34,3 @@ class WarmMigrationError(Exception):
         if self.hint:
             text += f". {self.hint}"
         return text
-
-
-class InvalidInputError(WarmMigrationError):
-    """The caller's input is wrong; nothing was touched."""

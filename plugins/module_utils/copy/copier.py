@@ -27,7 +27,7 @@ from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy import nbd_source
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.errors import (
-    InvalidUriError,
+    PlanError,
     ReadError,
     SourceUnreachableError,
     TargetTooSmallError,
@@ -153,7 +153,7 @@ class _Copy:
         if self.plan and self.plan[-1].end > source_size:
             bad = self.plan[-1]
             self.handle.shutdown()
-            raise InvalidUriError(
+            raise PlanError(
                 f"the plan reaches byte {bad.end} but the source {self.source_uri} has only {source_size}",
                 parameter="extents",
                 hint="The plan belongs to another disk or snapshot",

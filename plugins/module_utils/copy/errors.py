@@ -16,6 +16,10 @@ class InvalidUriError(CopyError):
     """An NBD URI that cannot be right, rejected before connecting."""
 
 
+class PlanError(CopyError):
+    """The extents to copy do not fit the source (they belong to another disk or snapshot)."""
+
+
 class SourceUnreachableError(CopyError):
     """The NBD server could not be reached or refused the connection."""
 

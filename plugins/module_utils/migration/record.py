@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Dict, List, Optional
 
-PHASES = ("initializing", "seeding", "ready", "syncing", "cutover", "completed")
 CADENCES = {"manual": None, "15m": 15 * 60, "hourly": 3600, "daily": 86400}
 HEARTBEAT_STALE_S = 600  # a sync that has not reported for this long is presumed dead
 

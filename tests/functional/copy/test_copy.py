@@ -15,6 +15,7 @@ from storage_daemon import StorageDaemon
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier import CopyOptions, copy_extents
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.errors import (
     InvalidUriError,
+    PlanError,
     ReadError,
     SourceUnreachableError,
     TargetTooSmallError,
@@ -283,3 +284,12 @@ def test_progress_reports_reach_the_total(servers, tmp_path):
     seen = []
     stats = copy_extents(source, blank(tmp_path / "d.img", 32 * MiB), plan_allocated(source), progress=seen.append)
     assert seen and seen[-1].done == seen[-1].total == stats.bytes_total
+
+
+def test_a_plan_beyond_the_source_is_refused_before_any_write(servers, tmp_path):
+    source = servers.nbdkit("pattern", "size=8M")
+    target = blank(tmp_path / "disk.img", 16 * MiB)
+    with pytest.raises(PlanError) as err:
+        copy_extents(source, target, [Extent(4 * MiB, 8 * MiB)])
+    assert err.value.parameter == "extents" and "12582912" in str(err.value)
+    assert allocated_bytes(target) == 0
