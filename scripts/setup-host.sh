@@ -12,15 +12,7 @@ APT_PACKAGES=(
   qemu-utils qemu-system-x86 qemu-system-common nbdkit libnbd-bin python3-libnbd python3-venv python3-dev
   git rsync shellcheck curl
 )
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "setup-host: installing ${missing[*]}"
-  apt-get update -qq
-  apt-get install -y -qq -o DPkg::Lock::Timeout=900 --no-install-recommends "${missing[@]}" >/dev/null
-fi
+APT_LOG=${APT_LOG:-/tmp/xms-apt.log} bash "$ROOT/scripts/apt-install.sh" "${APT_PACKAGES[@]}"
 
 # The venv sees exactly one system package: libnbd's binding (Debian's python3-libnbd).
 # Not all of system site-packages: once Debian's OpenStack packages are installed (the lab

@@ -25,17 +25,14 @@ ADMIN_PW=lab-admin
 PACKAGES=(mariadb-server rabbitmq-server python3-pymysql keystone python3-openstackclient cinder-api
   cinder-scheduler cinder-volume nfs-common nova-api nova-conductor nova-scheduler nova-compute placement-api
   neutron-server python3-os-brick uwsgi uwsgi-plugin-python3 qemu-utils curl)
-missing=()
-for p in "${PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
-if ((${#missing[@]})); then
-  step "apt install ${missing[*]}"
-  if [ ! -e /usr/sbin/policy-rc.d ]; then  # the packages must not start daemons (no systemd here)
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-  fi
-  apt-get update -qq
-  apt-get install -y -q -o DPkg::Lock::Timeout=900 --no-install-recommends "${missing[@]}" >"$LAB/apt.log" 2>&1
+# The packages must not start their daemons (no systemd here; this script starts them).
+policy_rc=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  policy_rc=/usr/sbin/policy-rc.d
+  printf '#!/bin/sh\nexit 101\n' >"$policy_rc" && chmod +x "$policy_rc"
 fi
+APT_LOG=$LAB/apt.log bash "$ROOT/scripts/apt-install.sh" "${PACKAGES[@]}"
+[ -z "$policy_rc" ] || rm -f "$policy_rc"
 
 running() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 daemon() { # name user command...
