@@ -254,7 +254,10 @@ def start():
                 "--chardev", f"socket,id=qmp0,path={qsd_dir}/qmp.sock,server=on,wait=off", "--monitor", "chardev=qmp0",
                 "--pidfile", f"{qsd_dir}/qsd.pid"]  # fmt: skip
         for key, disk in vm["disks"].items():
-            if not os.path.exists(disk["image"]):
+            if not os.path.exists(disk["image"]) and disk.get("source_image"):
+                subprocess.run(["qemu-img", "convert", "-q", "-O", "qcow2", disk["source_image"], disk["image"]],
+                               check=True)  # fmt: skip
+            elif not os.path.exists(disk["image"]):
                 subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", disk["image"], str(disk["capacity"])],
                                check=True)  # fmt: skip
                 if disk.get("seed_mib"):

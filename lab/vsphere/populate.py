@@ -24,6 +24,8 @@ LAB_VMS = {
     "lab-vm-stuck": ([(16 * MiB, 4)], "00:50:56:01:00:03", {"guest_ignores_shutdown": True}),
     "lab-vm-big": ([(3 << 40, 4)], "00:50:56:01:00:04", {}),
     "lab-vm-indep": ([(16 * MiB, 0)], "00:50:56:01:00:06", {"independent": True}),
+    # A bootable Debian guest set up like a VMware one (lab/guest/build.sh) plus a data disk: for cutover.
+    "lab-vm-linux": ([(1 << 30, 0), (16 * MiB, 4)], "00:50:56:01:00:07", {"guest_image": True}),
 }
 
 
@@ -78,6 +80,8 @@ def main():
                 image = os.path.join(LAB, "disks", f"{name}-{vdisk.key}.qcow2")
                 entry["disks"][str(vdisk.key)] = {"image": image, "capacity": capacity, "seed_mib": seed,
                                                   "file": vdisk.backing.fileName}  # fmt: skip
+                if quirks.get("guest_image") and vdisk.unitNumber == 0:
+                    entry["disks"][str(vdisk.key)]["source_image"] = os.environ["XMS_LAB_GUEST_IMAGE"]
         lab["vms"][name] = entry
     os.makedirs(os.path.join(LAB, "disks"), exist_ok=True)
     fd = os.open(os.path.join(LAB, "lab.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -13,15 +13,11 @@ mkdir -p "$LAB"
 chmod 700 "$LAB"
 say() { echo "[vsphere] $*"; }
 
-missing=()
-for p in golang-go golang-github-vmware-govmomi-dev qemu-utils qemu-system-common; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  say "apt install ${missing[*]}"
-  apt-get update -qq
-  apt-get install -y -q -o DPkg::Lock::Timeout=900 --no-install-recommends "${missing[@]}" >"$LAB/apt.log" 2>&1
-fi
+APT_LOG=$LAB/apt.log bash "$ROOT/scripts/apt-install.sh" golang-go golang-github-vmware-govmomi-dev qemu-utils qemu-system-common
+
+# lab-vm-linux's boot disk: the lab guest, built once and cached.
+XMS_LAB_GUEST_IMAGE=$(bash "$ROOT/lab/guest/build.sh")
+export XMS_LAB_GUEST_IMAGE
 
 # The simulator binary, rebuilt when its source changes.
 tag=$(sha256sum "$HERE/vcsim/main.go" | cut -c1-16)

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Build the lab guest: a small bootable Debian 12 disk set up the way a VMware
+# guest has it, so that virt-v2v-in-place has real work to do and the boot check
+# has something to prove:
+#   - its initramfs holds the VMware drivers (vmw_pvscsi, mptspi, ata_piix,
+#     vmxnet3) and none of virtio's, so it cannot find its disk on KVM as built;
+#   - /etc/fstab names the root disk /dev/sda1, which is /dev/vda1 on virtio
+#     (GRUB keeps Debian's root=UUID=: virt-v2v regenerates grub.cfg inside its
+#     appliance, where a /dev/sdX name would be baked in again);
+#   - /etc/network/interfaces configures ens192, vmxnet3's name on VMware;
+#   - rootdelay=20, so an unconverted boot gives up in seconds, not minutes;
+#   - a oneshot unit prints "XMS-BOOT-OK" and each NIC's MAC on the serial
+#     console once userspace runs (files/xms-boot-marker).
+# The disk is a raw 1 GiB image with one MBR partition, assembled by libguestfs
+# (no loop devices, no root-only mounts). Cached by the hash of this folder;
+# prints the image's path. ~3-4 min on a 2-core machine the first time.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+export XMS_LAB_DIR=${XMS_LAB_DIR:-/var/lib/xms-lab}
+OUT=$XMS_LAB_DIR/guest
+mkdir -p "$OUT"
+exec 8>"$OUT/.build.lock"
+flock 8  # one builder at a time; the second finds the first one's image
+
+tag=$(cat "$HERE/build.sh" "$HERE"/files/* | sha256sum | cut -c1-16)
+image=$OUT/lab-guest-$tag.raw
+if [ -s "$image" ]; then echo "$image"; exit 0; fi
+
+APT_LOG=$OUT/apt.log bash "$ROOT/scripts/apt-install.sh" debootstrap libguestfs-tools linux-image-cloud-amd64 >&2
+export LIBGUESTFS_BACKEND=direct
+# Where KVM aborts on a -cpu host vCPU (nested hypervisors), libguestfs must use TCG.
+# The probe is the one in plugins/module_utils/conversion/accel.py: alive after 2 s (timeout's 124) = KVM works.
+probe=$(bash -c 'timeout 2 qemu-system-x86_64 -machine pc,accel=kvm -cpu host -m 64 -nodefaults -display none -S \
+  >/dev/null 2>&1; echo $?' 2>/dev/null)
+[ "$probe" -eq 124 ] || export LIBGUESTFS_BACKEND_SETTINGS=force_tcg
+work=$(mktemp -d "$OUT/build.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+tree=$work/tree
+mirror=${XMS_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+echo "[guest] debootstrap bookworm from $mirror" >&2
+debootstrap --variant=minbase --include=systemd-sysv,linux-image-cloud-amd64,grub-pc,ifupdown,initramfs-tools,kmod,udev \
+  bookworm "$tree" "$mirror" >"$work/debootstrap.log" 2>&1 \
+  || { tail -n 30 "$work/debootstrap.log" >&2; exit 1; }
+
+echo "lab-guest" >"$tree/etc/hostname"
+echo "/dev/sda1 / ext4 errors=remount-ro 0 1" >"$tree/etc/fstab"
+printf 'auto lo\niface lo inet loopback\n\nauto ens192\niface ens192 inet dhcp\n' >"$tree/etc/network/interfaces"
+echo "MODULES=list" >"$tree/etc/initramfs-tools/conf.d/xms-vmware.conf"
+printf '%s\n' vmw_pvscsi mptspi ata_piix sd_mod vmxnet3 >>"$tree/etc/initramfs-tools/modules"
+sed -i -e 's/^GRUB_TIMEOUT=.*/GRUB_TIMEOUT=0/' \
+  -e 's/^GRUB_CMDLINE_LINUX=.*/GRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200 panic=-1 rootdelay=20"/' \
+  "$tree/etc/default/grub"
+echo "GRUB_DISABLE_OS_PROBER=true" >>"$tree/etc/default/grub"
+install -m 0755 "$HERE/files/xms-boot-marker" "$tree/usr/local/sbin/xms-boot-marker"
+install -m 0644 "$HERE/files/xms-boot-marker.service" "$tree/etc/systemd/system/xms-boot-marker.service"
+ln -s /etc/systemd/system/xms-boot-marker.service "$tree/etc/systemd/system/multi-user.target.wants/xms-boot-marker.service"
+rm -rf "$tree"/var/cache/apt/archives/*.deb "$tree"/var/lib/apt/lists/*
+tar -C "$tree" --numeric-owner -cf "$work/tree.tar" .
+
+echo "[guest] assembling the disk with libguestfs" >&2
+truncate -s 1G "$work/disk.raw"
+guestfish --rw -a "$work/disk.raw" >"$work/guestfish.log" 2>&1 <<GF || { tail -n 30 "$work/guestfish.log" >&2; exit 1; }
+run
+part-init /dev/sda mbr
+part-add /dev/sda p 2048 -1
+part-set-bootable /dev/sda 1 true
+mkfs ext4 /dev/sda1
+mount /dev/sda1 /
+tar-in $work/tree.tar / xattrs:true
+sh "update-initramfs -u -k all"
+sh "grub-install --target=i386-pc /dev/sda"
+sh "update-grub"
+GF
+# The disk must really be VMware-shaped, or the conversion test proves nothing.
+grep -q sda1 <(virt-cat -a "$work/disk.raw" /etc/fstab) || { echo "[guest] fstab does not name /dev/sda1" >&2; exit 1; }
+boot_files=$(virt-ls -a "$work/disk.raw" /boot)
+echo "$boot_files" | grep -q '^initrd.img-' || { echo "[guest] no initramfs in /boot" >&2; exit 1; }
+mv "$work/disk.raw" "$image"
+find "$OUT" -maxdepth 1 -name 'lab-guest-*.raw' ! -name "lab-guest-$tag.raw" -delete
+echo "$image"
