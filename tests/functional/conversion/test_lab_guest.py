@@ -1,0 +1,102 @@
+"""virt-v2v-in-place and the boot check on the lab guest, a real Debian set up like a VMware guest.
+
+One module-scoped conversion of a copy of the lab guest serves the tests below,
+since a conversion under TCG takes minutes. The lab guest image itself is
+never written: the boot check boots with ``snapshot=on``.
+"""
+
+import hashlib
+import os
+import subprocess
+
+import pytest
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.accel import accelerator
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.boot_check import boot_check
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.errors import (
+    BootCheckError,
+    ConversionError,
+)
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import (
+    ConversionOptions,
+    convert_in_place,
+)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+MAC = "00:50:56:01:00:07"
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(8 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def lab_guest():
+    """The lab guest's image (built, or taken from the cache, by lab/guest/build.sh)."""
+    built = subprocess.run(["bash", os.path.join(ROOT, "lab", "guest", "build.sh")], capture_output=True, text=True)
+    if built.returncode != 0:
+        pytest.fail(f"lab/guest/build.sh failed:\n{built.stderr[-2000:]}")
+    return built.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def converted(lab_guest, tmp_path_factory):
+    """A copy of the lab guest converted in place, with a first-boot script, and the conversion's result."""
+    tmp = tmp_path_factory.mktemp("converted")
+    disk = str(tmp / "boot.raw")
+    subprocess.run(["cp", "--sparse=always", lab_guest, disk], check=True)
+    script = tmp / "stamp.sh"
+    script.write_text("#!/bin/sh\necho converted-by-xms > /etc/xms-converted\n")
+    options = ConversionOptions(run_scripts=[str(script)], timeout_s=1800, log_dir=str(tmp / "logs"))
+    result = convert_in_place([disk], options, name="lab-vm-linux", macs=[MAC])
+    return disk, result
+
+
+def test_the_unconverted_guest_does_not_boot_on_virtio(lab_guest):
+    before = sha256_file(lab_guest)
+    with pytest.raises(BootCheckError) as err:
+        boot_check([lab_guest], mac=MAC, timeout_s=600)
+    assert "root disk not found" in str(err.value)
+    assert sha256_file(lab_guest) == before  # the check booted a throw-away overlay
+
+
+def test_conversion_makes_the_guest_boot_with_its_mac(converted):
+    disk, result = converted
+    assert result.converted and not result.skipped and os.path.exists(result.log)
+    assert oct(os.stat(result.log).st_mode & 0o777) == "0o600"
+    boot = boot_check([disk], mac=MAC, timeout_s=900)
+    assert boot.reached and boot.mac_seen and MAC in boot.macs.values()
+
+
+def test_conversion_rewrote_fstab_and_ran_the_script(converted):
+    disk, _result = converted
+    env = {**os.environ, "LIBGUESTFS_BACKEND": "direct"}
+    if accelerator() == "tcg":
+        env["LIBGUESTFS_BACKEND_SETTINGS"] = "force_tcg"
+    argv = ["guestfish", "--ro", "-a", disk, "-i", "cat", "/etc/fstab", ":", "cat", "/etc/xms-converted"]
+    read = subprocess.run(argv, capture_output=True, text=True, check=True, env=env)
+    assert "/dev/vda1" in read.stdout and "/dev/sda1" not in read.stdout
+    assert "converted-by-xms" in read.stdout
+
+
+def test_a_disk_without_a_guest_fails_clearly(tmp_path):
+    blank = tmp_path / "blank.raw"
+    with open(blank, "wb") as handle:
+        handle.truncate(64 << 20)
+    with pytest.raises(ConversionError) as err:
+        convert_in_place([str(blank)], ConversionOptions(timeout_s=900, log_dir=str(tmp_path / "logs")), name="blank")
+    assert "virt-v2v-in-place failed" in str(err.value) and "log:" in str(err.value)
+    assert "rolled_back" in str(err.value)
+
+
+def test_a_conversion_past_its_timeout_is_stopped(tmp_path):
+    blank = tmp_path / "blank.raw"
+    with open(blank, "wb") as handle:
+        handle.truncate(64 << 20)
+    with pytest.raises(ConversionError) as err:
+        convert_in_place([str(blank)], ConversionOptions(timeout_s=3, log_dir=str(tmp_path / "logs")), name="slow")
+    assert err.value.parameter == "conversion_timeout" and "did not finish" in str(err.value)
