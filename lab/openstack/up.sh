@@ -41,15 +41,15 @@ daemon() { # name user command...
   start-stop-daemon --start --quiet --background --make-pidfile --pidfile "$RUN/$name.pid" \
     --chuid "$user" --output "$LAB/$name.log" --startas "$1" -- "${@:2}"
 }
-uwsgi_app() { # name port wsgi-script user
+uwsgi_app() { # name port wsgi-script user [processes threads]
   cat >"$RUN/$1.ini" <<INI
 [uwsgi]
 http-socket = 127.0.0.1:$2
 wsgi-file = $3
 plugins = python3
 master = true
-processes = 1
-threads = 4
+processes = ${5:-1}
+threads = ${6:-4}
 lazy-apps = true
 enable-threads = true
 buffer-size = 65535
@@ -266,7 +266,9 @@ INI
   cells=$(su -s /bin/sh -c "nova-manage cell_v2 list_cells" nova 2>/dev/null)  # not piped: grep -q would SIGPIPE it
   grep -q ' cell1 ' <<<"$cells" || nm cell_v2 create_cell --name=cell1
   nm db sync
-  uwsgi_app nova-api 8774 /usr/bin/nova-api-wsgi nova
+  # nova-api monkey-patches eventlet: several uwsgi threads in one process deadlocked on
+  # concurrent server creates (one POST /servers never answered); processes instead.
+  uwsgi_app nova-api 8774 /usr/bin/nova-api-wsgi nova 3 1
   daemon nova-conductor nova /usr/bin/nova-conductor --config-file /etc/nova/nova.conf
   daemon nova-scheduler nova /usr/bin/nova-scheduler --config-file /etc/nova/nova.conf
 fi

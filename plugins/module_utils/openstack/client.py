@@ -16,6 +16,11 @@ except ImportError:  # reported on connect with what to install
     openstack = None
 
 
+# Seconds one API request may take. Without a bound a request that a wedged service never
+# answers hangs the module (and its async job) for ever; with it the step fails and can be rerun.
+API_TIMEOUT_S = 180
+
+
 class OpenStackClient:
     """An authenticated openstacksdk connection (``.conn``) to the migration's target project."""
 
@@ -35,7 +40,7 @@ class OpenStackClient:
         """Log in now, so bad credentials fail here with a clear message rather than mid-migration."""
         if openstack is None:
             raise OpenStackError("openstacksdk is not installed", hint="pip install -r requirements.txt")
-        kwargs: Dict[str, Any] = {}
+        kwargs: Dict[str, Any] = {"api_timeout": API_TIMEOUT_S}
         if cloud:
             kwargs["cloud"] = cloud
         if auth:
