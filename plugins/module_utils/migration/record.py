@@ -86,8 +86,10 @@ class MigrationState:
         return bool(self.disks) and all(d.seeded for d in self.disks)
 
     def lag_seconds(self, now: Optional[datetime] = None) -> Optional[int]:
-        """Seconds since the snapshot of the last complete sync: how much work a cutover would lose."""
-        if not self.synced_at:
+        """Seconds since the snapshot of the last complete sync: how much work a cutover would lose.
+
+        None before the seed, and once completed: the source is off, nothing more can be lost."""
+        if not self.synced_at or self.phase == "completed":
             return None
         return max(0, int(((now or utcnow()) - self.synced_at).total_seconds()))
 
