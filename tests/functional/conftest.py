@@ -8,9 +8,10 @@ import sys
 
 import pytest
 
-# The labs' helpers (lab/nbd: a qemu-storage-daemon driver) are shared by the tests and the demo.
-LAB_NBD = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "lab", "nbd")
-sys.path.insert(0, LAB_NBD)
+# The labs' helpers are shared by the tests and the demo: lab/nbd (a qemu-storage-daemon
+# driver) and lab/demo (putting lab VMs back after a migration).
+LAB = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "lab")
+sys.path[:0] = [os.path.join(LAB, "nbd"), os.path.join(LAB, "demo")]
 from storage_daemon import wait_for_socket  # noqa: E402 - found through the path set just above
 
 

@@ -67,19 +67,19 @@ class ConversionResult:
 
 def check_options(options: ConversionOptions) -> None:
     """Refuse bad input before the guest is shut down, not after."""
-    for name, scripts in (("conversion_run_scripts", options.run_scripts),
-                          ("conversion_firstboot_scripts", options.firstboot_scripts)):  # fmt: skip
+    for name, scripts in (("conversion.run_scripts", options.run_scripts),
+                          ("conversion.firstboot_scripts", options.firstboot_scripts)):  # fmt: skip
         for script in scripts:
             if not os.path.isfile(script):
                 raise ConversionError(f"script '{script}' does not exist on the conversion host", parameter=name)
     if options.virtio_win and not os.path.exists(options.virtio_win):
         raise ConversionError(
             f"virtio-win drivers '{options.virtio_win}' do not exist on the conversion host",
-            parameter="conversion_virtio_win",
+            parameter="conversion.virtio_win",
             hint="Give the path of the virtio-win ISO or of its unpacked directory",
         )
     if options.timeout_s <= 0:
-        raise ConversionError("the conversion timeout must be positive", parameter="conversion_timeout")
+        raise ConversionError("the conversion timeout must be positive", parameter="conversion.timeout")
 
 
 def domain_xml(name: str, devices: Sequence[str], macs: Sequence[str] = ()) -> str:
@@ -168,7 +168,7 @@ def _run(argv: List[str], env: Dict[str, str], log: str, timeout_s: float) -> No
         except FileNotFoundError as err:
             raise ConversionError(
                 f"{tool} is not installed on the conversion host",
-                hint="Install Debian's virt-v2v and libguestfs-tools (bindep.txt), or set conversion_skip",
+                hint="Install Debian's virt-v2v and libguestfs-tools (bindep.txt), or set conversion.skip",
             ) from err
         try:
             rc = proc.wait(timeout=max(timeout_s, 1))
@@ -177,7 +177,7 @@ def _run(argv: List[str], env: Dict[str, str], log: str, timeout_s: float) -> No
             proc.wait()
             raise ConversionError(
                 f"{tool} did not finish within the conversion timeout; log: {log}",
-                parameter="conversion_timeout",
+                parameter="conversion.timeout",
                 hint="Raise it (TCG-only conversion hosts are slow), then rerun the cutover: it resumes here",
             ) from None
     if rc != 0:

@@ -5,6 +5,7 @@ import os
 
 import nbd
 import pytest
+from lab_reset import annotation, power_state, reset_vm  # lab/demo, on the path (tests/functional/conftest.py)
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import (
     NetworkMapping,
@@ -89,4 +90,4 @@ def assert_volumes_equal_source(vsphere, vm, openstack, state):
             assert got == want, f"volume of disk {disk.disk_key} differs from the source"
 
 
-__all__ = ["assert_volumes_equal_source", "lab_cmd"]
+__all__ = ["annotation", "assert_volumes_equal_source", "lab_cmd", "power_state", "reset_vm"]

@@ -4,18 +4,18 @@ import json
 import os
 import subprocess
 import sys
+import time
 
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import migration_id_for
-from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
+
+from .conftest import reset_vm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def test_the_modules_predict_change_and_then_settle(vsphere, openstack, lab, tmp_path):
     vm = inventory.find_vm(vsphere, name="lab-vm-1")
-    migration_id = migration_id_for(inventory.inventory(vsphere, vm))
-    os_volumes.delete_migration(openstack, migration_id)
+    reset_vm(vsphere, vm, openstack)
     vcenter = tmp_path / "vcenter.json"
     vcenter.write_text(json.dumps({k: lab[k] for k in ("hostname", "port", "username", "password")}))
     vcenter.chmod(0o600)
@@ -30,4 +30,36 @@ def test_the_modules_predict_change_and_then_settle(vsphere, openstack, lab, tmp
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
         assert lab["password"] not in run.stdout + run.stderr
     finally:
-        os_volumes.delete_migration(openstack, migration_id)
+        reset_vm(vsphere, vm, openstack)
+
+
+def test_a_second_block_sync_of_the_same_migration_refuses_while_the_first_runs(vsphere, openstack, lab, tmp_path):
+    """Two ansible-playbook runs at once, as two overlapping schedules would start them."""
+    vm = inventory.find_vm(vsphere, name="lab-vm-2")
+    reset_vm(vsphere, vm, openstack)
+    vcenter = tmp_path / "vcenter.json"
+    vcenter.write_text(json.dumps({k: lab[k] for k in ("hostname", "port", "username", "password")}))
+    vcenter.chmod(0o600)
+    collections = sys.modules["ansible_collections"].__path__[0].rsplit("/ansible_collections", 1)[0]
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": collections, "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
+           "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false"}  # fmt: skip
+    playbook = os.path.join(HERE, "playbooks", "racing_sync.yml")
+    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), playbook,
+            "-e", f"vcenter_file={vcenter}", "-e", f"state_dir={tmp_path / 'state'}"]  # fmt: skip
+    try:
+        init = subprocess.run([*argv, "-e", "step=init"], env=env, capture_output=True, text=True, check=False)
+        assert init.returncode == 0, init.stdout[-3000:]
+        # 20 MiB to seed at 2 MiB/s: the first sync runs for about ten seconds.
+        first = subprocess.Popen([*argv, "-e", "step=sync", "-e", "rate=2097152"], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        progress = tmp_path / "state"
+        while first.poll() is None and not any(progress.glob("*.lock")):
+            time.sleep(0.2)
+        second = subprocess.run([*argv, "-e", "step=sync"], env=env, capture_output=True, text=True, check=False)
+        out = first.communicate(timeout=600)[0]
+        assert first.returncode == 0, out[-3000:]
+        assert second.returncode != 0
+        assert "is running" in second.stdout or "is being synced" in second.stdout, second.stdout[-3000:]
+        assert "Traceback" not in second.stdout + second.stderr
+    finally:
+        reset_vm(vsphere, vm, openstack)

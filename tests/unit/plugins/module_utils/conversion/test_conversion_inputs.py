@@ -29,10 +29,10 @@ def test_domain_xml_lists_disks_in_boot_order_and_nics_by_mac(tmp_path):
 @pytest.mark.parametrize(
     "options, parameter",
     [
-        (ConversionOptions(run_scripts=["/nonexistent/fix-network.sh"]), "conversion_run_scripts"),
-        (ConversionOptions(firstboot_scripts=["/nonexistent/first.sh"]), "conversion_firstboot_scripts"),
-        (ConversionOptions(virtio_win="/nonexistent/virtio-win.iso"), "conversion_virtio_win"),
-        (ConversionOptions(timeout_s=0), "conversion_timeout"),
+        (ConversionOptions(run_scripts=["/nonexistent/fix-network.sh"]), "conversion.run_scripts"),
+        (ConversionOptions(firstboot_scripts=["/nonexistent/first.sh"]), "conversion.firstboot_scripts"),
+        (ConversionOptions(virtio_win="/nonexistent/virtio-win.iso"), "conversion.virtio_win"),
+        (ConversionOptions(timeout_s=0), "conversion.timeout"),
     ],
 )
 def test_bad_options_name_their_parameter(options, parameter):

@@ -1,0 +1,36 @@
+"""Put a lab VM back as it was before any migration: used by the demo and by the tests.
+
+A cutover leaves an instance, its ports, the volumes, a powered-off source and
+a "migrated" note on it; the next run of the demo or of a test wants none of them.
+"""
+
+from pyVmomi import vim
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import migration_id_for
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import instance as os_instance
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.power import power_on
+
+
+def power_state(vsphere, vm) -> str:
+    return str(inventory._props(vsphere, vm, ["runtime.powerState"])["runtime.powerState"])
+
+
+def annotation(vsphere, vm) -> str:
+    return inventory._props(vsphere, vm, ["config"])["config"].annotation or ""
+
+
+def reset_vm(vsphere, vm, openstack) -> None:
+    """No instance, no ports, no volumes of this VM's migration; the VM powered on, without the note."""
+    migration_id = migration_id_for(inventory.inventory(vsphere, vm))
+    server = os_instance.find_server(openstack, migration_id)
+    if server is not None:
+        os_instance._delete_server(openstack, server.id, 120)
+    for port in openstack.conn.network.ports():
+        if (port.name or "").startswith(f"xms-{migration_id}-"):
+            openstack.conn.network.delete_port(port.id)
+    os_volumes.delete_migration(openstack, migration_id)
+    power_on(vsphere, vm)
+    if annotation(vsphere, vm):
+        vsphere.wait_task(vm.ReconfigVM_Task(vim.vm.ConfigSpec(annotation="")), "clearing the annotation")

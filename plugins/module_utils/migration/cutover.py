@@ -1,0 +1,231 @@
+"""Cutover: switch a seeded migration over to its OpenStack instance.
+
+Steps, in this order, each recorded in the migration record (``cutover_step``)
+when done, so a rerun after a failure resumes after the last finished step and
+never copies data again that is already on the volumes:
+
+1. ``shutdown``    - the guest is shut down (power-off fallback after a timeout)
+                     *before* the final snapshot, so no write is lost;
+2. ``final_sync``  - the last delta, from a snapshot of the powered-off VM;
+3. ``converted``   - virt-v2v-in-place over the attached volumes (skippable);
+                     optionally a boot check of the converted disks under QEMU;
+4. ``instance``    - volumes bootable, ports with the source MACs, instance
+                     booted from the volumes and ACTIVE (the adapter refuses
+                     unless the record says ``cutover``: replicas stay protected);
+5. ``completed``   - the source VM is marked migrated.
+
+Rollback before ``instance``: :func:`rollback` powers the source back on and
+returns the migration to ``ready``; the volumes stay, so syncs can go on.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion import virt_v2v
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.boot_check import boot_check
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import TargetSettings, nic_targets
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.lock import host_lock, owner_id
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import MigrationState, utcnow
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import (
+    SyncSettings,
+    ensure_not_busy,
+    sync_locked,
+)
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import instance as os_instance
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_for_write
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import power as vs_power
+
+STEPS = ("shutdown", "final_sync", "converted", "instance", "completed")
+
+
+@dataclass
+class CutoverSettings:
+    sync: SyncSettings
+    shutdown_timeout: float = 300.0
+    power_off_fallback: bool = True
+    conversion: virt_v2v.ConversionOptions = field(default_factory=virt_v2v.ConversionOptions)
+    boot_check: bool = False
+    boot_check_timeout: float = 300.0
+    instance_timeout: float = 600.0
+    key_name: Optional[str] = None
+    security_groups: List[str] = field(default_factory=list)
+
+
+@dataclass
+class CutoverOutcome:
+    changed: bool
+    steps_done: List[str]
+    state: MigrationState
+    shutdown: Optional[str] = None
+    final_sync: Optional[Dict[str, object]] = None
+    conversion: Optional[Dict[str, object]] = None
+    boot: Optional[Dict[str, object]] = None
+    instance: Optional[Dict[str, object]] = None
+    downtime_s: Optional[float] = None
+
+
+def _after(state: MigrationState, step: str) -> bool:
+    """Whether ``step`` was already done by an earlier run."""
+    return bool(state.cutover_step) and STEPS.index(state.cutover_step) >= STEPS.index(step)
+
+
+def run_cutover(
+    vsphere,
+    vm,
+    openstack,
+    migration_id: str,
+    target: TargetSettings,
+    settings: CutoverSettings,
+    *,
+    check_mode: bool = False,
+) -> CutoverOutcome:
+    """Run (or resume) the cutover of ``migration_id``."""
+    state = store.load(openstack, migration_id)
+    if state.phase == "completed":
+        return CutoverOutcome(changed=False, steps_done=[], state=state)
+    if not state.seeded:
+        raise PhaseError(
+            f"migration {migration_id} has not finished its seed (phase '{state.phase}')",
+            hint="Run block_sync until it reports phase 'ready', then cut over",
+        )
+    ensure_not_busy(state)
+    if not state.converted:
+        virt_v2v.check_options(settings.conversion)  # bad scripts or drivers: refuse before the guest goes down
+    inv = vs_inventory.inventory(vsphere, vm)
+    nics = nic_targets(inv, target)
+    if check_mode:
+        todo = [s for s in STEPS if not _after(state, s)]
+        return CutoverOutcome(changed=True, steps_done=todo, state=state)
+
+    outcome = CutoverOutcome(changed=True, steps_done=[], state=state)
+    with host_lock(settings.sync.state_dir, migration_id):
+        state.phase, state.owner, state.heartbeat, state.last_error = "cutover", owner_id(), utcnow(), ""
+        store.save_common(openstack, state)
+        try:
+            _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome)
+        except Exception as err:
+            state.last_error = str(err)
+            raise
+        finally:
+            state.owner, state.heartbeat = "", None
+            store.save_common(openstack, state)
+    return outcome
+
+
+def _done(openstack, state: MigrationState, step: str, outcome: CutoverOutcome) -> None:
+    state.cutover_step = step
+    state.heartbeat = utcnow()
+    store.save_common(openstack, state)
+    outcome.steps_done.append(step)
+
+
+def _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome) -> None:
+    if not _after(state, "shutdown"):
+        outcome.shutdown = vs_power.shutdown_guest(
+            vsphere, vm, timeout=settings.shutdown_timeout, power_off_fallback=settings.power_off_fallback
+        )
+        _done(openstack, state, "shutdown", outcome)
+    if not _after(state, "final_sync"):
+        sync = sync_locked(vsphere, vm, openstack, state, settings.sync)
+        outcome.final_sync = {
+            "kind": sync.kind,
+            "bytes": sync.bytes_copied,
+            "duration_s": round(sync.duration_s, 3),
+            "disks": sync.disks,
+        }
+        _done(openstack, state, "final_sync", outcome)
+    if not _after(state, "converted"):
+        convert = not state.converted and not settings.conversion.skip
+        if convert or settings.boot_check:
+            with ExitStack() as stack:
+                devices = [
+                    stack.enter_context(
+                        attach_for_write(
+                            openstack,
+                            d.volume_id,
+                            mode=settings.sync.attach_mode,
+                            server_id=settings.sync.conversion_server,
+                        )
+                    )
+                    for d in state.disks
+                ]
+                if convert:
+                    result = virt_v2v.convert_in_place(
+                        devices, settings.conversion, name=inv.name, macs=[nic.mac for nic, _mapping in nics]
+                    )
+                    outcome.conversion = result.as_dict()
+                    state.converted = True
+                    store.save_common(openstack, state)
+                if settings.boot_check:
+                    mac = nics[0][0].mac if nics else None
+                    outcome.boot = boot_check(devices, mac=mac, timeout_s=settings.boot_check_timeout).as_dict()
+        elif settings.conversion.skip:
+            outcome.conversion = {"converted": False, "skipped": True}
+        _done(openstack, state, "converted", outcome)
+    if not _after(state, "instance"):
+        server = os_instance.create_instance(
+            openstack,
+            state.migration_id,
+            name=target.instance_name or inv.name,
+            flavor=target.flavor,
+            vcpus=inv.vcpus,
+            ram_mb=inv.memory_mb,
+            volume_ids=[d.volume_id for d in state.disks],
+            nics=[
+                os_instance.NicSpec(
+                    mac=nic.mac, network=m.network, subnet=m.subnet, fixed_ip=target.fixed_ips.get(nic.mac)
+                )
+                for nic, m in nics
+            ],
+            availability_zone=target.availability_zone,
+            key_name=settings.key_name,
+            security_groups=settings.security_groups,
+            image_properties=_image_properties(inv),
+            timeout=settings.instance_timeout,
+        )
+        state.instance_id = server.id
+        outcome.instance = server.as_dict()
+        _done(openstack, state, "instance", outcome)
+    vs_power.mark_migrated(
+        vsphere,
+        vm,
+        note=f"Migrated to OpenStack instance {state.instance_id} "
+        f"by xms.warm_migration ({state.migration_id}); do not power on",
+    )
+    state.phase = "completed"
+    _done(openstack, state, "completed", outcome)
+
+
+def _image_properties(inv) -> Dict[str, str]:
+    """What Nova needs to know to run the converted guest: virtio disk and NIC, the OS family."""
+    return {
+        "hw_disk_bus": "virtio",
+        "hw_vif_model": "virtio",
+        "os_type": "windows" if (inv.guest_id or "").lower().startswith("win") else "linux",
+        "hw_firmware_type": "uefi" if inv.firmware == "efi" else "bios",
+    }
+
+
+def rollback(vsphere, vm, openstack, migration_id: str, settings: CutoverSettings) -> CutoverOutcome:
+    """Undo a cutover that has not created the instance: power the source on, back to ``ready``."""
+    state = store.load(openstack, migration_id)
+    if state.phase != "cutover":
+        return CutoverOutcome(changed=False, steps_done=[], state=state)
+    if _after(state, "instance"):
+        raise PhaseError(
+            f"migration {migration_id} already has its instance {state.instance_id}",
+            hint="Delete the instance first if you really want the source back",
+        )
+    with host_lock(settings.sync.state_dir, migration_id):
+        vs_power.power_on(vsphere, vm)
+        # A converted volume no longer matches any source snapshot, and CBT cannot say where: copy it all again.
+        state.needs_full_resync = state.needs_full_resync or _after(state, "converted") or state.converted
+        state.phase, state.cutover_step, state.converted = "ready", "", False
+        store.save_common(openstack, state)
+    return CutoverOutcome(changed=True, steps_done=["rolled_back"], state=state)

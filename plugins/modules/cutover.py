@@ -1,0 +1,255 @@
+#!/usr/bin/python
+# Copyright: xms.warm_migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Switch a seeded warm migration over to its OpenStack instance."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: cutover
+short_description: Switch a warm migration over - shut the source down, copy the last delta, boot the instance
+version_added: 0.1.0
+description:
+  - Shuts the guest down first (VMware Tools), powering it off after O(shutdown_timeout) when
+    O(power_off_fallback) allows, so no write made after the final snapshot is lost.
+  - Copies the final delta from a snapshot of the powered-off VM.
+  - Converts the guest for KVM in place on the volumes (virt-v2v-in-place), unless O(conversion.skip).
+  - Marks the volumes bootable, creates ports with the source MAC addresses (and fixed IPs where asked),
+    boots the instance from the volumes in disk order with the flavor and zone, and waits for C(ACTIVE).
+  - Marks the source VM as migrated.
+  - Each step is recorded when done; a rerun after a failure resumes after the last finished step and
+    copies no data that is already on the volumes. A completed migration reports C(changed=false).
+  - With O(state=rolled_back), undoes a cutover that has not created the instance yet - powers the
+    source back on and returns the migration to C(ready) (a converted migration is then fully resynced).
+author:
+  - xms.warm_migration developers (@xms)
+extends_documentation_fragment:
+  - xms.warm_migration.vsphere
+  - xms.warm_migration.openstack
+  - xms.warm_migration.source_vm
+  - xms.warm_migration.data_path
+  - xms.warm_migration.target
+options:
+  state:
+    description:
+      - C(completed) runs or resumes the cutover; C(rolled_back) undoes an unfinished one.
+    type: str
+    choices: [completed, rolled_back]
+    default: completed
+  shutdown_timeout:
+    description:
+      - Seconds to wait for the guest to shut down cleanly.
+    type: int
+    default: 300
+  power_off_fallback:
+    description:
+      - Power the VM off when the guest has not shut down after O(shutdown_timeout). Without it that is an error.
+    type: bool
+    default: true
+  conversion:
+    description:
+      - Guest conversion with virt-v2v-in-place.
+    type: dict
+    default: {}
+    suboptions:
+      skip:
+        description: Do not convert (the guest already has virtio drivers, or is converted some other way).
+        type: bool
+        default: false
+      run_scripts:
+        description: Scripts run inside the guest right after the conversion (C(virt-customize --run)).
+        type: list
+        elements: path
+        default: []
+      firstboot_scripts:
+        description: Scripts the guest runs once at its first boot on OpenStack (C(virt-customize --firstboot)).
+        type: list
+        elements: path
+        default: []
+      timeout:
+        description: Seconds the conversion may take.
+        type: int
+        default: 3600
+      virtio_win:
+        description: Path of the virtio-win drivers (ISO or directory), needed for Windows guests.
+        type: path
+  boot_check:
+    description:
+      - Before creating the instance, boot the converted volumes under QEMU on the conversion host
+        and require the guest to reach userspace with the first mapped MAC address.
+    type: bool
+    default: false
+  instance_timeout:
+    description:
+      - Seconds to wait for the instance to become C(ACTIVE).
+    type: int
+    default: 600
+  key_name:
+    description:
+      - The Nova key pair of the instance.
+    type: str
+  security_groups:
+    description:
+      - Security groups of the instance's ports.
+    type: list
+    elements: str
+    default: []
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Cut web01 over
+  xms.warm_migration.cutover:
+    hostname: vcenter.example.com
+    username: migrator@vsphere.local
+    password: "{{ vcenter_password }}"
+    cloud: target
+    vm_name: web01
+    flavor: m1.medium
+    availability_zone: az1
+    network_map:
+      - source: VM Network
+        network: prod-net
+    shutdown_timeout: 600
+"""
+
+RETURN = r"""
+steps_done:
+  description: The cutover steps this run did (in check mode, the steps still to do).
+  returned: always
+  type: list
+  elements: str
+  sample: [shutdown, final_sync, converted, instance, completed]
+shutdown:
+  description: How the source went down - C(shutdown), C(powered_off) (fallback) or C(already_off).
+  returned: when the shutdown step ran
+  type: str
+  sample: shutdown
+final_sync:
+  description: The final delta - kind, bytes, duration.
+  returned: when the final sync ran
+  type: dict
+  sample: {"kind": "incremental", "bytes": 1048576, "duration_s": 2.1}
+conversion:
+  description: The guest conversion's result.
+  returned: when the conversion ran
+  type: dict
+  sample: {"converted": true, "duration_s": 160.2}
+boot:
+  description: The boot check of the converted volumes under QEMU - userspace reached, the MACs the guest reported.
+  returned: when O(boot_check) ran
+  type: dict
+  sample: {"reached_userspace": true, "mac_seen": true, "macs": {"ens3": "00:50:56:01:00:07"}, "accelerator": "tcg"}
+instance:
+  description: The instance created - id, name, status, ports.
+  returned: when the instance step ran
+  type: dict
+  sample: {"id": "9b0e...", "status": "ACTIVE"}
+migration:
+  description: The migration's metrics after the run (see M(xms.warm_migration.migration_info)).
+  returned: always
+  type: dict
+  sample: {"phase": "completed", "instance_id": "9b0e..."}
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.xms.warm_migration.plugins.module_utils import argument_spec as specs
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import ConversionOptions
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import params as mparams
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import (
+    CutoverSettings,
+    rollback,
+    run_cutover,
+)
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import migration_id_for
+from ansible_collections.xms.warm_migration.plugins.module_utils.module_base import run
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
+
+CONVERSION_SPEC = {
+    "skip": {"type": "bool", "default": False},
+    "run_scripts": {"type": "list", "elements": "path", "default": []},
+    "firstboot_scripts": {"type": "list", "elements": "path", "default": []},
+    "timeout": {"type": "int", "default": 3600},
+    "virtio_win": {"type": "path"},
+}
+
+
+def main() -> None:
+    argument_spec = {
+        **specs.vsphere_argument_spec(),
+        **specs.openstack_argument_spec(),
+        **specs.source_vm_argument_spec(),
+        **specs.data_path_argument_spec(),
+        **specs.target_argument_spec(),
+        "state": {"type": "str", "default": "completed", "choices": ["completed", "rolled_back"]},
+        "shutdown_timeout": {"type": "int", "default": 300},
+        "power_off_fallback": {"type": "bool", "default": True},
+        "conversion": {"type": "dict", "default": {}, "options": CONVERSION_SPEC},
+        "boot_check": {"type": "bool", "default": False},
+        "instance_timeout": {"type": "int", "default": 600},
+        "key_name": {"type": "str", "no_log": False},
+        "security_groups": {"type": "list", "elements": "str", "default": []},
+    }
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        required_one_of=specs.SOURCE_VM_ONE_OF,
+        mutually_exclusive=specs.SOURCE_VM_ONE_OF,
+        required_if=specs.data_path_required_if(),
+        supports_check_mode=True,
+    )
+    p = module.params
+    name = p["vm_name"] or p["vm_uuid"] or p["vm_moref"]
+    conv = p["conversion"]
+    settings = CutoverSettings(
+        sync=mparams.sync_settings(p),
+        shutdown_timeout=p["shutdown_timeout"],
+        power_off_fallback=p["power_off_fallback"],
+        conversion=ConversionOptions(
+            skip=conv["skip"],
+            run_scripts=list(conv["run_scripts"]),
+            firstboot_scripts=list(conv["firstboot_scripts"]),
+            timeout_s=conv["timeout"],
+            virtio_win=conv["virtio_win"],
+            log_dir=os.path.join(p["state_dir"], "conversion"),
+        ),
+        boot_check=p["boot_check"],
+        instance_timeout=p["instance_timeout"],
+        key_name=p["key_name"],
+        security_groups=p["security_groups"],
+    )
+
+    def body():
+        with mparams.connect_vsphere(p) as vsphere:
+            vm = mparams.find_source_vm(vsphere, p)
+            inv = vs_inventory.inventory(vsphere, vm)
+            migration_id = migration_id_for(inv)
+            openstack = mparams.connect_openstack(p)
+            if p["state"] == "rolled_back":
+                if module.check_mode:
+                    return {"changed": True, "steps_done": ["rolled_back"], "migration": {}}
+                outcome = rollback(vsphere, vm, openstack, migration_id, settings)
+            else:
+                target = mparams.target_settings(p)
+                outcome = run_cutover(
+                    vsphere, vm, openstack, migration_id, target, settings, check_mode=module.check_mode
+                )
+        result = {"changed": outcome.changed, "steps_done": outcome.steps_done, "migration": outcome.state.metrics()}
+        for key in ("shutdown", "final_sync", "conversion", "boot", "instance"):
+            if getattr(outcome, key) is not None:
+                result[key] = getattr(outcome, key)
+        return result
+
+    run(module, f"cut over the migration of VM '{name}'", body)
+
+
+if __name__ == "__main__":
+    main()
