@@ -16,7 +16,7 @@ description:
   - A disk's change id advances only after its data is written and flushed. A sync that stops part-way
     (killed, failed) is resumed by the next run from its journal, not started over.
   - When CBT was reset on the source, the disk is copied whole, with a warning.
-  - Refuses while another sync or the cutover of the same migration runs.
+  - Refuses while another sync or the cutover of the same migration runs; skips a completed migration.
   - Honors pause (see M(xms.warm_migration.migration_schedule)); with O(only_when_due) it syncs only
     when the migration's cadence says a sync is due, so one frequent schedule serves every cadence.
   - In check mode, reports the plan (extents and bytes per disk) from a temporary snapshot that is removed again.
@@ -87,7 +87,7 @@ kind:
   type: str
   sample: incremental
 reason:
-  description: Why a sync was skipped (C(paused), C(not due ...)).
+  description: Why a sync was skipped (C(paused), C(not due ...), or C(completed) once the migration is cut over).
   returned: always
   type: str
   sample: ""

@@ -176,7 +176,10 @@ def run_sync(
 ) -> SyncOutcome:
     """Run one sync of ``migration_id`` (see the module doc of block_sync for the rules)."""
     state = store.load(openstack, migration_id)
-    if state.phase in ("cutover", "completed"):
+    if state.phase == "completed":
+        # A wave's sync schedule (or a rerun of the seed playbook) may still fire after cutover: nothing to do.
+        return SyncOutcome(changed=False, kind="skipped", reason="completed", state=state)
+    if state.phase == "cutover":
         raise PhaseError(
             f"migration {migration_id} is in phase '{state.phase}'; syncs end at cutover",
             hint="Use the cutover module to finish it, or migration_info to see its state",

@@ -75,6 +75,8 @@ def test_a_cutover_failing_at_the_instance_resumes_there_without_copying_again(
 
     again = run_cutover(vsphere, vm, openstack, migration_id, target, cutover)
     assert not again.changed and again.steps_done == []
+    late = run_sync(vsphere, vm, openstack, migration_id, settings)  # a schedule that still fires
+    assert (late.changed, late.kind, late.reason) == (False, "skipped", "completed")
 
 
 @pytest.mark.parametrize("cutover_vm", ["lab-vm-linux"], indirect=True)
