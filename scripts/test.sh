@@ -6,7 +6,8 @@
 #
 # Stages, in order: lint (ruff, ansible-lint), sanity (ansible-test), unit,
 # functional (engine and adapters against real NBD servers and the labs),
-# integration (ansible-test targets against the labs).
+# integration (ansible-test targets against the labs), molecule (the roles' scenarios
+# under extensions/molecule, default driver, against the labs).
 # Every lab under lab/*/up.sh starts in the background at the beginning, so the
 # slow ones (OpenStack takes minutes) come up while the fast checks run. A lab
 # that fails to start fails the run: nothing is skipped.
@@ -20,7 +21,7 @@ mkdir -p "$OUT" "$XMS_LAB_DIR"
 T0=$(date +%s)
 say() { printf '[test %4ss] %s\n' "$(($(date +%s) - T0))" "$*"; }
 
-ALL_STAGES=(lint sanity unit functional integration)
+ALL_STAGES=(lint sanity unit functional integration molecule)
 STAGES=("$@"); ((${#STAGES[@]})) || STAGES=("${ALL_STAGES[@]}")
 wants() { local s; for s in "${STAGES[@]}"; do [[ $s == "$1" ]] && return 0; done; return 1; }
 
@@ -31,7 +32,7 @@ export PATH=$VENV/bin:$PATH
 
 # --- labs, in the background -------------------------------------------------
 declare -A LAB_PID=()
-if wants functional || wants integration; then
+if wants functional || wants integration || wants molecule; then
   for up in lab/*/up.sh; do
     [[ -e $up ]] || continue
     name=$(basename "$(dirname "$up")")
@@ -100,20 +101,73 @@ stage_pytest() { # junit-name paths...
   python -m pytest -q -ra --junitxml="$OUT/junit-$name.xml" "$@"
 }
 stage_integration() {
-  [[ -n $(ls tests/integration/targets 2>/dev/null) ]] || { say "no integration targets yet"; return 0; }
   local dest; dest=$(collection_copy) || return 1
-  (cd "$dest" && ansible-test integration --local --python 3.11 --color no)
+  # Where the labs are, for the targets; it holds the lab's vCenter password, so 0600 and only in the copy.
+  (umask 077 && python - "$dest" >"$dest/tests/integration/integration_config.yml" <<'PY'
+import json, os, sys
+dest = sys.argv[1]
+lab_dir = os.environ["XMS_LAB_DIR"]
+with open(os.path.join(lab_dir, "vsphere", "lab.json")) as handle:
+    lab = json.load(handle)
+state = os.path.join(dest, "tests", "output", "integration-state")
+print(json.dumps({
+    "lab_vm": "lab-vm-1",
+    "xms_python": sys.executable,
+    "xms_collection_root": dest,
+    "xms_lab_dir": lab_dir,
+    "xms_vcenter": {k: lab[k] for k in ("hostname", "port", "username", "password")} | {"validate_certs": False},
+    "xms_data_path": {"state_dir": state, "vddk_libdir": state},
+    # The lab's VDDK stand-in first on PATH, as nbdkit-vddk would be installed on a conversion host.
+    "xms_environment": {"PATH": os.path.join(dest, "lab", "vsphere", "bin") + os.pathsep + os.environ["PATH"],
+                        "OS_CLIENT_CONFIG_FILE": os.path.join(lab_dir, "openstack", "clouds.yaml")},
+}))
+PY
+  ) || return 1
+  # One ansible-test run per target, so the closing line counts targets, not tasks.
+  local target rc=0 cases=() junit=$OUT/junit-integration.xml
+  for target in $(cd "$dest/tests/integration/targets" && ls); do
+    grep -qx hidden "$dest/tests/integration/targets/$target/aliases" && continue
+    if (cd "$dest" && ansible-test integration --local --python 3.11 --color no "$target"); then
+      cases+=("<testcase classname=\"integration\" name=\"$target\"/>")
+    else
+      cases+=("<testcase classname=\"integration\" name=\"$target\"><failure message=\"failed\"/></testcase>")
+      rc=1
+    fi
+  done
+  printf '<testsuite name="integration" tests="%s" failures="%s">%s</testsuite>\n' \
+    "${#cases[@]}" "$(printf '%s\n' "${cases[@]}" | grep -c '<failure')" "${cases[*]}" >"$junit"
+  JUNIT+=("$junit")
+  return "$rc"
+}
+
+stage_molecule() {
+  ANSIBLE_COLLECTIONS_PATH=$(collection_link) || return 1
+  export ANSIBLE_COLLECTIONS_PATH
+  local scenario rc=0 cases=() junit=$OUT/junit-molecule.xml
+  for scenario in $(cd extensions/molecule && ls); do
+    if molecule test -s "$scenario"; then
+      cases+=("<testcase classname=\"molecule\" name=\"$scenario\"/>")
+    else
+      cases+=("<testcase classname=\"molecule\" name=\"$scenario\"><failure message=\"failed\"/></testcase>")
+      rc=1
+    fi
+  done
+  printf '<testsuite name="molecule" tests="%s" failures="%s">%s</testsuite>\n' \
+    "${#cases[@]}" "$(printf '%s\n' "${cases[@]}" | grep -c '<failure')" "${cases[*]}" >"$junit"
+  JUNIT+=("$junit")
+  return "$rc"
 }
 
 wants lint && run_stage lint stage_lint
 wants sanity && run_stage sanity stage_sanity
 wants unit && run_stage unit stage_pytest unit tests/unit
-if wants functional || wants integration; then
+if wants functional || wants integration || wants molecule; then
   say "waiting for the labs"
   wait_labs || FAILED+=("labs")
 fi
 wants functional && run_stage functional stage_pytest functional tests/functional
 wants integration && run_stage integration stage_integration
+wants molecule && run_stage molecule stage_molecule
 
 # One closing line for every test that ran, whatever runner ran it.
 if ! python - "${JUNIT[@]}" <<'PY'

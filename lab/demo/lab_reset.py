@@ -34,3 +34,33 @@ def reset_vm(vsphere, vm, openstack) -> None:
     power_on(vsphere, vm)
     if annotation(vsphere, vm):
         vsphere.wait_task(vm.ReconfigVM_Task(vim.vm.ConfigSpec(annotation="")), "clearing the annotation")
+
+
+def main(argv: list) -> int:
+    """``python lab/demo/lab_reset.py VM...``: reset lab VMs (the integration targets call this)."""
+    import json
+    import os
+
+    from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient
+    from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.client import (
+        VSphereClient,
+        VSphereConnection,
+    )
+
+    lab_dir = os.environ.get("XMS_LAB_DIR", "/var/lib/xms-lab")
+    with open(os.path.join(lab_dir, "vsphere", "lab.json")) as handle:
+        lab = json.load(handle)
+    os.environ["OS_CLIENT_CONFIG_FILE"] = os.path.join(lab_dir, "openstack", "clouds.yaml")
+    openstack = OpenStackClient.connect(cloud="xms-lab")
+    connection = VSphereConnection(hostname=lab["hostname"], port=lab["port"], username=lab["username"],
+                                   password=lab["password"], validate_certs=False)  # fmt: skip
+    with VSphereClient.connect(connection) as vsphere:
+        for name in argv:
+            reset_vm(vsphere, inventory.find_vm(vsphere, name=name), openstack)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))
