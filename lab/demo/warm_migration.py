@@ -204,7 +204,7 @@ def print_metrics(openstack, vsphere, vms: list[str]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--wave", default="lab-vm-1,lab-vm-2,lab-vm-linux", help="comma-separated lab VMs")
     parser.add_argument("--incrementals", type=int, default=2, help="incremental syncs while the writers run")
     args = parser.parse_args()

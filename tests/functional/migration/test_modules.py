@@ -2,13 +2,16 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import migration_id_for
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 
-from .conftest import reset_vm
+from .conftest import assert_volumes_equal_source, reset_vm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -61,5 +64,39 @@ def test_a_second_block_sync_of_the_same_migration_refuses_while_the_first_runs(
         assert second.returncode != 0
         assert "is running" in second.stdout or "is being synced" in second.stdout, second.stdout[-3000:]
         assert "Traceback" not in second.stdout + second.stderr
+    finally:
+        reset_vm(vsphere, vm, openstack)
+
+
+def test_a_block_sync_killed_mid_way_is_completed_by_the_next_run(vsphere, openstack, lab, tmp_path):
+    """SIGKILL to the whole playbook run (as a reboot of the conversion host would do); the rerun resumes."""
+    vm = inventory.find_vm(vsphere, name="lab-vm-2")
+    reset_vm(vsphere, vm, openstack)
+    vcenter = tmp_path / "vcenter.json"
+    vcenter.write_text(json.dumps({k: lab[k] for k in ("hostname", "port", "username", "password")}))
+    vcenter.chmod(0o600)
+    collections = sys.modules["ansible_collections"].__path__[0].rsplit("/ansible_collections", 1)[0]
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": collections, "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
+           "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false"}  # fmt: skip
+    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
+            os.path.join(HERE, "playbooks", "racing_sync.yml"),
+            "-e", f"vcenter_file={vcenter}", "-e", f"state_dir={tmp_path / 'state'}"]  # fmt: skip
+    try:
+        assert subprocess.run([*argv, "-e", "step=init"], env=env, capture_output=True, check=False).returncode == 0
+        doomed = subprocess.Popen([*argv, "-e", "step=sync", "-e", "rate=1048576"], env=env, start_new_session=True,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        migration_id = migration_id_for(inventory.inventory(vsphere, vm))
+        while doomed.poll() is None and store.load(openstack, migration_id).progress_done == 0:
+            time.sleep(0.2)
+        os.killpg(doomed.pid, signal.SIGKILL)
+        doomed.wait()
+        state = store.load(openstack, migration_id)
+        assert not state.seeded and state.sync_count == 0  # killed before the seed finished
+
+        rerun = subprocess.run([*argv, "-e", "step=sync"], env=env, capture_output=True, text=True, check=False)
+        assert rerun.returncode == 0, rerun.stdout[-3000:]
+        state = store.load(openstack, migration_id)
+        assert state.seeded and state.sync_count == 1
+        assert_volumes_equal_source(vsphere, vm, openstack, state)
     finally:
         reset_vm(vsphere, vm, openstack)
