@@ -26,6 +26,11 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def on_this_host(owner: str) -> bool:
+    """Whether the ``host:pid`` in a record ran here, where the flock alone decides (a dead pid holds nothing)."""
+    return owner.rsplit(":", 1)[0] == socket.gethostname()
+
+
 @contextmanager
 def host_lock(state_dir: str, migration_id: str) -> Iterator[None]:
     """Hold the conversion host's lock of ``migration_id`` or raise MigrationBusyError at once."""

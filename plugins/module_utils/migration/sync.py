@@ -32,7 +32,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.error
     MigrationBusyError,
     PhaseError,
 )
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.lock import host_lock, owner_id
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.lock import host_lock, on_this_host, owner_id
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import (
     DiskState,
     MigrationState,
@@ -196,8 +196,11 @@ def run_sync(
 
 
 def ensure_not_busy(state: MigrationState) -> None:
-    """Refuse when another host's sync or cutover of this migration reported recently."""
-    if state.is_busy() and state.owner != owner_id():
+    """Refuse when another host's sync or cutover of this migration reported recently.
+
+    An owner on this host is left to the flock: if its process died (killed, rebooted), the
+    flock is free and its fresh heartbeat must not block the rerun that resumes its work."""
+    if state.is_busy() and not on_this_host(state.owner):
         raise MigrationBusyError(
             f"migration {state.migration_id} is being synced by {state.owner}"
             f" (last report {state.heartbeat:%H:%M:%S} UTC)",

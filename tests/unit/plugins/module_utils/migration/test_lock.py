@@ -2,11 +2,14 @@
 
 import multiprocessing
 import os
+import socket
 
 import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import MigrationBusyError
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.lock import host_lock
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import MigrationState, utcnow
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import ensure_not_busy
 
 
 def _hold_then_die(state_dir, ready):
@@ -40,3 +43,13 @@ def test_lock_file_is_private(tmp_path):
     with host_lock(str(tmp_path / "state"), "vm-1"):
         assert os.stat(tmp_path / "state").st_mode & 0o777 == 0o700
         assert os.stat(tmp_path / "state" / "vm-1.lock").st_mode & 0o777 == 0o600
+
+
+def test_a_fresh_record_of_a_dead_sync_on_this_host_does_not_block_but_one_of_another_host_does():
+    state = MigrationState(migration_id="vm-1", vm_name="web01")
+    state.owner, state.heartbeat = f"{socket.gethostname()}:999999", utcnow()  # killed a moment ago, here
+    ensure_not_busy(state)  # the flock decides on this host
+    state.owner = "conv02.example.com:4242"
+    with pytest.raises(MigrationBusyError) as err:
+        ensure_not_busy(state)
+    assert "conv02.example.com" in str(err.value)
