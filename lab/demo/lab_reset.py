@@ -4,11 +4,14 @@ A cutover leaves an instance, its ports, the volumes, a powered-off source and
 a "migrated" note on it; the next run of the demo or of a test wants none of them.
 """
 
+import socket
+
 from pyVmomi import vim
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import migration_id_for
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import instance as os_instance
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import release_stale_attachments
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.power import power_on
 
@@ -30,6 +33,8 @@ def reset_vm(vsphere, vm, openstack) -> None:
     for port in openstack.conn.network.ports():
         if (port.name or "").startswith(f"xms-{migration_id}-"):
             openstack.conn.network.delete_port(port.id)
+    for volume in os_volumes.find_volumes(openstack, migration_id):  # a killed sync may have left one attached
+        release_stale_attachments(openstack, volume.id, socket.gethostname())
     os_volumes.delete_migration(openstack, migration_id)
     power_on(vsphere, vm)
     if annotation(vsphere, vm):

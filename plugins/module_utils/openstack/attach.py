@@ -66,6 +66,7 @@ def _brick(client, volume_id: str) -> Iterator[str]:
     connector = _os_brick()
     storage = client.conn.block_storage
     properties = connector.get_connector_properties(None, _my_ip(), False, False)
+    release_stale_attachments(client, volume_id, properties.get("host") or socket.gethostname())
     try:
         attachment = storage.create_attachment(volume_id, connector=properties, mode="rw")
     except Exception as err:
@@ -91,6 +92,32 @@ def _brick(client, volume_id: str) -> Iterator[str]:
             brick.disconnect_volume(info, device)
         finally:
             _detach(storage, attachment.id, volume_id)
+
+
+def release_stale_attachments(client, volume_id: str, host: str) -> int:
+    """Delete this host's instance-less attachments of ``volume_id``; returns how many.
+
+    Only a sync or cutover of this tool attaches a replica to a host without an instance, and
+    only one runs per migration (the host lock here, the record's heartbeat across hosts): an
+    attachment found now was left by a process that died holding it (killed, host rebooted).
+    Without this the rerun could not attach. Cinder leaves ``host_name`` empty on an attachment
+    that was never completed, which is exactly the state a killed attach leaves behind.
+    """
+    storage = client.conn.block_storage
+    stale = [
+        a["attachment_id"]
+        for a in storage.get_volume(volume_id).attachments or []
+        if not a.get("server_id") and a.get("host_name") in (None, host) and a.get("attachment_id")
+    ]
+    for attachment_id in stale:
+        storage.delete_attachment(attachment_id)
+    if stale:
+        wait_for(
+            lambda: storage.get_volume(volume_id).status == "available",
+            timeout=ATTACH_TIMEOUT,
+            what=f"volume {volume_id} to be released",
+        )
+    return len(stale)
 
 
 def _detach(storage, attachment_id: str, volume_id: str) -> None:
