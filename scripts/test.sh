@@ -124,38 +124,42 @@ print(json.dumps({
 PY
   ) || return 1
   # One ansible-test run per target, so the closing line counts targets, not tasks.
-  local target rc=0 cases=() junit=$OUT/junit-integration.xml
+  local target rc=0
   for target in $(cd "$dest/tests/integration/targets" && ls); do
     grep -qx hidden "$dest/tests/integration/targets/$target/aliases" && continue
-    if (cd "$dest" && ansible-test integration --local --python 3.11 --color no "$target"); then
-      cases+=("<testcase classname=\"integration\" name=\"$target\"/>")
-    else
-      cases+=("<testcase classname=\"integration\" name=\"$target\"><failure message=\"failed\"/></testcase>")
-      rc=1
-    fi
+    run_case integration "$target" integration_target "$dest" "$target" || rc=1
   done
-  printf '<testsuite name="integration" tests="%s" failures="%s">%s</testsuite>\n' \
-    "${#cases[@]}" "$(printf '%s\n' "${cases[@]}" | grep -c '<failure')" "${cases[*]}" >"$junit"
-  JUNIT+=("$junit")
+  write_cases integration
   return "$rc"
 }
+integration_target() { (cd "$1" && ansible-test integration --local --python 3.11 --color no "$2"); }
 
 stage_molecule() {
   ANSIBLE_COLLECTIONS_PATH=$(collection_link) || return 1
   export ANSIBLE_COLLECTIONS_PATH
-  local scenario rc=0 cases=() junit=$OUT/junit-molecule.xml
+  local scenario rc=0
   for scenario in $(cd extensions/molecule && ls); do
-    if molecule test -s "$scenario"; then
-      cases+=("<testcase classname=\"molecule\" name=\"$scenario\"/>")
-    else
-      cases+=("<testcase classname=\"molecule\" name=\"$scenario\"><failure message=\"failed\"/></testcase>")
-      rc=1
-    fi
+    run_case molecule "$scenario" molecule test -s "$scenario" || rc=1
   done
-  printf '<testsuite name="molecule" tests="%s" failures="%s">%s</testsuite>\n' \
-    "${#cases[@]}" "$(printf '%s\n' "${cases[@]}" | grep -c '<failure')" "${cases[*]}" >"$junit"
-  JUNIT+=("$junit")
+  write_cases molecule
   return "$rc"
+}
+
+# Runners without a junit report of their own: one test case per named run.
+CASES=()
+run_case() { # suite name command...
+  local suite=$1 name=$2; shift 2
+  if "$@"; then CASES+=("<testcase classname=\"$suite\" name=\"$name\"/>"); return 0; fi
+  CASES+=("<testcase classname=\"$suite\" name=\"$name\"><failure message=\"failed\"/></testcase>")
+  return 1
+}
+write_cases() { # suite: the cases collected so far as $OUT/junit-<suite>.xml, counted in the closing line
+  local junit=$OUT/junit-$1.xml failures
+  failures=$(printf '%s\n' "${CASES[@]}" | grep -c '<failure')
+  printf '<testsuite name="%s" tests="%s" failures="%s">%s</testsuite>\n' "$1" "${#CASES[@]}" "$failures" \
+    "${CASES[*]}" >"$junit"
+  JUNIT+=("$junit")
+  CASES=()
 }
 
 wants lint && run_stage lint stage_lint

@@ -34,6 +34,14 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
+def blank_disk(tmp_path):
+    """64 MiB of zeros: a disk with no operating system on it."""
+    blank = tmp_path / "blank.raw"
+    with open(blank, "wb") as handle:
+        handle.truncate(64 << 20)
+    return blank
+
+
 @pytest.fixture(scope="module")
 def lab_guest():
     """The lab guest's image (built, or taken from the cache, by lab/guest/build.sh)."""
@@ -86,9 +94,7 @@ def test_conversion_rewrote_fstab_and_ran_the_script(converted):
 
 
 def test_a_disk_without_a_guest_fails_clearly(tmp_path):
-    blank = tmp_path / "blank.raw"
-    with open(blank, "wb") as handle:
-        handle.truncate(64 << 20)
+    blank = blank_disk(tmp_path)
     with pytest.raises(ConversionError) as err:
         convert_in_place([str(blank)], ConversionOptions(timeout_s=900, log_dir=str(tmp_path / "logs")), name="blank")
     assert "virt-v2v-in-place failed" in str(err.value) and "log:" in str(err.value)
@@ -96,9 +102,7 @@ def test_a_disk_without_a_guest_fails_clearly(tmp_path):
 
 
 def test_a_conversion_past_its_timeout_is_stopped(tmp_path):
-    blank = tmp_path / "blank.raw"
-    with open(blank, "wb") as handle:
-        handle.truncate(64 << 20)
+    blank = blank_disk(tmp_path)
     with pytest.raises(ConversionError) as err:
         convert_in_place([str(blank)], ConversionOptions(timeout_s=3, log_dir=str(tmp_path / "logs")), name="slow")
     assert err.value.parameter == "conversion.timeout" and "did not finish" in str(err.value)

@@ -16,19 +16,27 @@ from .conftest import assert_volumes_equal_source, reset_vm
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def test_the_modules_predict_change_and_then_settle(vsphere, openstack, lab, tmp_path):
-    vm = inventory.find_vm(vsphere, name="lab-vm-1")
-    reset_vm(vsphere, vm, openstack)
+def playbook_run(lab, tmp_path, playbook):
+    """The argv and environment of ``ansible-playbook playbooks/<playbook>`` against the labs.
+
+    The vCenter connection goes in a 0600 file, never on the command line."""
     vcenter = tmp_path / "vcenter.json"
     vcenter.write_text(json.dumps({k: lab[k] for k in ("hostname", "port", "username", "password")}))
     vcenter.chmod(0o600)
     collections = sys.modules["ansible_collections"].__path__[0].rsplit("/ansible_collections", 1)[0]
     env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": collections, "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
            "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false"}  # fmt: skip
+    book = os.path.join(HERE, "playbooks", playbook)
+    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), book,
+            "-e", f"vcenter_file={vcenter}", "-e", f"state_dir={tmp_path / 'state'}"]  # fmt: skip
+    return argv, env
+
+
+def test_the_modules_predict_change_and_then_settle(vsphere, openstack, lab, tmp_path):
+    vm = inventory.find_vm(vsphere, name="lab-vm-1")
+    reset_vm(vsphere, vm, openstack)
     try:
-        playbook = os.path.join(HERE, "playbooks", "modules.yml")
-        argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), playbook,
-                "-e", f"vcenter_file={vcenter}", "-e", f"state_dir={tmp_path / 'state'}"]  # fmt: skip
+        argv, env = playbook_run(lab, tmp_path, "modules.yml")
         run = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
         assert lab["password"] not in run.stdout + run.stderr
@@ -40,15 +48,7 @@ def test_a_second_block_sync_of_the_same_migration_refuses_while_the_first_runs(
     """Two ansible-playbook runs at once, as two overlapping schedules would start them."""
     vm = inventory.find_vm(vsphere, name="lab-vm-2")
     reset_vm(vsphere, vm, openstack)
-    vcenter = tmp_path / "vcenter.json"
-    vcenter.write_text(json.dumps({k: lab[k] for k in ("hostname", "port", "username", "password")}))
-    vcenter.chmod(0o600)
-    collections = sys.modules["ansible_collections"].__path__[0].rsplit("/ansible_collections", 1)[0]
-    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": collections, "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
-           "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false"}  # fmt: skip
-    playbook = os.path.join(HERE, "playbooks", "racing_sync.yml")
-    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), playbook,
-            "-e", f"vcenter_file={vcenter}", "-e", f"state_dir={tmp_path / 'state'}"]  # fmt: skip
+    argv, env = playbook_run(lab, tmp_path, "racing_sync.yml")
     try:
         init = subprocess.run([*argv, "-e", "step=init"], env=env, capture_output=True, text=True, check=False)
         assert init.returncode == 0, init.stdout[-3000:]
@@ -72,15 +72,7 @@ def test_a_block_sync_killed_mid_way_is_completed_by_the_next_run(vsphere, opens
     """SIGKILL to the module mid-seed and to its playbook run (a crash of the conversion host); the rerun resumes."""
     vm = inventory.find_vm(vsphere, name="lab-vm-2")
     reset_vm(vsphere, vm, openstack)
-    vcenter = tmp_path / "vcenter.json"
-    vcenter.write_text(json.dumps({k: lab[k] for k in ("hostname", "port", "username", "password")}))
-    vcenter.chmod(0o600)
-    collections = sys.modules["ansible_collections"].__path__[0].rsplit("/ansible_collections", 1)[0]
-    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": collections, "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
-           "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false"}  # fmt: skip
-    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
-            os.path.join(HERE, "playbooks", "racing_sync.yml"),
-            "-e", f"vcenter_file={vcenter}", "-e", f"state_dir={tmp_path / 'state'}"]  # fmt: skip
+    argv, env = playbook_run(lab, tmp_path, "racing_sync.yml")
     try:
         assert subprocess.run([*argv, "-e", "step=init"], env=env, capture_output=True, check=False).returncode == 0
         doomed = subprocess.Popen([*argv, "-e", "step=sync", "-e", "rate=1048576"], env=env, start_new_session=True,
