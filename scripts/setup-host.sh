@@ -1,18 +1,15 @@
 #!/usr/bin/env bash
 # Make this Debian 12 machine able to run the collection, its tests and its demo:
-# the base system packages (NBD tooling, QEMU) and a venv on the system Python
-# (which sees Debian's python3-libnbd) with the pinned Python packages.
-# Idempotent; cheap when nothing changed. Labs install their own extra packages.
+# the system packages of a conversion host and of the test command (bindep.txt, profile
+# `test`) and a venv on the system Python (which sees Debian's python3-libnbd) with the
+# pinned Python packages. Idempotent; cheap when nothing changed. Labs install their own
+# profiles of bindep.txt.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${XMS_VENV:-$ROOT/.venv}
 export DEBIAN_FRONTEND=noninteractive
 
-APT_PACKAGES=(
-  qemu-utils qemu-system-x86 qemu-system-common nbdkit libnbd-bin python3-libnbd python3-venv python3-dev
-  git rsync shellcheck curl
-)
-APT_LOG=${APT_LOG:-/tmp/xms-apt.log} bash "$ROOT/scripts/apt-install.sh" "${APT_PACKAGES[@]}"
+APT_LOG=${APT_LOG:-/tmp/xms-apt.log} bash "$ROOT/scripts/apt-install.sh" test
 
 # The venv sees exactly one system package: libnbd's binding (Debian's python3-libnbd).
 # Not all of system site-packages: once Debian's OpenStack packages are installed (the lab

@@ -27,7 +27,7 @@ tag=$(cat "$HERE/build.sh" "$HERE"/files/* | sha256sum | cut -c1-16)
 image=$OUT/lab-guest-$tag.raw
 if [ -s "$image" ]; then echo "$image"; exit 0; fi
 
-APT_LOG=$OUT/apt.log bash "$ROOT/scripts/apt-install.sh" debootstrap libguestfs-tools linux-image-cloud-amd64 >&2
+APT_LOG=$OUT/apt.log bash "$ROOT/scripts/apt-install.sh" lab-guest >&2
 export LIBGUESTFS_BACKEND=direct
 # Where KVM aborts on a -cpu host vCPU (nested hypervisors), libguestfs must use TCG.
 # The probe is the one in plugins/module_utils/conversion/accel.py: alive after 2 s (timeout's 124) = KVM works.

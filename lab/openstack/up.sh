@@ -22,16 +22,13 @@ TURL="rabbit://os:os@127.0.0.1:5672/"
 # Service passwords only guard a lab on loopback; the clouds.yaml that holds them is 0600.
 ADMIN_PW=lab-admin
 
-PACKAGES=(mariadb-server rabbitmq-server python3-pymysql keystone python3-openstackclient cinder-api
-  cinder-scheduler cinder-volume nfs-common nova-api nova-conductor nova-scheduler nova-compute placement-api
-  neutron-server python3-os-brick uwsgi uwsgi-plugin-python3 qemu-utils curl)
 # The packages must not start their daemons (no systemd here; this script starts them).
 policy_rc=""
 if [ ! -e /usr/sbin/policy-rc.d ]; then
   policy_rc=/usr/sbin/policy-rc.d
   printf '#!/bin/sh\nexit 101\n' >"$policy_rc" && chmod +x "$policy_rc"
 fi
-APT_LOG=$LAB/apt.log bash "$ROOT/scripts/apt-install.sh" "${PACKAGES[@]}"
+APT_LOG=$LAB/apt.log bash "$ROOT/scripts/apt-install.sh" lab-openstack
 [ -z "$policy_rc" ] || rm -f "$policy_rc"
 
 running() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }

@@ -13,7 +13,7 @@ mkdir -p "$LAB"
 chmod 700 "$LAB"
 say() { echo "[vsphere] $*"; }
 
-APT_LOG=$LAB/apt.log bash "$ROOT/scripts/apt-install.sh" golang-go golang-github-vmware-govmomi-dev qemu-utils qemu-system-common
+APT_LOG=$LAB/apt.log bash "$ROOT/scripts/apt-install.sh" lab-vsphere
 
 # lab-vm-linux's boot disk: the lab guest, built once and cached.
 XMS_LAB_GUEST_IMAGE=$(bash "$ROOT/lab/guest/build.sh")
