@@ -300,7 +300,10 @@ class _Copy:
                 handle = self._reconnect(handle, inflight, free, None)
                 continue
             for tag, err in completed:
-                piece, attempts, slot, buffer = inflight.pop(tag)
+                entry = inflight.pop(tag, None)
+                if entry is None:  # a command of a connection that broke: already requeued by _reconnect
+                    continue
+                piece, attempts, slot, buffer = entry
                 if err:
                     free.append(slot)
                     not_before = self._retry(piece, attempts, errno.errorcode.get(err, str(err)))
@@ -350,13 +353,28 @@ class _Copy:
         return time.monotonic() + self.options.retry_delay * (2 ** (attempts - 1))
 
     def _reconnect(self, handle, inflight, free, failed_piece: Optional[Extent]):
-        """The connection broke: requeue what was in flight on it and return a new connection."""
-        for piece, attempts, slot, _buffer in inflight.values():
-            self.queue.appendleft((piece, attempts + 1))
-            free.append(slot)
+        """The connection broke: requeue what was in flight on it and return a new connection.
+
+        Each piece in flight counts the break as a failed attempt: a source that drops the
+        connection whenever one offset is read ends in a ReadError naming it after the retry
+        limit, not in an endless loop of reconnects."""
+        lost = list(inflight.values())
+        free.extend(slot for _piece, _attempts, slot, _buffer in lost)
         inflight.clear()
         with contextlib.suppress(nbd_source.nbd.Error):
             handle.shutdown()
+        if lost:
+            # The piece that was in flight at the most breaks is the likeliest cause; name it.
+            piece, attempts, _slot, _buffer = max(lost, key=lambda entry: (entry[1], -entry[0].offset))
+            if attempts + 1 > self.options.retries:
+                raise ReadError(
+                    piece,
+                    "the source dropped the connection while it was being read",
+                    attempts=attempts + 1,
+                    hint="The source keeps failing there; check the source storage and run again (it resumes)",
+                )
+        for piece, attempts, _slot, _buffer in sorted(lost, key=lambda entry: -entry[0].offset):
+            self.queue.appendleft((piece, attempts + 1))
         last: Optional[Exception] = None
         for attempt in range(self.options.retries):
             time.sleep(self.options.retry_delay * (2**attempt))

@@ -26,6 +26,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.copy.nbd_source
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.verify import verify_extents
 
 from ..conftest import require, sha256_file, sha256_nbd
+from . import drop_proxy
 
 MiB = 1 << 20
 COLLECTION_PARENT = sys.modules["ansible_collections"].__path__[0].rsplit("/ansible_collections", 1)[0]
@@ -217,6 +218,33 @@ def test_a_persistent_read_error_fails_naming_the_extent(servers, tmp_path):
     assert err.value.extent.length > 0
     assert _journal_done(journal) > 0
     assert remaining_extents(journal), "the journal must not claim the copy is complete"
+
+
+def test_a_source_that_drops_the_connection_at_one_offset_fails_after_the_retry_limit(servers, tmp_path):
+    """Every read of one offset breaks the connection: a ReadError naming it, not an endless reconnect loop."""
+    real = servers.nbdkit("pattern", "size=64M")
+    proxy = drop_proxy.start(tmp_path, real, offset=40 * MiB + 4096)
+    target = blank(tmp_path / "disk.img", 64 * MiB)
+    options = CopyOptions(request_size=1 * MiB, max_in_flight=8, retries=3, retry_delay=0.01)
+    outcome = {}
+
+    def copy():
+        try:
+            copy_extents(proxy.uri, target, [Extent(0, 64 * MiB)], options=options, journal_path=str(tmp_path / "j"))
+        except Exception as err:  # the assertions below say which one it must be
+            outcome["error"] = err
+
+    worker = threading.Thread(target=copy, daemon=True)
+    worker.start()
+    worker.join(120)
+    proxy.close()
+    assert not worker.is_alive(), "the copy kept reconnecting to a source that drops it at one offset"
+    err = outcome.get("error")
+    assert isinstance(err, ReadError), err
+    assert err.extent.offset <= 40 * MiB + 4096 < err.extent.offset + err.extent.length
+    assert err.attempts == 4  # libnbd reports the break as ENOTCONN on a read, or as a lost connection
+    assert proxy.drops == 4
+    assert remaining_extents(str(tmp_path / "j")) != [], "the journal must not claim the copy is complete"
 
 
 def test_a_target_too_small_fails_before_any_write(servers, tmp_path):
