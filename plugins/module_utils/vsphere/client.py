@@ -9,7 +9,6 @@ cheaper anyway.
 from __future__ import annotations
 
 import hashlib
-import socket
 import ssl
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -74,7 +73,7 @@ class VSphereClient:
             ) from None
         except (OSError, vmodl.MethodFault) as err:
             raise VSphereError(f"cannot reach {conn.hostname}:{conn.port}: {err}", parameter="hostname") from None
-        return cls(si, conn, _thumbprint(conn.hostname, conn.port))
+        return cls(si, conn, _session_thumbprint(si))
 
     def close(self) -> None:
         Disconnect(self.si)
@@ -108,15 +107,20 @@ class VSphereClient:
         return {p.name: p.val for p in result[0].propSet} if result else {}
 
 
-def _thumbprint(host: str, port: int) -> Optional[str]:
-    """SHA-1 of the server's certificate as AA:BB:..., the form nbdkit-vddk's ``thumbprint=`` takes."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
+def _session_thumbprint(si) -> Optional[str]:
+    """SHA-1 of the certificate of the API session's own TLS connection, as AA:BB:... (nbdkit-vddk's form).
+
+    Taken from the connection the login went over, so VDDK is pinned to the very certificate
+    that session verified (with validate_certs: false, to the one it accepted), never to one
+    read over a second, unverified connection where a man in the middle could answer.
+    """
+    stub = si._stub
+    connection = stub.GetConnection()  # the pooled connection of the login (or one made with the same context)
     try:
-        with socket.create_connection((host, port), timeout=10) as raw, context.wrap_socket(raw) as tls:
-            der = tls.getpeercert(binary_form=True)
-    except OSError:
+        der = connection.sock.getpeercert(binary_form=True) if connection.sock else None
+    finally:
+        stub.ReturnConnection(connection)
+    if not der:
         return None
     digest = hashlib.sha1(der).hexdigest().upper()  # the format VDDK wants, not a security choice
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))

@@ -1,13 +1,15 @@
 """Reading one disk of one snapshot over NBD: nbdkit's vddk plugin, started and supervised here.
 
 VDDK (VMware's disk library) is the user's to supply, as virt-v2v and every
-peer require; Debian ships no vddk plugin. The password reaches nbdkit in a
-file of mode 0600 (``password=+FILE``) that is removed afterwards: never on a
-command line, where any local user could read it.
+peer require; Debian ships no vddk plugin. The password reaches nbdkit through
+an inherited pipe (``password=-FD``): never on a command line, where any local
+user could read it, and never in a file, which a SIGKILL of the sync would leave
+behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -23,14 +25,14 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors 
 START_TIMEOUT = 120.0
 
 
-def nbdkit_argv(client, vm, snapshot, disk, *, socket_path: str, password_file: str, vddk_libdir: str,
+def nbdkit_argv(client, vm, snapshot, disk, *, socket_path: str, password_fd: int, vddk_libdir: str,
                 transports: Optional[str] = None) -> List[str]:  # fmt: skip
     """The nbdkit command line for one disk of one snapshot; it holds no secret."""
     conn = client.conn
     argv = [
         "nbdkit", "--readonly", "--foreground", "--exit-with-parent", "--unix", socket_path,
         "vddk", f"libdir={vddk_libdir}", f"server={conn.hostname}", f"user={conn.username}",
-        f"password=+{password_file}", f"vm=moref={vm._moId}", f"snapshot={snapshot.moref}",
+        f"password=-{password_fd}", f"vm=moref={vm._moId}", f"snapshot={snapshot.moref}",
         f"file={snapshot.backing_files.get(disk.key) or disk.backing_file}",
     ]  # fmt: skip
     if conn.port != 443:
@@ -64,17 +66,22 @@ def check_vddk(vddk_libdir: str) -> None:
 def open_disk(client, vm, snapshot, disk, *, vddk_libdir: str, transports: Optional[str] = None) -> Iterator[str]:
     """Serve ``disk`` as of ``snapshot`` on a private unix socket; yield its NBD URI; stop it afterwards."""
     check_vddk(vddk_libdir)
-    workdir = tempfile.mkdtemp(prefix="xms-vddk-")  # 0700: socket and password file stay private
-    password_file = os.path.join(workdir, "password")
+    workdir = tempfile.mkdtemp(prefix="xms-vddk-")  # 0700: the socket stays private
     socket_path = os.path.join(workdir, "nbd.sock")
-    fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(client.conn.password)
     log_path = os.path.join(workdir, "nbdkit.log")
-    argv = nbdkit_argv(client, vm, snapshot, disk, socket_path=socket_path, password_file=password_file,
-                       vddk_libdir=vddk_libdir, transports=transports)  # fmt: skip
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+    # The password waits in a pipe nbdkit inherits and reads once at start-up; it never touches a disk.
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, client.conn.password.encode())  # far below a pipe's buffer: never blocks
+        os.close(write_end)
+        argv = nbdkit_argv(client, vm, snapshot, disk, socket_path=socket_path, password_fd=read_end,
+                           vddk_libdir=vddk_libdir, transports=transports)  # fmt: skip
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True, pass_fds=(read_end,))
+    finally:
+        os.close(read_end)
+        with contextlib.suppress(OSError):
+            os.close(write_end)
     try:
         wait_for(lambda: _serving(socket_path, proc, log_path), timeout=START_TIMEOUT,
                  what=f"nbdkit to serve {disk.label}", backoff=Backoff(initial=0.05, maximum=1.0))  # fmt: skip
