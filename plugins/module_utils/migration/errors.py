@@ -19,3 +19,7 @@ class PhaseError(WarmMigrationError):
 
 class PreflightError(WarmMigrationError):
     """A preflight check failed; nothing was created."""
+
+
+class StateDirError(WarmMigrationError):
+    """The conversion host's state directory cannot hold the lock and the resume journals."""

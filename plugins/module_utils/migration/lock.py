@@ -18,7 +18,10 @@ import socket
 from contextlib import contextmanager
 from typing import Iterator
 
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import MigrationBusyError
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import (
+    MigrationBusyError,
+    StateDirError,
+)
 
 
 def owner_id() -> str:
@@ -34,9 +37,16 @@ def on_this_host(owner: str) -> bool:
 @contextmanager
 def host_lock(state_dir: str, migration_id: str) -> Iterator[None]:
     """Hold the conversion host's lock of ``migration_id`` or raise MigrationBusyError at once."""
-    os.makedirs(state_dir, mode=0o700, exist_ok=True)
     path = os.path.join(state_dir, f"{migration_id}.lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as err:  # checked first: nothing has changed yet on either side
+        raise StateDirError(
+            f"the state directory {state_dir} cannot hold the migration's lock ({err.strerror})",
+            parameter="state_dir",
+            hint="Point state_dir at a writable local directory of the conversion host",
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

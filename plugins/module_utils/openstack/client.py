@@ -55,11 +55,20 @@ class OpenStackClient:
         try:
             conn = openstack.connect(**kwargs)
             conn.authorize()
+            # Every step needs the block-storage API: a region without it (a typo) fails here, by name.
+            conn.block_storage.get_endpoint()
         except openstack.exceptions.ConfigException as err:
+            region = "region" in str(err).lower()
             raise OpenStackError(
                 f"cannot configure a connection to {where}: {err}",
-                parameter="cloud",
-                hint="Check clouds.yaml (OS_CLIENT_CONFIG_FILE) or the auth dict",
+                parameter="region_name" if region else "cloud",
+                hint="Name one of the cloud's regions" if region else "Check clouds.yaml (OS_CLIENT_CONFIG_FILE)",
+            ) from None
+        except ks_exceptions.EndpointNotFound:
+            raise OpenStackError(
+                f"{where} has no block-storage (Cinder) endpoint in region '{region_name or '(default)'}'",
+                parameter="region_name",
+                hint="Check region_name against the cloud's catalog (openstack region list)",
             ) from None
         except (ks_exceptions.ClientException, openstack.exceptions.SDKException) as err:
             raise _login_error(err, where, parameter="auth" if auth else "cloud") from None

@@ -61,6 +61,19 @@ def test_an_unknown_cloud_name_is_clear():
     assert err.value.parameter == "cloud"
 
 
+def test_a_wrong_region_names_the_parameter(lab_clouds):
+    """With a clouds.yaml entry and with a bare auth dict (whose regions nothing checks before the catalog)."""
+    import yaml
+
+    with open(lab_clouds) as handle:
+        auth = yaml.safe_load(handle)["clouds"]["xms-lab"]["auth"]
+    for kwargs in ({"cloud": "xms-lab"}, {"auth": auth}):
+        with pytest.raises(OpenStackError) as err:
+            OpenStackClient.connect(region_name="RegionTypo", **kwargs)
+        assert err.value.parameter == "region_name", str(err.value)
+        assert auth["password"] not in str(err.value)
+
+
 def test_volumes_per_type_and_zone_carry_the_record_and_a_rerun_adopts_them(lab, migration):
     wanted = specs([(int(1.5 * GiB), "performance-nvme", "az1"), (10, "archive-hdd", "az2")])
     volumes, created = ensure(lab, migration, wanted)

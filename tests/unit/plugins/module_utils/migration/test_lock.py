@@ -6,7 +6,10 @@ import socket
 
 import pytest
 
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import MigrationBusyError
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import (
+    MigrationBusyError,
+    StateDirError,
+)
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.lock import host_lock
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import MigrationState, utcnow
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import ensure_not_busy
@@ -53,3 +56,11 @@ def test_a_fresh_record_of_a_dead_sync_on_this_host_does_not_block_but_one_of_an
     with pytest.raises(MigrationBusyError) as err:
         ensure_not_busy(state)
     assert "conv02.example.com" in str(err.value)
+
+
+def test_an_unusable_state_dir_is_bad_input_named_as_such(tmp_path):
+    """A state_dir the host cannot write (here: below a regular file, which stops even root) names the parameter."""
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StateDirError) as err, host_lock(str(tmp_path / "file" / "state"), "vm-1"):
+        pass
+    assert err.value.parameter == "state_dir" and "Not a directory" in str(err.value)
