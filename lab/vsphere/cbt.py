@@ -12,9 +12,19 @@ this helper (see vcsim/main.go):
   to SNAP: the union of the bitmaps of the epochs in between, read over NBD
   (``qemu:dirty-bitmap``); ``*`` gives the allocated areas of SNAP. Answers at
   most WINDOW bytes per call, so clients must page by START as with vCenter.
+- ``reconfigured VM cbt|no-cbt DISKS``: after a ReconfigVM_Task. CBT switched
+  off drops the tracking history (vCenter clears the change ids; tracking starts
+  anew at the next snapshot after it is switched on again, in a new epoch). A
+  disk whose capacity grew is resized under the running daemon (``block_resize``,
+  as ESXi grows the vmdk); its dirty bitmaps grow with it and, as with vSphere,
+  the new area is not reported changed until the guest writes it. A disk added
+  gets a new empty image on the running daemon; a removed one is detached.
+- ``revert VM SNAP``: RevertToSnapshot_Task; the disks and their change ids go
+  back to the snapshot (the next snapshot's sequence is the snapshot's plus one).
 - ``snapshot-remove``, ``snapshot-remove-all``, ``guest-ignores-shutdown``.
 Lab commands: ``start`` (images and daemons from lab.json), ``stop``,
-``write VM KEY --random N`` (a running guest's writes), ``reset-cbt VM``,
+``write VM KEY N`` (a running guest's writes), ``zero VM KEY OFFSET LENGTH``
+(a guest's TRIM or write-zeroes: the area becomes a hole of the disk),
 ``view VM SNAP KEY SOCKET`` (exec qemu-nbd on a snapshot: the VDDK stand-in).
 
 State (which epoch and sequence each disk is at, which snapshot has which
@@ -27,6 +37,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 import uuid
 from contextlib import contextmanager, suppress
 
@@ -74,6 +85,13 @@ class Daemon:
         self.dir = os.path.join(LAB, "qsd", vm_name)
         self.nbd_socket = os.path.join(self.dir, "nbd.sock")
         self.cmd = Qmp(os.path.join(self.dir, "qmp.sock")).cmd
+
+    def wait_export_gone(self, export):
+        for _ in range(200):
+            if export not in {e["id"] for e in self.cmd("query-block-exports")}:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"export {export} is still in use")
 
     def dirty(self, key, bitmap, start, end):
         """Extents of ``bitmap`` on disk ``key`` within [start, end), read over a temporary NBD export."""
@@ -195,6 +213,8 @@ def query(vm_moref, snap_moref, key, start, change_id):
     epoch, _slash, seq = change_id.partition("/")
     if disk is None or not disk["cbt"] or epoch != disk["epoch"] or key not in snap["ids"]:
         return answer({"fault": f"change id {change_id} is not valid for disk {key} (CBT was reset or is off)"})
+    if int(seq) < disk.get("history_from", 0):
+        return answer({"fault": f"change id {change_id} is older than the tracking history of disk {key}"})
     upto = int(snap["ids"][key].partition("/")[2])
     daemon = Daemon(name)
     areas = []
@@ -211,6 +231,84 @@ def merge(areas):
         else:
             merged.append([pos, length])
     return merged
+
+
+def reconfigured(vm_moref, cbt, described):
+    if not os.path.exists(os.path.join(LAB, "lab.json")):
+        return answer({})  # populate.py is shaping the VMs: there are no lab disks yet
+    name, vm = vm_by_moref(vm_moref)
+    disks = json.loads(described)
+    daemon = Daemon(name)
+    cleared = False
+    with locked_state() as state:
+        if cbt == "no-cbt":
+            for key in vm["disks"]:
+                disk = state["disks"].get(f"{name}/{key}")
+                if disk and disk["cbt"]:
+                    for k in range(disk["seq"] + 1):
+                        with suppress(RuntimeError):
+                            daemon.cmd("block-dirty-bitmap-remove", node=f"d{key}", name=f"e{k}")
+                    state["disks"][f"{name}/{key}"] = {"epoch": uuid.uuid4().hex[:16], "seq": 0, "cbt": False}
+                    cleared = True
+        lab = load("lab.json")
+        entry = lab["vms"][name]["disks"]
+        grown = {k: d["capacity"] for k, d in disks.items() if k in entry and d["capacity"] > entry[k]["capacity"]}
+        for key, size in grown.items():
+            # The guest's live export does not share the right to resize: detach it for the resize.
+            daemon.cmd("block-export-del", id=f"live-{key}")
+            daemon.wait_export_gone(f"live-{key}")
+            daemon.cmd("block_resize", **{"node-name": f"d{key}"}, size=size)
+            daemon.cmd("block-export-add", type="nbd", id=f"live-{key}", **{"node-name": f"d{key}"},
+                       name=f"live-{key}", writable=True)  # fmt: skip
+            entry[key]["capacity"] = size
+        added = sorted(set(disks) - set(entry)) if vm["disks"] else []  # (VMs the lab serves no disks for stay so)
+        for key in added:  # a new, empty disk: its image, and its nodes and export on the running daemon
+            image = os.path.join(LAB, "disks", f"{name}-{key}.qcow2")
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", image, str(disks[key]["capacity"])], check=True)
+            daemon.cmd("blockdev-add", driver="file", **{"node-name": f"f{key}"}, filename=image)
+            daemon.cmd("blockdev-add", driver="qcow2", **{"node-name": f"d{key}"}, file=f"f{key}")
+            daemon.cmd("block-export-add", type="nbd", id=f"live-{key}", **{"node-name": f"d{key}"}, name=f"live-{key}",
+                       writable=True)  # fmt: skip
+            entry[key] = {"image": image, "capacity": disks[key]["capacity"], "seed_mib": 0, "file": disks[key]["file"]}
+        removed = sorted(set(entry) - set(disks))
+        for key in removed:  # the disk is detached; its image stays on the datastore, as vSphere keeps the vmdk
+            daemon.cmd("block-export-del", id=f"live-{key}")
+            daemon.cmd("blockdev-del", **{"node-name": f"d{key}"})
+            daemon.cmd("blockdev-del", **{"node-name": f"f{key}"})
+            del entry[key]
+            state["disks"].pop(f"{name}/{key}", None)
+        if grown or added or removed:
+            path = os.path.join(LAB, "lab.json")
+            fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(lab, handle, indent=1)
+            os.replace(path + ".tmp", path)
+    answer({"clear_change_ids": cleared, "grown": grown, "added": added, "removed": removed})
+
+
+def revert(vm_moref, snap_moref):
+    """RevertToSnapshot: every disk goes back to the snapshot's content, and its change id with it.
+
+    The images are reverted with the daemon stopped (``qemu-img snapshot -a``), as ESXi drops
+    the running delta. The tracking history from before the revert point goes with the daemon's
+    bitmaps: a query from an older change id is answered with vCenter's fault, not a guess.
+    """
+    name, vm = vm_by_moref(vm_moref)
+    with locked_state() as state:
+        snap = state["snapshots"].get(snap_moref)
+        if snap is None:
+            return answer({"fault": f"snapshot {snap_moref} does not exist"})
+        stop_vm(name)
+        for disk in vm["disks"].values():
+            subprocess.run(["qemu-img", "snapshot", "-a", snap_moref, disk["image"]], check=True, capture_output=True)
+        start_vm(name, vm)
+        daemon = Daemon(name)
+        for key in vm["disks"]:
+            disk = state["disks"].get(f"{name}/{key}")
+            if disk and disk["cbt"] and key in snap["ids"]:
+                disk["seq"] = disk["history_from"] = int(snap["ids"][key].partition("/")[2])
+                daemon.cmd("block-dirty-bitmap-add", node=f"d{key}", name=f"e{disk['seq']}")
+    answer({"change_ids": snap["ids"]})
 
 
 def guest_ignores_shutdown(vm_moref):
@@ -245,39 +343,52 @@ def view_argv(vm_name, snap_moref, key, sock):
 def start():
     """Create missing images and start a storage daemon per VM."""
     for name, vm in load("lab.json")["vms"].items():
-        if not vm["disks"]:
-            continue
-        qsd_dir = os.path.join(LAB, "qsd", name)
-        os.makedirs(qsd_dir, exist_ok=True)
-        argv = ["qemu-storage-daemon",
-                "--nbd-server", f"addr.type=unix,addr.path={qsd_dir}/nbd.sock,max-connections=32",
-                "--chardev", f"socket,id=qmp0,path={qsd_dir}/qmp.sock,server=on,wait=off", "--monitor", "chardev=qmp0",
-                "--pidfile", f"{qsd_dir}/qsd.pid"]  # fmt: skip
-        for key, disk in vm["disks"].items():
-            if not os.path.exists(disk["image"]) and disk.get("source_image"):
-                subprocess.run(["qemu-img", "convert", "-q", "-O", "qcow2", disk["source_image"], disk["image"]],
-                               check=True)  # fmt: skip
-            elif not os.path.exists(disk["image"]):
-                subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", disk["image"], str(disk["capacity"])],
-                               check=True)  # fmt: skip
-                if disk.get("seed_mib"):
-                    pattern = int(key) % 251
-                    subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -P {pattern} 0 {disk['seed_mib']}M",
-                                    disk["image"]], check=True, capture_output=True)  # fmt: skip
-            argv += ["--blockdev", f"driver=file,node-name=f{key},filename={disk['image']}",
-                     "--blockdev", f"driver=qcow2,node-name=d{key},file=f{key}",
-                     "--export", f"type=nbd,id=live-{key},node-name=d{key},name=live-{key},writable=on"]  # fmt: skip
-        with open(os.path.join(qsd_dir, "qsd.log"), "ab") as log:
-            proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
-        wait_for_socket(os.path.join(qsd_dir, "qmp.sock"), proc)
+        if vm["disks"]:
+            start_vm(name, vm)
+
+
+def start_vm(name, vm):
+    """One VM's storage daemon over its images (created when missing)."""
+    qsd_dir = os.path.join(LAB, "qsd", name)
+    os.makedirs(qsd_dir, exist_ok=True)
+    argv = ["qemu-storage-daemon",
+            "--nbd-server", f"addr.type=unix,addr.path={qsd_dir}/nbd.sock,max-connections=32",
+            "--chardev", f"socket,id=qmp0,path={qsd_dir}/qmp.sock,server=on,wait=off", "--monitor", "chardev=qmp0",
+            "--pidfile", f"{qsd_dir}/qsd.pid"]  # fmt: skip
+    for key, disk in vm["disks"].items():
+        if not os.path.exists(disk["image"]) and disk.get("source_image"):
+            subprocess.run(["qemu-img", "convert", "-q", "-O", "qcow2", disk["source_image"], disk["image"]],
+                           check=True)  # fmt: skip
+        elif not os.path.exists(disk["image"]):
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", disk["image"], str(disk["capacity"])],
+                           check=True)  # fmt: skip
+            if disk.get("seed_mib"):
+                pattern = int(key) % 251
+                subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -P {pattern} 0 {disk['seed_mib']}M",
+                                disk["image"]], check=True, capture_output=True)  # fmt: skip
+        argv += ["--blockdev", f"driver=file,node-name=f{key},filename={disk['image']}",
+                 "--blockdev", f"driver=qcow2,node-name=d{key},file=f{key}",
+                 "--export", f"type=nbd,id=live-{key},node-name=d{key},name=live-{key},writable=on"]  # fmt: skip
+    with open(os.path.join(qsd_dir, "qsd.log"), "ab") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+    wait_for_socket(os.path.join(qsd_dir, "qmp.sock"), proc)
 
 
 def stop():
     for name in load("lab.json")["vms"]:
-        pidfile = os.path.join(LAB, "qsd", name, "qsd.pid")
-        if os.path.exists(pidfile):
-            with open(pidfile) as handle, suppress(ProcessLookupError, ValueError):
-                os.kill(int(handle.read()), 15)
+        stop_vm(name)
+
+
+def stop_vm(name):
+    pidfile = os.path.join(LAB, "qsd", name, "qsd.pid")
+    if not os.path.exists(pidfile):
+        return
+    with open(pidfile) as handle, suppress(ProcessLookupError, ValueError):
+        pid = int(handle.read())
+        os.kill(pid, 15)
+        for _ in range(300):  # it must let go of the images before they are touched
+            os.kill(pid, 0)
+            time.sleep(0.05)
 
 
 def write(vm_name, key, count):
@@ -298,20 +409,14 @@ def write(vm_name, key, count):
     answer({"written": written})
 
 
-def reset_cbt(vm_name):
-    """What a CBT reset does to change ids: a new epoch, the old history gone."""
-    vm = load("lab.json")["vms"][vm_name]
-    daemon = Daemon(vm_name)
-    with locked_state() as state:
-        for key in vm["disks"]:
-            disk = state["disks"].get(f"{vm_name}/{key}")
-            if not disk:
-                continue
-            for k in range(disk["seq"] + 1):
-                with suppress(RuntimeError):
-                    daemon.cmd("block-dirty-bitmap-remove", node=f"d{key}", name=f"e{k}")
-            state["disks"][f"{vm_name}/{key}"] = {"epoch": uuid.uuid4().hex[:16], "seq": 0, "cbt": False}
-    answer({})
+def zero(vm_name, key, offset, length):
+    """Zero an area the way a guest's TRIM does: the clusters become holes (write-zeroes, may punch)."""
+    handle = nbd.NBD()
+    handle.connect_uri(f"nbd+unix:///live-{key}?socket={os.path.join(LAB, 'qsd', vm_name, 'nbd.sock')}")
+    handle.zero(int(length), int(offset))  # without NO_HOLE the server may punch a hole
+    handle.flush()
+    handle.shutdown()
+    answer({"zeroed": [int(offset), int(length)]})
 
 
 def main(argv):
@@ -321,10 +426,12 @@ def main(argv):
         "snapshot-remove": snapshot_remove,
         "snapshot-remove-all": snapshot_remove_all,
         "query": query,
+        "reconfigured": reconfigured,
+        "revert": revert,
         "guest-ignores-shutdown": guest_ignores_shutdown,
         "start": start,
         "stop": stop,
-        "reset-cbt": reset_cbt,
+        "zero": zero,
     }
     if command == "write":
         return write(args[0], args[1], int(args[2]))

@@ -1,6 +1,6 @@
 """Shape vcsim's generated VMs into the lab's VMs, then write lab.json.
 
-vcsim creates VMs with one empty disk; the lab renames six of them and gives
+vcsim creates VMs with one empty disk; the lab renames eight of them and gives
 them the disks, NICs and quirks the tests need. The disk contents live in
 qcow2 images that cbt.py serves (vcsim's own disk files stay empty).
 """
@@ -25,7 +25,16 @@ LAB_VMS = {
     "lab-vm-big": ([(3 << 40, 4)], "00:50:56:01:00:04", {}),
     "lab-vm-indep": ([(16 * MiB, 0)], "00:50:56:01:00:06", {"independent": True}),
     # A bootable Debian guest set up like a VMware one (lab/guest/build.sh) plus a data disk: for cutover.
-    "lab-vm-linux": ([(1 << 30, 0), (16 * MiB, 4)], "00:50:56:01:00:07", {"guest_image": True}),
+    # Boot disk on an LSI Logic SAS controller, data disk on a PVSCSI one: a very common layout.
+    "lab-vm-linux": (
+        [(1 << 30, 0), (16 * MiB, 4)],
+        "00:50:56:01:00:07",
+        {"guest_image": True, "controllers": ["sas", "pvscsi"]},
+    ),
+    # For the source-event tests (CBT reset, grown disks...): what they leave behind touches no other test.
+    "lab-vm-events": ([(48 * MiB, 16), (32 * MiB, 4)], "00:50:56:01:00:08", {}),
+    # Controller layouts for the boot-order tests; its disks hold no data (the lab serves none).
+    "lab-vm-layout": ([], "00:50:56:01:00:09", {}),
 }
 
 
@@ -37,17 +46,29 @@ def wait(task):
     return task.info.result
 
 
+CONTROLLERS = {"sas": vim.vm.device.VirtualLsiLogicSASController, "pvscsi": vim.vm.device.ParaVirtualSCSIController}
+
+
 def shape(vm, name, disks, mac, quirks):
     wait(vm.Rename_Task(name))
     devices = vm.config.hardware.device
     controller = next(d for d in devices if isinstance(d, vim.vm.device.VirtualSCSIController))
     changes = [vim.vm.device.VirtualDeviceSpec(operation="remove", device=d)
                for d in devices if isinstance(d, vim.vm.device.VirtualDisk)]  # fmt: skip
+    # Disk i on controller i of the quirk's list (bus i), or all on vcsim's own SCSI controller.
+    keys = [controller.key] * len(disks)
+    if quirks.get("controllers"):
+        changes.append(vim.vm.device.VirtualDeviceSpec(operation="remove", device=controller))
+        for bus, kind in enumerate(quirks["controllers"]):
+            keys[bus] = -100 - bus
+            new = CONTROLLERS[kind](key=keys[bus], busNumber=bus, sharedBus="noSharing")
+            changes.append(vim.vm.device.VirtualDeviceSpec(operation="add", device=new))
     for unit, (capacity, _seed) in enumerate(disks):
         # (vcsim cannot hold a raw device mapping: it panics on one, so the lab has none.)
         mode = "independent_persistent" if quirks.get("independent") else "persistent"
         backing = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(fileName="", diskMode=mode, thinProvisioned=True)
-        disk = vim.vm.device.VirtualDisk(key=-1 - unit, controllerKey=controller.key, unitNumber=unit,
+        on_own_bus = bool(quirks.get("controllers"))
+        disk = vim.vm.device.VirtualDisk(key=-1 - unit, controllerKey=keys[unit], unitNumber=0 if on_own_bus else unit,
                                          capacityInBytes=capacity, backing=backing)  # fmt: skip
         changes.append(vim.vm.device.VirtualDeviceSpec(operation="add", fileOperation="create", device=disk))
     nic = next(d for d in devices if isinstance(d, vim.vm.device.VirtualEthernetCard))
@@ -76,11 +97,11 @@ def main():
         entry = {"moref": vm._moId, "disks": {}, **{k: v for k, v in quirks.items() if k == "guest_ignores_shutdown"}}
         vdisks = [d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)]
         if not quirks.get("independent"):
-            for vdisk, (capacity, seed) in zip(sorted(vdisks, key=lambda d: d.unitNumber), disks):
+            for vdisk, (capacity, seed) in zip(sorted(vdisks, key=lambda d: d.key), disks):
                 image = os.path.join(LAB, "disks", f"{name}-{vdisk.key}.qcow2")
                 entry["disks"][str(vdisk.key)] = {"image": image, "capacity": capacity, "seed_mib": seed,
                                                   "file": vdisk.backing.fileName}  # fmt: skip
-                if quirks.get("guest_image") and vdisk.unitNumber == 0:
+                if quirks.get("guest_image") and vdisk is min(vdisks, key=lambda d: d.key):
                     entry["disks"][str(vdisk.key)]["source_image"] = os.environ["XMS_LAB_GUEST_IMAGE"]
         lab["vms"][name] = entry
     os.makedirs(os.path.join(LAB, "disks"), exist_ok=True)

@@ -31,7 +31,10 @@ if [ ! -x "$bin" ]; then
   find "$LAB" -maxdepth 1 -name 'vcsim-*' ! -name "vcsim-$tag" -delete
 fi
 
-if [ -f "$LAB/vcsim.pid" ] && kill -0 "$(cat "$LAB/vcsim.pid")" 2>/dev/null && [ -s "$LAB/lab.json" ]; then
+# A running lab is kept only if it runs this simulator and this VM layout; otherwise it starts over.
+shape=$(cat "$bin" "$HERE/populate.py" | sha256sum | cut -c1-16)
+if [ -f "$LAB/vcsim.pid" ] && kill -0 "$(cat "$LAB/vcsim.pid")" 2>/dev/null && [ -s "$LAB/lab.json" ] \
+  && [ "$(cat "$LAB/shape" 2>/dev/null)" = "$shape" ]; then
   say "vcsim already runs"
 else
   bash "$HERE/down.sh"
@@ -45,5 +48,6 @@ else
   [ -s "$LAB/vcsim.url" ] || { say "vcsim did not start"; tail "$LAB/vcsim.log"; exit 1; }
   "$PY" "$HERE/populate.py"
   "$PY" "$HERE/cbt.py" start
+  echo "$shape" >"$LAB/shape"
 fi
 say "up on 127.0.0.1:8989; connection and VMs in $LAB/lab.json"

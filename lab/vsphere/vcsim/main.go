@@ -156,6 +156,71 @@ func afterSnapshot(vmRef string) {
 	})
 }
 
+// afterReconfig tells the lab what a ReconfigVM_Task changed that vCenter acts on in the disks:
+// CBT switched off (vCenter then clears every disk's change id, and the tracking history is
+// gone), disks grown (the lab resizes the image under the running storage daemon), disks added
+// (a new empty image) and removed.
+func afterReconfig(vmRef string) {
+	vm, ok := simulator.Map.Get(types.ManagedObjectReference{Type: "VirtualMachine", Value: vmRef}).(*simulator.VirtualMachine)
+	if !ok {
+		return
+	}
+	cbt := "cbt"
+	disks := map[string]map[string]interface{}{}
+	simulator.Map.WithLock(vm, func() {
+		if vm.Config.ChangeTrackingEnabled == nil || !*vm.Config.ChangeTrackingEnabled {
+			cbt = "no-cbt"
+		}
+		for _, dev := range vm.Config.Hardware.Device {
+			if disk, isDisk := dev.(*types.VirtualDisk); isDisk {
+				file := ""
+				if backing, isFlat := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo); isFlat {
+					file = backing.FileName
+				}
+				disks[strconv.Itoa(int(disk.Key))] = map[string]interface{}{"capacity": disk.CapacityInBytes, "file": file}
+			}
+		}
+	})
+	described, _ := json.Marshal(disks)
+	answer, err := lab("reconfigured", vmRef, cbt, string(described))
+	if err != nil {
+		log.Printf("reconfiguring %s: %v", vmRef, err)
+		return
+	}
+	if answer["clear_change_ids"] == true {
+		cleared := map[string]interface{}{}
+		for key := range disks {
+			cleared[key] = ""
+		}
+		simulator.Map.WithLock(vm, func() {
+			vm.Config.Hardware.Device = setChangeIDs(vm.Config.Hardware.Device, cleared)
+		})
+	}
+}
+
+// afterRevert puts the VM's disks back to the snapshot's content (the lab reverts the images)
+// and its change ids back to the snapshot's, as vCenter does; vcsim itself only moves the
+// current-snapshot pointer.
+func afterRevert(snapRef string) {
+	snap, ok := simulator.Map.Get(types.ManagedObjectReference{Type: "VirtualMachineSnapshot", Value: snapRef}).(*simulator.VirtualMachineSnapshot)
+	if !ok {
+		return
+	}
+	answer, err := lab("revert", snap.Vm.Value, snapRef)
+	if err != nil {
+		log.Printf("reverting %s to %s: %v", snap.Vm.Value, snapRef, err)
+		return
+	}
+	ids, _ := answer["change_ids"].(map[string]interface{})
+	vm, ok := simulator.Map.Get(snap.Vm).(*simulator.VirtualMachine)
+	if !ok || len(ids) == 0 {
+		return
+	}
+	simulator.Map.WithLock(vm, func() {
+		vm.Config.Hardware.Device = setChangeIDs(vm.Config.Hardware.Device, ids)
+	})
+}
+
 func middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -176,21 +241,28 @@ func middleware(next http.Handler) http.Handler {
 					log.Printf("removing snapshot %s: %v", req.This, err)
 				}
 			}
+		case "RevertToSnapshot_Task":
+			next.ServeHTTP(w, r)
+			afterRevert(req.This)
+			return
 		case "RemoveAllSnapshots_Task":
 			if _, err := lab("snapshot-remove-all", req.This); err != nil {
 				log.Printf("removing the snapshots of %s: %v", req.This, err)
 			}
 		}
 		next.ServeHTTP(w, r)
-		if method == "CreateSnapshot_Task" {
+		switch method {
+		case "CreateSnapshot_Task":
 			afterSnapshot(req.This)
+		case "ReconfigVM_Task":
+			afterReconfig(req.This)
 		}
 	})
 }
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:8989", "address to serve on")
-	machines := flag.Int("vms", 3, "VMs per host and per resource pool")
+	machines := flag.Int("vms", 4, "VMs per host and per resource pool (8 VMs: the lab shapes them all)")
 	helperCmd := flag.String("helper", "", "the lab helper: a JSON list, the argv of lab/vsphere/cbt.py")
 	ready := flag.String("ready", "", "write the server URL here once serving")
 	username := flag.String("username", "migrator@vsphere.local", "the lab's vCenter user")

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 
 import pytest
 
@@ -38,3 +39,52 @@ def client(lab):
 def lab_cmd(*args):
     out = subprocess.run([sys.executable, CBT, *args], check=True, capture_output=True, text=True).stdout
     return json.loads(out) if out.strip() else {}
+
+
+def set_cbt(client, vm, enabled: bool) -> None:
+    """Switch CBT as an administrator does (VMware's "reset CBT" is off, then on)."""
+    from pyVmomi import vim
+
+    client.wait_task(vm.ReconfigVM_Task(vim.vm.ConfigSpec(changeTrackingEnabled=enabled)), "switching CBT")
+
+
+def grow_disk(client, vm, disk_key: int, capacity: int) -> None:
+    """Grow a disk as an administrator does: ReconfigVM with the disk's new capacity."""
+    from pyVmomi import vim
+
+    disk = next(d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk) and d.key == disk_key)
+    disk.capacityInBytes, disk.capacityInKB = capacity, capacity // 1024
+    spec = vim.vm.ConfigSpec(deviceChange=[vim.vm.device.VirtualDeviceSpec(operation="edit", device=disk)])
+    client.wait_task(vm.ReconfigVM_Task(spec), "growing a disk")
+
+
+def add_disk(client, vm, capacity: int, controller_key=None) -> int:
+    """Add a new disk as an administrator does (on the first SCSI controller unless told); returns its key."""
+    from pyVmomi import vim
+
+    devices = vm.config.hardware.device
+    if controller_key is None:
+        controller_key = next(d.key for d in devices if isinstance(d, vim.vm.device.VirtualSCSIController))
+    used = {d.unitNumber for d in devices if getattr(d, "controllerKey", None) == controller_key}
+    unit = next(u for u in range(16) if u not in used and u != 7)  # 7 is the SCSI controller's own
+    disks = [d for d in devices if isinstance(d, vim.vm.device.VirtualDisk)]
+    # A file name of its own: vcsim's generated ones can repeat an existing disk's.
+    folder = (disks[0].backing.fileName.rsplit("/", 1)[0] + "/") if disks else ""
+    name = f"{folder}added-{uuid.uuid4().hex[:8]}.vmdk"
+    backing = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(fileName=name, diskMode="persistent", thinProvisioned=True)
+    disk = vim.vm.device.VirtualDisk(key=-1, controllerKey=controller_key, unitNumber=unit, capacityInBytes=capacity,
+                                     backing=backing)  # fmt: skip
+    spec = vim.vm.ConfigSpec(deviceChange=[vim.vm.device.VirtualDeviceSpec(operation="add", fileOperation="create",
+                                                                           device=disk)])  # fmt: skip
+    client.wait_task(vm.ReconfigVM_Task(spec), "adding a disk")
+    return next(d.key for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)
+                and d.key not in {k.key for k in disks})  # fmt: skip
+
+
+def remove_disk(client, vm, disk_key: int) -> None:
+    """Detach a disk as an administrator does (its file stays on the datastore)."""
+    from pyVmomi import vim
+
+    disk = next(d for d in vm.config.hardware.device if d.key == disk_key)
+    spec = vim.vm.ConfigSpec(deviceChange=[vim.vm.device.VirtualDeviceSpec(operation="remove", device=disk)])
+    client.wait_task(vm.ReconfigVM_Task(spec), "removing a disk")
