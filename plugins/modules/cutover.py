@@ -242,6 +242,8 @@ def main() -> None:
                 outcome = run_cutover(
                     vsphere, vm, openstack, migration_id, target, settings, check_mode=module.check_mode
                 )
+        for warning in outcome.warnings:
+            module.warn(warning)
         result = {"changed": outcome.changed, "steps_done": outcome.steps_done, "migration": outcome.state.metrics()}
         for key in ("shutdown", "final_sync", "conversion", "boot", "instance"):
             if getattr(outcome, key) is not None:

@@ -20,6 +20,10 @@ description:
   - The volumes stay protected replicas (not bootable) until cutover.
   - Idempotent - a rerun finds the migration's volumes by their record (never by name) and creates only
     what is missing.
+  - A rerun is also how a running migration follows its VM's disks - a disk added to the VM gets its
+    volume (the next O(xms.warm_migration.block_sync) seeds it while the others sync incrementally, and
+    it boots after the disks the migration already had); the volume of a removed disk leaves the
+    migration as O(removed_disks) says.
 author:
   - xms.warm_migration developers (@xms)
 extends_documentation_fragment:
@@ -34,6 +38,14 @@ options:
     type: str
     choices: [manual, 15m, hourly, daily]
     default: manual
+  removed_disks:
+    description:
+      - What becomes of the volume of a disk that was removed from the VM after the migration started.
+      - V(fail) refuses and names the disks (nothing changes); V(keep) takes the volume out of the migration
+        (its record goes) and leaves it in the project; V(delete) deletes it.
+    type: str
+    choices: [fail, keep, delete]
+    default: fail
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -75,11 +87,14 @@ checks:
   elements: dict
   sample: [{"name": "volume_type", "ok": true, "message": "volume type standard-ssd exists"}]
 volumes:
-  description: One entry per source disk - disk key, size, volume type, zone, and whether it existed before.
+  description:
+    - One entry per source disk - disk key, size, volume type, zone, and whether it existed before.
+    - One entry per volume whose disk left the VM, with what was done with it (O(removed_disks)).
   returned: always
   type: list
   elements: dict
-  sample: [{"disk_key": "2000", "size_bytes": 1073741824, "volume_type": "standard-ssd", "exists": false}]
+  sample: [{"disk_key": "2000", "size_bytes": 1073741824, "volume_type": "standard-ssd", "exists": false},
+           {"disk_key": "2001", "volume_id": "5f3c...", "exists": true, "removed_from_source": "keep"}]
 cbt_enabled:
   description: Whether this run enabled CBT on the VM (false when it was on already).
   returned: always
@@ -96,7 +111,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.xms.warm_migration.plugins.module_utils import argument_spec as specs
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import params as mparams
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import RemovedDisks, initialize
 from ansible_collections.xms.warm_migration.plugins.module_utils.module_base import run
 
 
@@ -107,6 +122,7 @@ def main() -> None:
         **specs.source_vm_argument_spec(),
         **specs.target_argument_spec(),
         "cadence": {"type": "str", "default": "manual", "choices": ["manual", "15m", "hourly", "daily"]},
+        "removed_disks": {"type": "str", "default": "fail", "choices": [r.value for r in RemovedDisks]},
     }
     module = AnsibleModule(
         argument_spec=argument_spec,
@@ -121,7 +137,8 @@ def main() -> None:
             vm = mparams.find_source_vm(vsphere, module.params)
             openstack = mparams.connect_openstack(module.params)
             target = mparams.target_settings(module.params)
-            outcome = initialize(vsphere, vm, openstack, target, check_mode=module.check_mode)
+            outcome = initialize(vsphere, vm, openstack, target, check_mode=module.check_mode,
+                                 removed_disks=RemovedDisks(module.params["removed_disks"]))  # fmt: skip
         for warning in outcome.warnings:
             module.warn(warning)
         return {

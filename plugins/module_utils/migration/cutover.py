@@ -34,6 +34,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.recor
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import (
     SyncSettings,
     ensure_not_busy,
+    source_disks,
     sync_locked,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import instance as os_instance
@@ -68,6 +69,7 @@ class CutoverOutcome:
     boot: Optional[Dict[str, object]] = None
     instance: Optional[Dict[str, object]] = None
     downtime_s: Optional[float] = None
+    warnings: List[str] = field(default_factory=list)
 
 
 def _after(state: MigrationState, step: str) -> bool:
@@ -98,6 +100,7 @@ def run_cutover(
     if not state.converted:
         virt_v2v.check_options(settings.conversion)  # bad scripts or drivers: refuse before the guest goes down
     inv = vs_inventory.inventory(vsphere, vm)
+    source_disks(inv, state)  # a disk added or removed since init: refuse while the source still runs
     nics = nic_targets(inv, target)
     if check_mode:
         todo = [s for s in STEPS if not _after(state, s)]
@@ -125,14 +128,38 @@ def _done(openstack, state: MigrationState, step: str, outcome: CutoverOutcome) 
     outcome.steps_done.append(step)
 
 
-def _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome) -> None:
-    if not _after(state, "shutdown"):
-        outcome.shutdown = vs_power.shutdown_guest(
-            vsphere, vm, timeout=settings.shutdown_timeout, power_off_fallback=settings.power_off_fallback
+def _source_stays_off(vsphere, vm, openstack, state, settings, outcome) -> None:
+    """The source is off before the final snapshot and before the instance, whatever the record says.
+
+    The power state is read each time, never taken from the record: someone may have powered the
+    VM on between two cutover runs (after a failed final sync, say). Before the final delta it is
+    simply shut down again. Once the final delta was taken, the guest's new writes are not on the
+    volumes: while they are not converted yet, it is shut down and the final delta taken again;
+    once converted, CBT cannot bring them over (the conversion changed the volumes), so the
+    cutover refuses and says how to start over.
+    """
+    if vs_power.power_state(vsphere, vm) == "poweredOff":
+        return
+    if _after(state, "final_sync") and state.converted:
+        raise PhaseError(
+            f"the source VM of migration {state.migration_id} was powered on after its volumes were converted:"
+            " its new writes cannot be brought over",
+            hint="Run cutover with state: rolled_back (the next sync copies the disks whole), then cut over again",
         )
-        _done(openstack, state, "shutdown", outcome)
+    if _after(state, "final_sync"):
+        outcome.warnings.append("the source VM ran again after the final sync: shut down again, final delta again")
+    outcome.shutdown = vs_power.shutdown_guest(
+        vsphere, vm, timeout=settings.shutdown_timeout, power_off_fallback=settings.power_off_fallback
+    )
+    _done(openstack, state, "shutdown", outcome)  # the final delta runs (again) next
+
+
+def _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome) -> None:
+    if not _after(state, "instance"):  # once the instance runs on the volumes, they are never synced again
+        _source_stays_off(vsphere, vm, openstack, state, settings, outcome)
     if not _after(state, "final_sync"):
         sync = sync_locked(vsphere, vm, openstack, state, settings.sync)
+        outcome.warnings.extend(sync.warnings)
         outcome.final_sync = {
             "kind": sync.kind,
             "bytes": sync.bytes_copied,
@@ -156,6 +183,10 @@ def _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome) 
                     for d in state.disks
                 ]
                 if convert:
+                    # virt-v2v writes the volumes in place: from its first byte they match no source
+                    # snapshot, so a rollback from here on, even after a crash, copies them whole.
+                    state.needs_full_resync = True
+                    store.save_common(openstack, state)
                     result = virt_v2v.convert_in_place(
                         devices, settings.conversion, name=inv.name, macs=[nic.mac for nic, _mapping in nics]
                     )
@@ -169,6 +200,10 @@ def _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome) 
             outcome.conversion = {"converted": False, "skipped": True}
         _done(openstack, state, "converted", outcome)
     if not _after(state, "instance"):
+        _source_stays_off(vsphere, vm, openstack, state, settings, outcome)
+        if state.cutover_step == "shutdown":  # it ran again: the final delta and conversion are redone
+            _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome)
+            return
         server = os_instance.create_instance(
             openstack,
             state.migration_id,

@@ -10,14 +10,17 @@ reports ``changed: false`` when there is nothing left to do.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Dict, List, Optional
 
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PreflightError
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError, PreflightError
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import (
     CADENCES,
     DiskState,
     MigrationState,
 )
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import ensure_not_busy
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import preflight as os_preflight
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt as vs_cbt
@@ -85,8 +88,29 @@ class InitOutcome:
     volumes_planned: List[Dict[str, object]]
 
 
-def initialize(vsphere, vm, openstack, target: TargetSettings, *, check_mode: bool = False) -> InitOutcome:
-    """Preflight, then (unless check mode) enable CBT and ensure the volumes and their record."""
+class RemovedDisks(str, Enum):
+    """What a rerun does with the volume of a disk that left the source VM after the migration started."""
+
+    FAIL = "fail"  # refuse, naming the disks: nothing is dropped without the operator saying so
+    KEEP = "keep"  # the volume leaves the migration (its record goes) and stays in the project
+    DELETE = "delete"  # the volume is deleted
+
+
+def initialize(
+    vsphere,
+    vm,
+    openstack,
+    target: TargetSettings,
+    *,
+    removed_disks: RemovedDisks = RemovedDisks.FAIL,
+    check_mode: bool = False,
+) -> InitOutcome:
+    """Preflight, then (unless check mode) enable CBT and ensure the volumes and their record.
+
+    A rerun on a running migration is how its disk set follows the source: a disk added to the VM
+    gets its volume (the next sync seeds it, the others go on incrementally), and a removed disk's
+    volume is dropped from the migration as ``removed_disks`` says.
+    """
     if target.cadence not in CADENCES:
         raise PreflightError(
             f"unknown cadence '{target.cadence}'", parameter="cadence", hint=f"Use one of {', '.join(CADENCES)}"
@@ -120,6 +144,9 @@ def initialize(vsphere, vm, openstack, target: TargetSettings, *, check_mode: bo
     ]
     existing = {v.disk_key: v for v in os_volumes.find_volumes(openstack, migration_id)}
     to_create = [s for s in specs if s.disk_key not in existing]
+    removed = [v for key, v in sorted(existing.items()) if key not in {s.disk_key for s in specs}]
+    if existing and (to_create or removed):
+        _check_disk_set_may_change(existing, removed, removed_disks)
     target_checks = os_preflight.preflight(
         openstack,
         volumes=to_create,
@@ -154,10 +181,13 @@ def initialize(vsphere, vm, openstack, target: TargetSettings, *, check_mode: bo
             "exists": s.disk_key in existing,
         }
         for s in specs
+    ] + [
+        {"disk_key": v.disk_key, "volume_id": v.id, "exists": True, "removed_from_source": removed_disks.value}
+        for v in removed
     ]
     if check_mode:
         return InitOutcome(
-            changed=bool(to_create) or not inv.cbt_enabled,
+            changed=bool(to_create or removed) or not inv.cbt_enabled,
             migration_id=migration_id,
             checks=checks,
             warnings=warnings,
@@ -167,14 +197,25 @@ def initialize(vsphere, vm, openstack, target: TargetSettings, *, check_mode: bo
         )
 
     cbt_changed = vs_cbt.enable_cbt(vsphere, vm)
-    state = MigrationState(migration_id=migration_id, vm_name=inv.name, cadence=target.cadence)
+    for volume in removed:
+        if removed_disks is RemovedDisks.DELETE:
+            os_volumes.delete_volumes(openstack, [volume.id])
+        else:
+            os_volumes.release_volume(openstack, volume)
+        warnings.append(f"disk {volume.disk_key} left VM '{inv.name}': its volume {volume.id} left the migration"
+                        f" ({'deleted' if removed_disks is RemovedDisks.DELETE else 'kept'})")  # fmt: skip
+    # New volumes carry the migration-wide fields as they stand (a fresh record for a new migration).
+    if len(existing) > len(removed):
+        state = store.load(openstack, migration_id)
+    else:
+        state = MigrationState(migration_id=migration_id, vm_name=inv.name, cadence=target.cadence)
     record = state.common_fields()
     volumes, created = os_volumes.ensure_volumes(
-        openstack, migration_id, specs, record, disk_fields=_disk_fields(inv.disks, state)
+        openstack, migration_id, specs, record, disk_fields=_disk_fields(inv.disks, state, existing)
     )
     state = MigrationState.from_volumes([(v.id, v.record) for v in volumes])
     return InitOutcome(
-        changed=bool(created) or cbt_changed,
+        changed=bool(created or removed) or cbt_changed,
         migration_id=migration_id,
         checks=checks,
         warnings=warnings,
@@ -184,11 +225,36 @@ def initialize(vsphere, vm, openstack, target: TargetSettings, *, check_mode: bo
     )
 
 
-def _disk_fields(disks, state: MigrationState) -> Dict[str, Dict[str, str]]:
-    """The record fields of each disk, by disk key."""
+def _check_disk_set_may_change(existing, removed, removed_disks: RemovedDisks) -> None:
+    """Refuse, before anything changes, a disk-set change the migration cannot take now."""
+    state = MigrationState.from_volumes([(v.id, v.record) for v in existing.values()])
+    if state.phase in ("cutover", "completed"):
+        raise PhaseError(
+            f"the disks of VM '{state.vm_name}' changed, but migration {state.migration_id} is in phase"
+            f" '{state.phase}'",
+            hint="Roll the cutover back first (cutover with state: rolled_back)",
+        )
+    if removed and removed_disks is RemovedDisks.FAIL:
+        gone = ", ".join(f"disk {v.disk_key} (volume {v.id})" for v in removed)
+        raise PreflightError(
+            f"{gone} of migration {state.migration_id} no longer exist on the source VM",
+            parameter="removed_disks",
+            hint="Say what becomes of their volumes: removed_disks: keep (they leave the migration and stay)"
+            " or delete. Nothing was changed",
+        )
+    ensure_not_busy(state)
+
+
+def _disk_fields(disks, state: MigrationState, existing) -> Dict[str, Dict[str, str]]:
+    """The record fields of each new disk, by disk key.
+
+    A disk added after the start boots after every disk the migration already had: the boot
+    order of the instance-to-be does not change under a running migration."""
+    first_new = 1 + max((d.index for d in state.disks), default=-1)
+    new = [d for d in disks if str(d.key) not in existing]
     return {
         str(d.key): state.disk_fields(
-            DiskState(disk_key=d.key, volume_id="", index=i, capacity=d.capacity, label=d.label)
+            DiskState(disk_key=d.key, volume_id="", index=first_new + i, capacity=d.capacity, label=d.label)
         )
-        for i, d in enumerate(disks)
+        for i, d in enumerate(new)
     }

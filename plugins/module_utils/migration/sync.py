@@ -38,10 +38,12 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.recor
     MigrationState,
     utcnow,
 )
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_for_write
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt as vs_cbt
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.datapath import open_disk
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import VSphereError
 
 HEARTBEAT_EVERY_S = 10.0
 
@@ -94,39 +96,58 @@ class SyncOutcome:
 def plan_disk(
     disk: DiskState,
     *,
+    capacity: int,
     force_full: bool,
     changed_since: Callable[[Optional[str]], List[Extent]],
     remaining: Callable[[], Optional[List[Extent]]],
+    needs_full: bool = False,
 ) -> DiskPlan:
-    """Decide what to copy for one disk.
+    """Decide what to copy for one disk whose snapshot holds ``capacity`` bytes.
+
+    ``force_full`` (the operator's ask) copies the whole disk, always. ``needs_full`` (the
+    record says the volume was changed outside a sync, e.g. by a conversion) copies it whole
+    too, but a full copy that was interrupted resumes: its journal is the only one that can
+    exist once the flag is set, since the flag is set only while no sync is pending.
 
     ``changed_since(None)`` returns the allocated areas of the snapshot;
     ``changed_since(id)`` the areas changed since change id ``id`` (raises
     CbtResetError when CBT cannot answer for ``id``). ``remaining()`` returns
     the extents an interrupted copy of this disk had not flushed, or None when
     that is not known.
+
+    A disk grown since the record's size has its new area added to an incremental
+    plan: vSphere does not report it changed until the guest writes it, and the
+    extended volume's new area is not assumed to read as zero. A disk smaller than
+    recorded cannot be a resize (vSphere cannot shrink a disk): it was replaced.
     """
-    whole = DiskPlan("full_resync", [Extent(0, disk.capacity)])
+    name = disk.label or disk.disk_key
+    whole = DiskPlan("full_resync", [Extent(0, capacity)])
+    if capacity < disk.capacity:
+        whole.warning = f"disk {name}: it is smaller than recorded ({disk.capacity} bytes): replaced? copying it whole"
+        return whole
     if force_full:
         return whole
+    grown = [Extent(disk.capacity, capacity - disk.capacity)] if capacity > disk.capacity else []
     if disk.pending_change_id:
         left = remaining()
         if left is not None:
             try:
                 since = changed_since(disk.pending_change_id)
             except vs_cbt.CbtResetError as err:
-                whole.warning = f"disk {disk.label or disk.disk_key}: CBT was reset ({err}); copying the whole disk"
+                whole.warning = f"disk {name}: CBT was reset ({err}); copying the whole disk"
                 return whole
-            return DiskPlan("resume", merge_extents(left + since))
+            return DiskPlan("resume", merge_extents(left + since + grown))
         if not disk.change_id:
             # A seed stopped without a usable journal: what it wrote is unknown, so rewrite it all.
             return whole
+    if needs_full:
+        return whole
     if not disk.change_id:
-        return DiskPlan("seed", changed_since(None), target_is_zero=True)
+        return DiskPlan("seed", changed_since(None), target_is_zero=not disk.written)
     try:
-        return DiskPlan("incremental", changed_since(disk.change_id))
+        return DiskPlan("incremental", merge_extents(changed_since(disk.change_id) + grown))
     except vs_cbt.CbtResetError as err:
-        whole.warning = f"disk {disk.label or disk.disk_key}: CBT was reset ({err}); copying the whole disk"
+        whole.warning = f"disk {name}: CBT was reset ({err}); copying the whole disk"
         return whole
 
 
@@ -208,9 +229,8 @@ def ensure_not_busy(state: MigrationState) -> None:
         )
 
 
-def _source_disks(vsphere, vm, state: MigrationState) -> Dict[int, object]:
-    """The VM's disks by key, checked against the migration's volumes."""
-    inv = vs_inventory.inventory(vsphere, vm)
+def source_disks(inv, state: MigrationState) -> Dict[int, object]:
+    """The VM's disks by key, checked against the migration's volumes (PhaseError when they differ)."""
     disks = {d.key: d for d in inv.disks}
     missing = [d.disk_key for d in state.disks if d.disk_key not in disks]
     added = sorted(set(disks) - {d.disk_key for d in state.disks})
@@ -218,25 +238,51 @@ def _source_disks(vsphere, vm, state: MigrationState) -> Dict[int, object]:
         raise PhaseError(
             f"the disks of VM '{inv.name}' changed since the migration was initialized"
             f" (removed: {missing or 'none'}, added: {added or 'none'})",
-            hint="Run warm_migration_init again to add volumes for new disks; removed disks need a new migration",
+            hint="Run warm_migration_init again: it creates the volumes of added disks (the next sync seeds"
+            " them) and, with removed_disks: keep or delete, drops the volumes of removed ones",
         )
     return disks
 
 
+def _ensure_cbt(vsphere, vm, inv) -> str:
+    """Switch CBT on again when it was switched off or reset (vCenter then clears every change id).
+
+    Without it the snapshot carries no change id, and a sync could only record an empty one:
+    the disk would count as never seeded. Returns the warning to show, or "" when CBT was on."""
+    if inv.cbt_enabled and all(d.change_id for d in inv.disks):
+        return ""
+    vs_cbt.enable_cbt(vsphere, vm)
+    return (
+        f"CBT was off on VM '{inv.name}' (disabled or reset since the last sync): switched it on again;"
+        " disks whose change history it lost are copied whole"
+    )
+
+
+def _plans(vsphere, vm, snap, state: MigrationState, settings: SyncSettings) -> List[tuple]:
+    """(disk, plan) for every disk of the migration, as of ``snap``."""
+    plans = []
+    for disk in state.disks:
+        capacity = snap.capacities[disk.disk_key]
+        plan = plan_disk(
+            disk,
+            capacity=capacity,
+            force_full=settings.force_full,
+            needs_full=state.needs_full_resync,
+            changed_since=lambda since, d=disk, size=capacity: vs_cbt.changed_extents(
+                vsphere, vm, snap, d.disk_key, since, size
+            ),
+            remaining=lambda d=disk: remaining_extents(journal_path(settings.state_dir, state.migration_id, d)),
+        )
+        plans.append((disk, plan))
+    return plans
+
+
 def _predict(vsphere, vm, state: MigrationState, settings: SyncSettings) -> SyncOutcome:
     """Check mode: the plan per disk, from a temporary snapshot that is removed again."""
-    _source_disks(vsphere, vm, state)
+    source_disks(vs_inventory.inventory(vsphere, vm), state)
     outcome = SyncOutcome(changed=True, kind="seed" if not state.seeded else "incremental", state=state)
     with vs_cbt.sync_snapshot(vsphere, vm, quiesce=False) as snap:
-        for disk in state.disks:
-            plan = plan_disk(
-                disk,
-                force_full=settings.force_full,
-                changed_since=lambda since, d=disk: vs_cbt.changed_extents(
-                    vsphere, vm, snap, d.disk_key, since, d.capacity
-                ),
-                remaining=lambda d=disk: remaining_extents(journal_path(settings.state_dir, state.migration_id, d)),
-            )
+        for disk, plan in _plans(vsphere, vm, snap, state, settings):
             outcome.disks.append(_disk_report(disk, plan))
             outcome.bytes_copied += plan.bytes
             if plan.warning:
@@ -262,7 +308,8 @@ def _disk_report(disk: DiskState, plan: DiskPlan, stats=None) -> Dict[str, objec
 def sync_locked(vsphere, vm, openstack, state: MigrationState, settings: SyncSettings) -> SyncOutcome:
     """The sync itself; the caller holds the host lock (run_sync, or the cutover's final delta)."""
     for_cutover = state.phase == "cutover"
-    source_disks = _source_disks(vsphere, vm, state)
+    inv = vs_inventory.inventory(vsphere, vm)
+    disks_by_key = source_disks(inv, state)
     outcome = SyncOutcome(changed=True, kind="incremental" if state.seeded else "seed", state=state)
     started = time.monotonic()
     if not for_cutover:
@@ -271,37 +318,44 @@ def sync_locked(vsphere, vm, openstack, state: MigrationState, settings: SyncSet
     store.save_common(openstack, state)
     try:
         vs_cbt.remove_orphan_snapshots(vsphere, vm)
+        warning = _ensure_cbt(vsphere, vm, inv)
+        if warning:
+            outcome.warnings.append(warning)
         snapshot_time = utcnow()
-        bytes_full = bytes_incr = 0
+        bytes_full = bytes_incr = zeroed = 0
         with vs_cbt.sync_snapshot(vsphere, vm, quiesce=settings.quiesce) as snap:
-            plans = []
             for disk in state.disks:
-                plan = plan_disk(
-                    disk,
-                    force_full=settings.force_full or state.needs_full_resync,
-                    changed_since=lambda since, d=disk: vs_cbt.changed_extents(
-                        vsphere, vm, snap, d.disk_key, since, d.capacity
-                    ),
-                    remaining=lambda d=disk: remaining_extents(journal_path(settings.state_dir, state.migration_id, d)),
-                )
-                plans.append((disk, plan))
-                if plan.warning:
-                    outcome.warnings.append(plan.warning)
+                if not snap.change_ids.get(disk.disk_key):
+                    raise VSphereError(
+                        f"disk {disk.label or disk.disk_key} of VM '{inv.name}' has no change id in the sync"
+                        " snapshot: CBT is not active on it",
+                        hint="Check that CBT is enabled on the VM (ctkEnabled) and that the disk is not independent",
+                    )
+            plans = _plans(vsphere, vm, snap, state, settings)
+            outcome.warnings.extend(plan.warning for _disk, plan in plans if plan.warning)
+            # Every volume is large enough before the first byte is copied: a volume that cannot grow
+            # stops the sync with nothing copied and nothing recorded.
+            for disk, _plan in plans:
+                os_volumes.extend_volume(openstack, disk.volume_id, snap.capacities[disk.disk_key])
             heartbeat = _Heartbeat(openstack, state, sum(plan.bytes for _disk, plan in plans))
             for disk, plan in plans:
                 stale = journal_path(settings.state_dir, state.migration_id, disk) if disk.pending_change_id else None
                 disk.pending_change_id = snap.change_ids[disk.disk_key]
+                disk.written = True
                 store.save_disk(openstack, state, disk)
                 jpath = journal_path(settings.state_dir, state.migration_id, disk)
+                capacity = snap.capacities[disk.disk_key]
                 stats = _copy_disk(
-                    vsphere, vm, openstack, snap, source_disks[disk.disk_key], disk, plan, jpath, settings, heartbeat
-                )
-                # The copy returned, so its data is flushed: only now may the change id advance.
-                disk.change_id, disk.pending_change_id = disk.pending_change_id, ""
+                    vsphere, vm, openstack, snap, disks_by_key[disk.disk_key], disk, plan, jpath, settings, heartbeat,
+                    capacity,
+                )  # fmt: skip
+                # The copy returned, so its data is flushed: only now may the change id (and size) advance.
+                disk.change_id, disk.pending_change_id, disk.capacity = disk.pending_change_id, "", capacity
                 store.save_disk(openstack, state, disk)
                 for done in {jpath, stale} - {None}:
                     _remove(done)
                 heartbeat.disk_done(plan.bytes)
+                zeroed += stats.bytes_zeroed
                 if plan.kind in ("seed", "full_resync"):
                     bytes_full += stats.bytes_read
                 else:
@@ -315,8 +369,9 @@ def sync_locked(vsphere, vm, openstack, state: MigrationState, settings: SyncSet
             else ("full_resync" if "full_resync" in kinds else ("resume" if "resume" in kinds else "incremental"))
         )
         outcome.bytes_copied = bytes_full + bytes_incr
-        # The volumes changed only if bytes were written; advancing the change ids alone is bookkeeping.
-        outcome.changed = outcome.bytes_copied > 0 or outcome.kind != "incremental"
+        # The volumes changed only if bytes were written or zeroed (a guest's TRIM is a hole: zeroed
+        # without a read); advancing the change ids alone is bookkeeping.
+        outcome.changed = outcome.bytes_copied > 0 or zeroed > 0 or outcome.kind != "incremental"
         outcome.duration_s = duration
         outcome.rate = outcome.bytes_copied / duration if duration > 0 else 0.0
         state.bytes_full += bytes_full
@@ -357,6 +412,7 @@ def _copy_disk(
     jpath: str,
     settings: SyncSettings,
     heartbeat: _Heartbeat,
+    capacity: int,
 ):
     """Copy one disk's plan from the snapshot into its volume; returns the engine's stats after the flush."""
     os.makedirs(os.path.dirname(jpath), mode=0o700, exist_ok=True)
@@ -370,7 +426,7 @@ def _copy_disk(
         ) as device,
     ):
         stats = copy_extents(
-            uri, device, plan.extents, size=disk.capacity, options=options, journal_path=jpath, progress=heartbeat
+            uri, device, plan.extents, size=capacity, options=options, journal_path=jpath, progress=heartbeat
         )
         if settings.verify:
             verify_extents(uri, device, plan.extents).raise_for_mismatch()

@@ -134,6 +134,44 @@ def ensure_volumes(
     return find_volumes(client, migration_id), created
 
 
+def extend_volume(client, volume_id: str, size_bytes: int, timeout: float = 600) -> bool:
+    """Grow the volume to hold ``size_bytes`` (whole GiB, rounded up); False when it already does.
+
+    A source disk grown during the warm phase needs it before its new area is copied. Cinder
+    checks quota and policy at the call (nothing changes when it refuses); a back-end that
+    fails the extension leaves the volume in ``error_extending``, which only an administrator
+    can reset: both are reported with the volume, its type and what to do.
+    """
+    storage = client.conn.block_storage
+    volume = storage.get_volume(volume_id)
+    need = max(1, math.ceil(size_bytes / GiB))
+    if volume.size >= need:
+        return False
+    try:
+        storage.extend_volume(volume, need)
+    except Exception as err:
+        text = str(getattr(err, "details", None) or err)
+        raise OpenStackError(
+            f"volume {volume_id} (type {volume.volume_type}) cannot be extended from {volume.size} to {need} GiB:"
+            f" {text}",
+            hint="The source disk grew: raise the project's quota, or extend the volume by hand"
+            " (openstack volume set --size), then sync again; nothing was copied",
+        ) from None
+
+    def extended() -> bool:
+        current = storage.get_volume(volume_id)
+        if current.status == "error_extending":
+            raise OpenStackError(
+                f"the back-end of volume type {volume.volume_type} failed to extend volume {volume_id} to {need} GiB",
+                hint="See cinder-volume's log; an administrator resets the volume's state"
+                " (cinder reset-state --state available), then sync again",
+            )
+        return current.status == "available" and current.size >= need
+
+    wait_for(extended, timeout=timeout, what=f"volume {volume_id} to be extended to {need} GiB")
+    return True
+
+
 def _available(client, volume_id: str) -> bool:
     volume = client.conn.block_storage.get_volume(volume_id)
     if volume.status == "error":
@@ -180,6 +218,11 @@ def delete_volumes(client, volume_ids: List[str], timeout: float = 300) -> None:
 def _settled(storage, volume_id: str) -> bool:
     volume = storage.find_volume(volume_id, ignore_missing=True)
     return volume is None or volume.status in ("available", "error", "error_restoring", "error_extending")
+
+
+def release_volume(client, volume: TargetVolume) -> None:
+    """Take a volume out of its migration, keeping it: its record (the ``xms_`` metadata) goes."""
+    client.conn.block_storage.delete_volume_metadata(volume.id, keys=[PREFIX + key for key in volume.record])
 
 
 def delete_migration(client, migration_id: str) -> int:

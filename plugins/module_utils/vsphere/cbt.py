@@ -32,12 +32,16 @@ SNAPSHOT_PREFIX = "xms-warm-migration"
 
 @dataclass
 class SnapshotView:
-    """A sync snapshot: its moref and each disk's change id at that point in time."""
+    """A sync snapshot: its moref and each disk's change id, backing file and size at that point in time.
+
+    The size is the snapshot's, not the one recorded at init: a disk grown during the warm phase
+    is read, planned and extended to what the snapshot holds."""
 
     ref: object
     name: str
     change_ids: Dict[int, str] = field(default_factory=dict)
     backing_files: Dict[int, str] = field(default_factory=dict)
+    capacities: Dict[int, int] = field(default_factory=dict)
 
     @property
     def moref(self) -> str:
@@ -103,6 +107,7 @@ def sync_snapshot(client, vm, *, quiesce: bool = False, purpose: str = "sync") -
             if isinstance(dev, vim.vm.device.VirtualDisk):
                 view.change_ids[dev.key] = getattr(dev.backing, "changeId", None) or ""
                 view.backing_files[dev.key] = getattr(dev.backing, "fileName", "") or ""
+                view.capacities[dev.key] = dev.capacityInBytes or dev.capacityInKB * 1024
         yield view
     finally:
         client.wait_task(ref.RemoveSnapshot_Task(removeChildren=False), f"removing snapshot {name}")
@@ -121,8 +126,15 @@ def changed_extents(client, vm, snapshot: SnapshotView, disk_key: int, since_cha
         raise CbtResetError(
             f"disk {disk_key}: change id {since_change_id} is from another CBT epoch than {current or '(none)'}"
         )
+    if since_change_id and _sequence(current) <= _sequence(since_change_id):
+        # vSphere counts the sequence up at every snapshot, so a later snapshot always has a higher
+        # one. Not higher: the disk went back in time (reverted to a snapshot older than the last
+        # sync), and the areas changed since are not the ones that differ from what was copied.
+        raise CbtResetError(f"disk {disk_key}: change id went back from {since_change_id} to {current} (reverted?)")
     if capacity is None:
-        capacity = _capacity(client, snapshot, disk_key)
+        if disk_key not in snapshot.capacities:
+            raise VSphereError(f"the snapshot has no disk with key {disk_key}")
+        capacity = snapshot.capacities[disk_key]
     extents: List[Extent] = []
     offset = 0
     while offset < capacity:
@@ -147,9 +159,7 @@ def _epoch(change_id: str) -> str:
     return change_id.rsplit("/", 1)[0]
 
 
-def _capacity(client, snapshot: SnapshotView, disk_key: int) -> int:
-    config = _props(client, snapshot.ref, ["config"])["config"]
-    for dev in config.hardware.device:
-        if isinstance(dev, vim.vm.device.VirtualDisk) and dev.key == disk_key:
-            return dev.capacityInBytes
-    raise VSphereError(f"the snapshot has no disk with key {disk_key}")
+def _sequence(change_id: str) -> int:
+    """The sequence part of a change id (vSphere counts it up at every snapshot of the disk)."""
+    tail = change_id.rsplit("/", 1)[-1]
+    return int(tail) if tail.isdigit() else 0

@@ -21,6 +21,11 @@ PROPERTIES = ["name", "config", "runtime.powerState", "guest.toolsRunningStatus"
 MIN_HW_VERSION = 7  # CBT needs virtual hardware 7 or later
 
 
+# How a BIOS meets the disk controllers (and so the order disks boot in when the VM names none):
+# IDE first, then SATA (AHCI), SCSI (any flavour: LSI Logic, LSI Logic SAS, PVSCSI, BusLogic), NVMe.
+BUS_RANK = {"ide": 0, "sata": 1, "scsi": 2, "nvme": 3}
+
+
 @dataclass
 class Disk:
     key: int
@@ -34,6 +39,8 @@ class Disk:
     disk_mode: str
     rdm_mode: Optional[str]  # physicalMode | virtualMode | None
     change_id: Optional[str]
+    bus: str = "scsi"  # ide | sata | scsi | nvme
+    bus_number: int = 0
 
     @property
     def independent(self) -> bool:
@@ -147,7 +154,8 @@ def inventory(client, vm) -> VmInventory:
                 controller=type(controller).__name__.rsplit(".", 1)[-1] if controller else "",
                 unit=dev.unitNumber or 0, thin=bool(getattr(backing, "thinProvisioned", False)),
                 disk_mode=getattr(backing, "diskMode", "persistent") or "persistent", rdm_mode=rdm,
-                change_id=getattr(backing, "changeId", None) or None,
+                change_id=getattr(backing, "changeId", None) or None, bus=_bus(controller),
+                bus_number=getattr(controller, "busNumber", 0) or 0,
             ))  # fmt: skip
         elif isinstance(dev, vim.vm.device.VirtualEthernetCard):
             network = _network_name(client, dev.backing) or (dev.deviceInfo.summary if dev.deviceInfo else "")
@@ -161,8 +169,40 @@ def inventory(client, vm) -> VmInventory:
         tools_running=props.get("guest.toolsRunningStatus") == "guestToolsRunning",
         power_state=str(props.get("runtime.powerState")), cbt_enabled=bool(config.changeTrackingEnabled),
         snapshot_count=_count(snapshot.rootSnapshotList) if snapshot else 0,
-        disks=sorted(disks, key=lambda d: (d.controller, d.unit, d.key)), nics=nics,
+        disks=boot_order(disks, _boot_disk_keys(config)), nics=nics,
     )  # fmt: skip
+
+
+def boot_order(disks: List[Disk], boot_keys: List[int]) -> List[Disk]:
+    """The disks in the order the VM boots them: the first one becomes the instance's boot volume.
+
+    The VM's own boot order (``bootOptions.bootOrder``) comes first, in its order; the other
+    disks follow as the BIOS meets them: by bus type (IDE, SATA, SCSI, NVMe), then the
+    controller's bus number, then the unit. Never by controller class name: an LSI Logic SAS
+    boot disk beside a PVSCSI data disk must stay first.
+    """
+    rank = {key: i for i, key in enumerate(boot_keys)}
+    return sorted(disks, key=lambda d: (rank.get(d.key, len(rank)), BUS_RANK.get(d.bus, 9), d.bus_number, d.unit,
+                                        d.key))  # fmt: skip
+
+
+def _boot_disk_keys(config) -> List[int]:
+    options = getattr(config, "bootOptions", None)
+    return [
+        entry.deviceKey
+        for entry in (getattr(options, "bootOrder", None) or [])
+        if isinstance(entry, vim.vm.BootOptions.BootableDiskDevice)
+    ]
+
+
+def _bus(controller) -> str:
+    if isinstance(controller, vim.vm.device.VirtualIDEController):
+        return "ide"
+    if isinstance(controller, vim.vm.device.VirtualSATAController):
+        return "sata"
+    if isinstance(controller, vim.vm.device.VirtualNVMEController):
+        return "nvme"
+    return "scsi"
 
 
 def _network_name(client, backing) -> str:

@@ -9,17 +9,18 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.invento
 MIGRATED_NOTE = "xms.warm_migration"
 
 
-def _state(client, vm) -> str:
+def power_state(client, vm) -> str:
+    """``poweredOn``, ``poweredOff`` or ``suspended``, read now (a remembered state can be wrong)."""
     return str(_props(client, vm, ["runtime.powerState"]).get("runtime.powerState"))
 
 
 def shutdown_guest(client, vm, *, timeout: float, power_off_fallback: bool) -> str:
     """Shut the guest down cleanly; returns ``shutdown``, ``powered_off`` (fallback) or ``already_off``."""
-    if _state(client, vm) == "poweredOff":
+    if power_state(client, vm) == "poweredOff":
         return "already_off"
     try:
         vm.ShutdownGuest()
-        wait_for(lambda: _state(client, vm) == "poweredOff", timeout=timeout, what="the guest to shut down")
+        wait_for(lambda: power_state(client, vm) == "poweredOff", timeout=timeout, what="the guest to shut down")
         return "shutdown"
     except WaitTimeout:
         if not power_off_fallback:
@@ -38,7 +39,7 @@ def shutdown_guest(client, vm, *, timeout: float, power_off_fallback: bool) -> s
 
 def power_on(client, vm) -> bool:
     """Power the source on again (rollback); returns whether it was off."""
-    if _state(client, vm) == "poweredOn":
+    if power_state(client, vm) == "poweredOn":
         return False
     client.wait_task(vm.PowerOnVM_Task(), "powering the VM on")
     return True

@@ -11,6 +11,7 @@ import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.errors import ConversionError
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import ConversionOptions
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents import Extent, merge_extents
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import (
     CutoverSettings,
@@ -22,6 +23,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync 
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import instance as os_instance
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.errors import InstanceError
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.power import power_on
 
 from .conftest import annotation, assert_volumes_equal_source, lab_cmd, power_state, reset_vm
 
@@ -83,6 +85,8 @@ def test_a_cutover_failing_at_the_instance_resumes_there_without_copying_again(
 def test_the_lab_guest_is_converted_boot_checked_and_booted(vsphere, cutover_vm, openstack, target, settings):
     vm = cutover_vm
     migration_id = initialize(vsphere, vm, openstack, target).migration_id
+    # The boot disk is on an LSI Logic SAS controller, the data disk on a PVSCSI one: boot disk first.
+    assert [d.capacity for d in store.load(openstack, migration_id).disks] == [1 << 30, 16 << 20]
     run_sync(vsphere, vm, openstack, migration_id, settings)
     data_disk = str(store.load(openstack, migration_id).disks[1].disk_key)
     lab_cmd("write", "lab-vm-linux", data_disk, "3")
@@ -114,8 +118,42 @@ def test_a_failed_conversion_stays_retryable_and_the_rollback_powers_the_source_
     assert (state.phase, state.cutover_step, state.converted) == ("cutover", "final_sync", False)
     assert power_state(vsphere, vm) == "poweredOff"
 
+    assert state.needs_full_resync  # recorded before virt-v2v ran: it may have written part of the volumes
+
     undone = rollback(vsphere, vm, openstack, migration_id, cutover)
     assert undone.changed and power_state(vsphere, vm) == "poweredOn"
     state = store.load(openstack, migration_id)
-    assert (state.phase, state.cutover_step, state.needs_full_resync) == ("ready", "", False)
+    assert (state.phase, state.cutover_step, state.needs_full_resync) == ("ready", "", True)
+    resync = run_sync(vsphere, vm, openstack, migration_id, settings)
+    assert resync.kind == "full_resync"
+    state = store.load(openstack, migration_id)
+    assert not state.needs_full_resync
+    assert_volumes_equal_source(vsphere, vm, openstack, state)
     assert run_sync(vsphere, vm, openstack, migration_id, settings).kind == "incremental"
+
+
+@pytest.mark.parametrize("cutover_vm", ["lab-vm-1"], indirect=True)
+def test_a_source_powered_on_again_between_cutover_runs_is_shut_down_and_synced_again(
+    vsphere, cutover_vm, openstack, target, settings
+):
+    """The record says "shut down", the VM runs: the rerun reads the power state, shuts it down, syncs again."""
+    vm = cutover_vm
+    migration_id = initialize(vsphere, vm, openstack, target).migration_id
+    run_sync(vsphere, vm, openstack, migration_id, settings)
+    mac = inventory.inventory(vsphere, vm).nics[0].mac
+    target.fixed_ips = {mac: "10.99.0.5"}  # not in lab-net-a's subnet: the first run fails at the instance
+    cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(skip=True), instance_timeout=300)
+    with pytest.raises(InstanceError):
+        run_cutover(vsphere, vm, openstack, migration_id, target, cutover)
+    assert store.load(openstack, migration_id).cutover_step == "converted"
+
+    power_on(vsphere, vm)  # somebody starts the source again, and its guest writes
+    disk_key = str(store.load(openstack, migration_id).disks[0].disk_key)
+    written = lab_cmd("write", "lab-vm-1", disk_key, "4")["written"]
+    target.fixed_ips = {}
+    rerun = run_cutover(vsphere, vm, openstack, migration_id, target, cutover)
+    assert rerun.steps_done == ["shutdown", "final_sync", "converted", "instance", "completed"]
+    assert any("ran again" in w for w in rerun.warnings)
+    assert rerun.final_sync["bytes"] == sum(e.length for e in merge_extents(Extent(o, n) for o, n in written))
+    assert power_state(vsphere, vm) == "poweredOff"
+    assert store.load(openstack, migration_id).sync_count == 3

@@ -18,7 +18,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors 
     VSphereAuthError,
 )
 
-from .conftest import connection, lab_cmd
+from .conftest import add_disk, connection, grow_disk, lab_cmd, set_cbt
 
 GiB = 1 << 30
 
@@ -124,27 +124,26 @@ def test_open_disk_serves_the_point_in_time_while_the_guest_writes(client, tmp_p
             before = nbd_sha256(uri, disk.capacity)
             lab_cmd("write", "lab-vm-1", str(disk.key), "8")  # the running guest keeps writing
             assert nbd_sha256(uri, disk.capacity) == before
-            password_files = [p for p in os.listdir(os.path.dirname(uri.split("socket=")[1])) if p == "password"]
-            assert password_files
-            mode = os.stat(os.path.join(os.path.dirname(uri.split("socket=")[1]), "password")).st_mode & 0o777
-            assert mode == 0o600
+            workdir = os.path.dirname(uri.split("socket=")[1])
+            assert sorted(os.listdir(workdir)) == ["nbd.sock", "nbdkit.log"]  # no password file
+            with open(os.path.join(workdir, "nbdkit.log"), "rb") as log:
+                assert client.conn.password.encode() not in log.read()
             for pid in filter(str.isdigit, os.listdir("/proc")):  # the password is on no command line
                 try:
                     with open(f"/proc/{pid}/cmdline", "rb") as handle:
                         assert client.conn.password.encode() not in handle.read().split(b"\0")
                 except OSError:
                     continue
-        workdir = os.path.dirname(uri.split("socket=")[1])
-        assert not os.path.exists(workdir)  # password file and socket are gone
+        assert not os.path.exists(workdir)  # socket and log are gone
 
 
 def test_nbdkit_command_line_carries_no_password(client, tmp_path):
     vm = inventory.find_vm(client, name="lab-vm-1")
     disk = inventory.inventory(client, vm).disks[0]
     with cbt.sync_snapshot(client, vm) as snap:
-        argv = datapath.nbdkit_argv(client, vm, snap, disk, socket_path="/x.sock", password_file="/pw",
+        argv = datapath.nbdkit_argv(client, vm, snap, disk, socket_path="/x.sock", password_fd=7,
                                     vddk_libdir="/opt/vddk")  # fmt: skip
-    assert "password=+/pw" in argv and client.conn.password not in " ".join(argv)
+    assert "password=-7" in argv and client.conn.password not in " ".join(argv)
     assert f"snapshot={snap.moref}" in argv and f"vm=moref={vm._moId}" in argv
 
 
@@ -166,14 +165,40 @@ def test_paging_covers_a_disk_larger_than_2_tib(client):
 
 
 def test_a_cbt_reset_is_detected(client):
+    """VMware's reset procedure (CBT off, then on) clears the change ids; the old one is refused afterwards."""
     vm = inventory.find_vm(client, name="lab-vm-stuck")
     cbt.enable_cbt(client, vm)
     disk = inventory.inventory(client, vm).disks[0]
     with cbt.sync_snapshot(client, vm) as first:
         since = first.change_ids[disk.key]
-    lab_cmd("reset-cbt", "lab-vm-stuck")
+    set_cbt(client, vm, False)
+    assert not any(d.change_id for d in inventory.inventory(client, vm).disks)
+    set_cbt(client, vm, True)
+    assert not any(d.change_id for d in inventory.inventory(client, vm).disks)  # until the next snapshot
+    assert cbt.enable_cbt(client, vm) is True  # activates it
     with cbt.sync_snapshot(client, vm) as second, pytest.raises(CbtResetError):
         cbt.changed_extents(client, vm, second, disk.key, since)
+
+
+def test_a_grown_disk_is_a_real_resize_and_its_new_area_reads_as_zero(client):
+    vm = inventory.find_vm(client, name="lab-vm-stuck")
+    cbt.enable_cbt(client, vm)
+    disk = inventory.inventory(client, vm).disks[0]
+    with cbt.sync_snapshot(client, vm) as first:
+        since = first.change_ids[disk.key]
+    grown = disk.capacity + 3 * (1 << 20) + 4096
+    grow_disk(client, vm, disk.key, grown)
+    assert inventory.inventory(client, vm).disks[0].capacity == grown
+    with cbt.sync_snapshot(client, vm) as second:
+        assert second.capacities[disk.key] == grown
+        # vSphere reports nothing changed in the new area until the guest writes it: the client must copy it.
+        assert cbt.changed_extents(client, vm, second, disk.key, since, grown) == []
+        with datapath.open_disk(client, vm, second, disk, vddk_libdir="/tmp") as uri:
+            handle = nbd.NBD()
+            handle.connect_uri(uri)
+            assert handle.get_size() == grown
+            assert handle.pread(grown - disk.capacity, disk.capacity) == bytes(grown - disk.capacity)
+            handle.shutdown()
 
 
 def test_orphaned_snapshots_of_a_crashed_run_are_removed(client):
@@ -227,3 +252,41 @@ def test_a_missing_vddk_plugin_fails_clearly(client, monkeypatch, tmp_path):
         monkeypatch.undo()
         datapath.check_vddk("/nonexistent/vddk")
     assert err.value.parameter == "vddk_libdir"
+
+
+def test_the_vddk_thumbprint_is_the_certificate_of_the_login_session(client, lab):
+    import hashlib
+    import ssl
+
+    der = ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate((lab["hostname"], lab["port"])))
+    digest = hashlib.sha1(der).hexdigest().upper()
+    assert client.thumbprint == ":".join(digest[i : i + 2] for i in range(0, 40, 2))
+
+
+def test_disks_are_ordered_as_the_vm_boots_them(client):
+    """LSI Logic SAS boot disk beside PVSCSI, SATA and NVMe disks; then the VM's own boot order wins."""
+    from pyVmomi import vim
+
+    vm = inventory.find_vm(client, name="lab-vm-layout")
+    dev = vim.vm.device
+    stale = [d for d in vm.config.hardware.device if isinstance(d, (dev.VirtualDisk, dev.VirtualSCSIController,
+             dev.VirtualSATAController, dev.VirtualNVMEController))]  # fmt: skip
+    changes = [dev.VirtualDeviceSpec(operation="remove", device=d) for d in stale]
+    controllers = {"pvscsi": dev.ParaVirtualSCSIController(key=-11, busNumber=1, sharedBus="noSharing"),
+                   "sas": dev.VirtualLsiLogicSASController(key=-12, busNumber=0, sharedBus="noSharing"),
+                   "nvme": dev.VirtualNVMEController(key=-13, busNumber=0),
+                   "sata": dev.VirtualAHCIController(key=-14, busNumber=0)}  # fmt: skip
+    changes += [dev.VirtualDeviceSpec(operation="add", device=c) for c in controllers.values()]
+    client.wait_task(vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=changes, bootOptions=vim.vm.BootOptions(
+        bootOrder=[]))), "layout")  # fmt: skip
+    keys = {}
+    for kind in ("pvscsi", "nvme", "sas", "sata"):  # added in an order that is no boot order
+        controller = next(d for d in vm.config.hardware.device if type(d) is type(controllers[kind]))
+        keys[kind] = add_disk(client, vm, 16 << 20, controller_key=controller.key)
+    order = [d.key for d in inventory.inventory(client, vm).disks]
+    assert order == [keys["sata"], keys["sas"], keys["pvscsi"], keys["nvme"]]
+
+    boot = vim.vm.BootOptions(bootOrder=[vim.vm.BootOptions.BootableDiskDevice(deviceKey=keys["nvme"])])
+    client.wait_task(vm.ReconfigVM_Task(vim.vm.ConfigSpec(bootOptions=boot)), "boot order")
+    order = [d.key for d in inventory.inventory(client, vm).disks]
+    assert order == [keys["nvme"], keys["sata"], keys["sas"], keys["pvscsi"]]

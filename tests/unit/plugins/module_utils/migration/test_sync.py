@@ -1,0 +1,84 @@
+"""What one disk's sync copies (plan_disk), for the events a production source throws at it.
+
+``changed_since`` and ``remaining`` stand in for vSphere's changed areas and the resume journal:
+named fakes returning what those would say, so every branch is reached in milliseconds.
+"""
+
+import pytest
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents import Extent
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import DiskState
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import plan_disk
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import CbtResetError
+
+GiB, MiB = 1 << 30, 1 << 20
+CHANGED = [Extent(4 * MiB, MiB)]
+
+
+def fake_changed_since(since):
+    """Mock of vs_cbt.changed_extents: the allocated areas for None, CHANGED for a known id, a reset otherwise."""
+    if since is None:
+        return [Extent(0, 8 * MiB)]
+    if since.startswith("epoch/"):
+        return list(CHANGED)
+    raise CbtResetError(f"change id {since} is from another epoch")
+
+
+def plan(disk, capacity=GiB, *, force_full=False, needs_full=False, remaining=None):
+    return plan_disk(disk, capacity=capacity, force_full=force_full, needs_full=needs_full,
+                     changed_since=fake_changed_since, remaining=lambda: remaining)  # fmt: skip
+
+
+def disk(**fields):
+    return DiskState(disk_key=2000, volume_id="vol", index=0, capacity=GiB, **fields)
+
+
+def test_a_fresh_volume_is_seeded_trusting_its_zeros():
+    seed = plan(disk())
+    assert (seed.kind, seed.target_is_zero, seed.extents) == ("seed", True, [Extent(0, 8 * MiB)])
+
+
+def test_a_volume_that_was_ever_written_is_never_trusted_to_read_as_zero():
+    """The seed of a disk whose earlier copy failed without a journal (or was reset) writes its zeros."""
+    again = plan(disk(written=True))
+    assert again.kind == "seed" and not again.target_is_zero
+
+
+def test_an_incremental_copies_what_changed():
+    assert plan(disk(change_id="epoch/3")).extents == CHANGED
+
+
+def test_a_cbt_reset_copies_the_whole_disk_with_a_warning():
+    whole = plan(disk(change_id="old/3", written=True))
+    assert (whole.kind, whole.extents, whole.target_is_zero) == ("full_resync", [Extent(0, GiB)], False)
+    assert "CBT was reset" in whole.warning
+
+
+@pytest.mark.parametrize(("old", "grown"), [(GiB, GiB + MiB + 512 * 1024), (3 << 40, (3 << 40) + GiB + 4096)])
+def test_a_grown_disk_adds_its_new_area_to_the_incremental(old, grown):
+    """Sizes that are no whole number of GiB, and disks past 2 TiB."""
+    recorded = DiskState(disk_key=2000, volume_id="vol", index=0, capacity=old, change_id="epoch/3")
+    incremental = plan(recorded, grown)
+    assert incremental.kind == "incremental"
+    assert incremental.extents == [CHANGED[0], Extent(old, grown - old)]
+
+
+def test_a_disk_smaller_than_recorded_was_replaced_and_is_copied_whole_at_its_size():
+    smaller = plan(disk(change_id="epoch/3", written=True), 512 * MiB)
+    assert (smaller.kind, smaller.extents) == ("full_resync", [Extent(0, 512 * MiB)])
+    assert "replaced" in smaller.warning
+
+
+def test_the_operators_full_resync_never_resumes():
+    forced = plan(disk(change_id="epoch/3", pending_change_id="epoch/4"), force_full=True, remaining=[Extent(0, MiB)])
+    assert forced.extents == [Extent(0, GiB)]
+
+
+def test_a_full_resync_the_record_asks_for_resumes_after_an_interruption():
+    """After a rollback of a conversion: the first full copy is killed; the rerun copies what it had left."""
+    first = plan(disk(change_id="epoch/3", written=True), needs_full=True)
+    assert first.kind == "full_resync"
+    left = [Extent(512 * MiB, 512 * MiB)]
+    resumed = plan(disk(change_id="epoch/3", pending_change_id="epoch/4", written=True), needs_full=True,
+                   remaining=left)  # fmt: skip
+    assert resumed.kind == "resume" and resumed.extents == [CHANGED[0], *left]
