@@ -57,6 +57,7 @@ def test_unknown_vms_name_the_parameter(client):
         ({"name": "no-such-vm"}, "vm_name"),
         ({"uuid": "00000000-0000-0000-0000-000000000000"}, "vm_uuid"),
         ({"moref": "vm-999999"}, "vm_moref"),
+        ({"moref": "group-d1"}, "vm_moref"),  # the root folder: a moref, but of no VM
         ({"name": "lab-vm-1", "datacenter": "DC9"}, "datacenter"),
     ]
     for kwargs, parameter in cases:
