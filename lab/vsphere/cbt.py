@@ -87,7 +87,7 @@ class Daemon:
         self.cmd = Qmp(os.path.join(self.dir, "qmp.sock")).cmd
 
     def wait_export_gone(self, export):
-        for _ in range(200):
+        for _attempt in range(200):
             if export not in {e["id"] for e in self.cmd("query-block-exports")}:
                 return
             time.sleep(0.05)
@@ -386,7 +386,7 @@ def stop_vm(name):
     with open(pidfile) as handle, suppress(ProcessLookupError, ValueError):
         pid = int(handle.read())
         os.kill(pid, 15)
-        for _ in range(300):  # it must let go of the images before they are touched
+        for _attempt in range(300):  # it must let go of the images before they are touched
             os.kill(pid, 0)
             time.sleep(0.05)
 

@@ -21,7 +21,7 @@ description:
   - Idempotent - a rerun finds the migration's volumes by their record (never by name) and creates only
     what is missing.
   - A rerun is also how a running migration follows its VM's disks - a disk added to the VM gets its
-    volume (the next O(xms.warm_migration.block_sync) seeds it while the others sync incrementally, and
+    volume (the next M(xms.warm_migration.block_sync) seeds it while the others sync incrementally, and
     it boots after the disks the migration already had); the volume of a removed disk leaves the
     migration as O(removed_disks) says.
 author:

@@ -18,6 +18,7 @@ import functools
 import glob
 import os
 import subprocess
+import sys
 
 QEMU = "qemu-system-x86_64"
 KVM_DEVICE = "/dev/kvm"
@@ -53,4 +54,4 @@ def accelerator() -> str:
 
 
 if __name__ == "__main__":
-    print(accelerator())
+    sys.stdout.write(accelerator() + "\n")

@@ -13,6 +13,7 @@ import struct
 import threading
 
 REQUEST = struct.Struct(">IHHQQI")  # magic, flags, type, handle, offset, length
+REQUEST_BYTES = 28
 REQUEST_MAGIC, READ = 0x25609513, 0
 
 
@@ -34,7 +35,7 @@ class DropProxy:
     def _accept(self) -> None:
         while True:
             try:
-                client, _ = self.listener.accept()
+                client, _address = self.listener.accept()
             except OSError:
                 return
             server = socket.socket(socket.AF_UNIX)
@@ -49,7 +50,7 @@ class DropProxy:
                 if inspect and self._reads_the_offset(seen + data):
                     self.drops += 1
                     break
-                seen = (seen + data)[-REQUEST.size :]
+                seen = (seen + data)[-REQUEST_BYTES:]
                 sink.sendall(data)
         for end in (source, sink):
             with contextlib.suppress(OSError):
@@ -59,7 +60,7 @@ class DropProxy:
     def _reads_the_offset(self, data: bytes) -> bool:
         magic = struct.pack(">I", REQUEST_MAGIC)
         at = data.find(magic)
-        while at != -1 and at + REQUEST.size <= len(data):
+        while at != -1 and at + REQUEST_BYTES <= len(data):
             _magic, _flags, kind, _handle, offset, length = REQUEST.unpack_from(data, at)
             if kind == READ and offset <= self.offset < offset + length:
                 return True
