@@ -104,6 +104,14 @@ migrations:
       type: list
       elements: dict
       sample: [{"disk_key": 2000, "volume_id": "4f1c...", "change_id": "52 3f .../12"}]
+malformed:
+  description:
+    - Volumes carrying an C(xms_) record that cannot be used - hand-made, copied from another volume, or
+      unparsable - with the reason. They are not counted as disks of any migration; the others are listed.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"migration_id": "vm-5032", "volume_ids": ["7d2e"], "reason": "its record was copied from volume 4f1c"}]
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -128,13 +136,21 @@ def main() -> None:
 
     def body():
         openstack = mparams.connect_openstack(module.params)
-        found = select(
+        found, malformed = select(
             openstack,
             migration_id=module.params["migration_id"],
             vm_uuid=module.params["vm_uuid"],
             vm_name=module.params["vm_name"],
         )
-        return {"changed": False, "migrations": [s.metrics() for s in found]}
+        for problem in malformed:
+            module.warn(
+                f"volume(s) {', '.join(problem.volume_ids)} of migration {problem.migration_id}: {problem.reason}"
+            )
+        return {
+            "changed": False,
+            "migrations": [s.metrics() for s in found],
+            "malformed": [m.as_dict() for m in malformed],
+        }
 
     run(module, "read the migration records", body)
 

@@ -86,7 +86,10 @@ def main() -> None:
 
     def body():
         openstack = mparams.connect_openstack(p)
-        (state,) = select(openstack, migration_id=p["migration_id"], vm_uuid=p["vm_uuid"], vm_name=p["vm_name"])[:1]
+        found, _malformed = select(
+            openstack, migration_id=p["migration_id"], vm_uuid=p["vm_uuid"], vm_name=p["vm_name"]
+        )
+        state = found[0]
         changed, before, after = set_schedule(
             openstack, state, paused=p["paused"], cadence=p["cadence"], check_mode=module.check_mode
         )

@@ -28,9 +28,10 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.conversion impo
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.boot_check import boot_check
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.heartbeat import Heartbeat
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import TargetSettings, nic_targets
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.lock import host_lock, owner_id
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import MigrationState, utcnow
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import MigrationState, Phase, utcnow
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import (
     SyncSettings,
     ensure_not_busy,
@@ -89,11 +90,11 @@ def run_cutover(
 ) -> CutoverOutcome:
     """Run (or resume) the cutover of ``migration_id``."""
     state = store.load(openstack, migration_id)
-    if state.phase == "completed":
+    if state.phase is Phase.COMPLETED:
         return CutoverOutcome(changed=False, steps_done=[], state=state)
     if not state.seeded:
         raise PhaseError(
-            f"migration {migration_id} has not finished its seed (phase '{state.phase}')",
+            f"migration {migration_id} has not finished its seed (phase '{state.phase.value}')",
             hint="Run block_sync until it reports phase 'ready', then cut over",
         )
     ensure_not_busy(state)
@@ -108,10 +109,12 @@ def run_cutover(
 
     outcome = CutoverOutcome(changed=True, steps_done=[], state=state)
     with host_lock(settings.sync.state_dir, migration_id):
-        state.phase, state.owner, state.heartbeat, state.last_error = "cutover", owner_id(), utcnow(), ""
+        state.phase, state.owner, state.heartbeat, state.last_error = Phase.CUTOVER, owner_id(), utcnow(), ""
         store.save_common(openstack, state)
         try:
-            _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome)
+            with Heartbeat(openstack, state) as heartbeat:  # held, and alive, from the first step to the last
+                _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome, heartbeat)
+            outcome.warnings.extend(heartbeat.warnings())
         except Exception as err:
             state.last_error = str(err)
             raise
@@ -154,11 +157,11 @@ def _source_stays_off(vsphere, vm, openstack, state, settings, outcome) -> None:
     _done(openstack, state, "shutdown", outcome)  # the final delta runs (again) next
 
 
-def _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome) -> None:
+def _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome, heartbeat) -> None:
     if not _after(state, "instance"):  # once the instance runs on the volumes, they are never synced again
         _source_stays_off(vsphere, vm, openstack, state, settings, outcome)
     if not _after(state, "final_sync"):
-        sync = sync_locked(vsphere, vm, openstack, state, settings.sync)
+        sync = sync_locked(vsphere, vm, openstack, state, settings.sync, heartbeat)
         outcome.warnings.extend(sync.warnings)
         outcome.final_sync = {
             "kind": sync.kind,
@@ -202,7 +205,7 @@ def _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome) 
     if not _after(state, "instance"):
         _source_stays_off(vsphere, vm, openstack, state, settings, outcome)
         if state.cutover_step == "shutdown":  # it ran again: the final delta and conversion are redone
-            _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome)
+            _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome, heartbeat)
             return
         server = os_instance.create_instance(
             openstack,
@@ -233,7 +236,7 @@ def _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome) 
         note=f"Migrated to OpenStack instance {state.instance_id} "
         f"by xms.warm_migration ({state.migration_id}); do not power on",
     )
-    state.phase = "completed"
+    state.phase = Phase.COMPLETED
     _done(openstack, state, "completed", outcome)
 
 
@@ -250,7 +253,7 @@ def _image_properties(inv) -> Dict[str, str]:
 def rollback(vsphere, vm, openstack, migration_id: str, settings: CutoverSettings) -> CutoverOutcome:
     """Undo a cutover that has not created the instance: power the source on, back to ``ready``."""
     state = store.load(openstack, migration_id)
-    if state.phase != "cutover":
+    if state.phase is not Phase.CUTOVER:
         return CutoverOutcome(changed=False, steps_done=[], state=state)
     if _after(state, "instance"):
         raise PhaseError(
@@ -261,6 +264,6 @@ def rollback(vsphere, vm, openstack, migration_id: str, settings: CutoverSetting
         vs_power.power_on(vsphere, vm)
         # A converted volume no longer matches any source snapshot, and CBT cannot say where: copy it all again.
         state.needs_full_resync = state.needs_full_resync or _after(state, "converted") or state.converted
-        state.phase, state.cutover_step, state.converted = "ready", "", False
+        state.phase, state.cutover_step, state.converted = Phase.READY, "", False
         store.save_common(openstack, state)
     return CutoverOutcome(changed=True, steps_done=["rolled_back"], state=state)

@@ -23,3 +23,7 @@ class PreflightError(WarmMigrationError):
 
 class StateDirError(WarmMigrationError):
     """The conversion host's state directory cannot hold the lock and the resume journals."""
+
+
+class MalformedRecordError(WarmMigrationError):
+    """The volumes of a migration carry a record that cannot be used (hand-made, copied, unparsable)."""

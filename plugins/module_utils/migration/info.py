@@ -14,13 +14,15 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.recor
 
 def select(
     openstack, *, migration_id: Optional[str] = None, vm_uuid: Optional[str] = None, vm_name: Optional[str] = None
-) -> List[MigrationState]:
-    """The migrations asked for: one by id or VM UUID, those of a VM name, or all of the project."""
+) -> Tuple[List[MigrationState], List[store.Malformed]]:
+    """The migrations asked for (one by id or VM UUID, those of a VM name, or all of the project), and the
+    volumes whose record could not be used: one hand-made volume never hides every other migration."""
     if vm_uuid:
         migration_id = f"vm-{vm_uuid}"
     if migration_id:
-        return [store.load(openstack, migration_id)]
-    found = sorted(store.list_all(openstack).values(), key=lambda s: s.vm_name)
+        return [store.load(openstack, migration_id)], []
+    states, malformed = store.list_all(openstack)
+    found = sorted(states.values(), key=lambda s: s.vm_name)
     if vm_name:
         found = [s for s in found if s.vm_name == vm_name]
         if not found:
@@ -29,7 +31,7 @@ def select(
                 parameter="vm_name",
                 hint="Check the name, or list all migrations",
             )
-    return found
+    return found, malformed
 
 
 def set_schedule(
@@ -47,5 +49,5 @@ def set_schedule(
     changed = after != before
     if changed and not check_mode:
         state.paused, state.cadence = bool(after["paused"]), str(after["cadence"])
-        store.save_common(openstack, state)
+        store.save_operator(openstack, state)  # the operator's fields only: a running sync keeps its own
     return changed, before, after

@@ -19,6 +19,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.recor
     CADENCES,
     DiskState,
     MigrationState,
+    Phase,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import ensure_not_busy
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import preflight as os_preflight
@@ -228,10 +229,10 @@ def initialize(
 def _check_disk_set_may_change(existing, removed, removed_disks: RemovedDisks) -> None:
     """Refuse, before anything changes, a disk-set change the migration cannot take now."""
     state = MigrationState.from_volumes([(v.id, v.record) for v in existing.values()])
-    if state.phase in ("cutover", "completed"):
+    if state.phase in (Phase.CUTOVER, Phase.COMPLETED):
         raise PhaseError(
             f"the disks of VM '{state.vm_name}' changed, but migration {state.migration_id} is in phase"
-            f" '{state.phase}'",
+            f" '{state.phase.value}'",
             hint="Roll the cutover back first (cutover with state: rolled_back)",
         )
     if removed and removed_disks is RemovedDisks.FAIL:

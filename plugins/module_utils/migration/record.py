@@ -7,6 +7,14 @@ the migration-wide fields, so any one volume is enough to know where a
 migration stands. Values are strings (Cinder metadata); the OpenStack adapter
 stores them under ``xms_``-prefixed keys.
 
+Who writes what (one owner per field): the operator (migration_schedule) writes
+only ``paused`` and ``cadence`` (OPERATOR_FIELDS, versioned by
+``operator_revision``); whoever holds the migration - a sync, a cutover or a
+rollback, one at a time under the host lock - writes the rest (RUN_FIELDS,
+versioned by ``revision``), and while it runs a timer refreshes its heartbeat
+(HEARTBEAT_FIELDS). A pause set while a sync runs is therefore never lost when
+the sync reports.
+
 Ordering rule (the invariant users rely on): a disk's ``change_id`` is written
 only after every byte of the sync it names has been written *and flushed*; the
 migration-wide fields (phase ``ready``, ``synced_at``, counters) only after
@@ -19,9 +27,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from enum import Enum
 from typing import Dict, List, Optional
 
+
+class Phase(str, Enum):
+    """Where a migration stands (stored as the value: ``xms_phase``)."""
+
+    INITIALIZING = "initializing"  # volumes created, nothing copied yet
+    SEEDING = "seeding"  # the first full copy runs (or stopped part-way)
+    READY = "ready"  # idle between syncs
+    SYNCING = "syncing"  # an incremental runs (or stopped part-way)
+    CUTOVER = "cutover"  # the cutover runs, or stopped part-way: syncs end here
+    COMPLETED = "completed"  # the instance runs; the source is off and marked migrated
+
+
 CADENCES = {"manual": None, "15m": 15 * 60, "hourly": 3600, "daily": 86400}
+IDENTITY_FIELDS = ("migration_id", "vm_name")  # written once, at init
+OPERATOR_FIELDS = ("paused", "cadence", "operator_revision")
+HEARTBEAT_FIELDS = ("owner", "heartbeat", "progress", "rate")
 HEARTBEAT_STALE_S = 600  # a sync that has not reported for this long is presumed dead
 
 
@@ -63,7 +87,7 @@ class MigrationState:
 
     migration_id: str
     vm_name: str
-    phase: str = "initializing"
+    phase: Phase = Phase.INITIALIZING
     cadence: str = "manual"
     paused: bool = False
     synced_at: Optional[datetime] = None
@@ -80,7 +104,8 @@ class MigrationState:
     needs_full_resync: bool = False  # the volumes were changed outside a sync (e.g. converted, then rolled back)
     instance_id: str = ""
     last_error: str = ""
-    revision: int = 0  # bumped on every write of the migration-wide fields; the highest copy wins
+    revision: int = 0  # bumped on every write of the run fields; the highest copy wins
+    operator_revision: int = 0  # bumped on every write of the operator's fields; the highest copy wins
     disks: List[DiskState] = field(default_factory=list)
 
     # --- views -------------------------------------------------------------------------
@@ -92,7 +117,7 @@ class MigrationState:
         """Seconds since the snapshot of the last complete sync: how much work a cutover would lose.
 
         None before the seed, and once completed: the source is off, nothing more can be lost."""
-        if not self.synced_at or self.phase == "completed":
+        if not self.synced_at or self.phase is Phase.COMPLETED:
             return None
         return max(0, int(((now or utcnow()) - self.synced_at).total_seconds()))
 
@@ -116,7 +141,7 @@ class MigrationState:
         return {
             "migration_id": self.migration_id,
             "vm_name": self.vm_name,
-            "phase": self.phase,
+            "phase": self.phase.value,
             "paused": self.paused,
             "cadence": self.cadence,
             "last_sync": format_time(self.synced_at) or None,
@@ -143,7 +168,7 @@ class MigrationState:
         return {
             "migration_id": self.migration_id,
             "vm_name": self.vm_name,
-            "phase": self.phase,
+            "phase": self.phase.value,
             "cadence": self.cadence,
             "paused": "true" if self.paused else "false",
             "synced_at": format_time(self.synced_at),
@@ -160,7 +185,18 @@ class MigrationState:
             "instance_id": self.instance_id,
             "last_error": self.last_error[:250],
             "revision": str(self.revision),
+            "operator_revision": str(self.operator_revision),
         }
+
+    def run_fields(self) -> Dict[str, str]:
+        """What the holder of the migration (sync, cutover, rollback) writes: all but identity and operator."""
+        return {k: v for k, v in self.common_fields().items() if k not in IDENTITY_FIELDS + OPERATOR_FIELDS}
+
+    def operator_fields(self) -> Dict[str, str]:
+        return {k: v for k, v in self.common_fields().items() if k in OPERATOR_FIELDS}
+
+    def heartbeat_fields(self) -> Dict[str, str]:
+        return {k: v for k, v in self.common_fields().items() if k in HEARTBEAT_FIELDS}
 
     @staticmethod
     def disk_fields(disk: DiskState) -> Dict[str, str]:
@@ -172,27 +208,29 @@ class MigrationState:
             "change_id": disk.change_id,
             "pending_change_id": disk.pending_change_id,
             "written": "true" if disk.written else "false",
+            "volume_id": disk.volume_id,  # a record copied onto another volume names the wrong one
         }
 
     @classmethod
     def from_volumes(cls, volumes: List[tuple]) -> MigrationState:
         """Rebuild the state from ``[(volume_id, record_dict), ...]`` of one migration.
 
-        The migration-wide fields are taken from the copy with the highest
-        revision, so a crash between two volume updates never rolls the phase
-        back to an older value.
+        The run fields are taken from the copy with the highest revision, the
+        operator's from the copy with the highest operator revision, so a crash
+        between two volume updates never rolls the phase back to an older value.
         """
         if not volumes:
             raise ValueError("a migration has at least one volume")
         records = [rec for _volume_id, rec in volumes]
         newest = max(records, key=lambda r: int(r.get("revision") or 0))
+        operator = max(records, key=lambda r: (int(r.get("operator_revision") or 0), int(r.get("revision") or 0)))
         done, _slash, total = newest.get("progress", "0/0").partition("/")
         state = cls(
             migration_id=newest["migration_id"],
             vm_name=newest.get("vm_name", ""),
-            phase=newest.get("phase", "initializing"),
-            cadence=newest.get("cadence", "manual"),
-            paused=newest.get("paused") == "true",
+            phase=Phase(newest.get("phase") or Phase.INITIALIZING.value),
+            cadence=operator.get("cadence", "manual"),
+            paused=operator.get("paused") == "true",
             synced_at=parse_time(newest.get("synced_at", "")),
             sync_count=int(newest.get("sync_count") or 0),
             bytes_full=int(newest.get("bytes_full") or 0),
@@ -208,6 +246,7 @@ class MigrationState:
             instance_id=newest.get("instance_id", ""),
             last_error=newest.get("last_error", ""),
             revision=int(newest.get("revision") or 0),
+            operator_revision=int(operator.get("operator_revision") or 0),
         )
         for volume_id, rec in volumes:
             state.disks.append(

@@ -32,10 +32,12 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.error
     MigrationBusyError,
     PhaseError,
 )
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.heartbeat import Heartbeat
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.lock import host_lock, on_this_host, owner_id
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import (
     DiskState,
     MigrationState,
+    Phase,
     utcnow,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
@@ -44,8 +46,6 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import 
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.datapath import open_disk
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import VSphereError
-
-HEARTBEAT_EVERY_S = 10.0
 
 
 @dataclass
@@ -162,30 +162,6 @@ def journal_path(state_dir: str, migration_id: str, disk: DiskState) -> str:
     return os.path.join(state_dir, migration_id, f"disk-{disk.disk_key}-{tag}.journal")
 
 
-class _Heartbeat:
-    """Writes progress into the record now and then, so migration_info can show a running sync."""
-
-    def __init__(self, client, state: MigrationState, total: int) -> None:
-        self.client, self.state = client, state
-        self.base = 0
-        self.state.progress_done, self.state.progress_total = 0, total
-        self.started = time.monotonic()
-        self.last = 0.0
-
-    def disk_done(self, nbytes: int) -> None:
-        self.base += nbytes
-
-    def __call__(self, progress) -> None:
-        now = time.monotonic()
-        if now - self.last < HEARTBEAT_EVERY_S:
-            return
-        self.last = now
-        self.state.progress_done = self.base + progress.done
-        self.state.rate = progress.rate
-        self.state.heartbeat = utcnow()
-        store.save_common(self.client, self.state)
-
-
 def run_sync(
     vsphere,
     vm,
@@ -197,12 +173,12 @@ def run_sync(
 ) -> SyncOutcome:
     """Run one sync of ``migration_id`` (see the module doc of block_sync for the rules)."""
     state = store.load(openstack, migration_id)
-    if state.phase == "completed":
+    if state.phase is Phase.COMPLETED:
         # A wave's sync schedule (or a rerun of the seed playbook) may still fire after cutover: nothing to do.
         return SyncOutcome(changed=False, kind="skipped", reason="completed", state=state)
-    if state.phase == "cutover":
+    if state.phase is Phase.CUTOVER:
         raise PhaseError(
-            f"migration {migration_id} is in phase '{state.phase}'; syncs end at cutover",
+            f"migration {migration_id} is in phase '{state.phase.value}'; syncs end at cutover",
             hint="Use the cutover module to finish it, or migration_info to see its state",
         )
     if state.paused:
@@ -305,16 +281,31 @@ def _disk_report(disk: DiskState, plan: DiskPlan, stats=None) -> Dict[str, objec
     return report
 
 
-def sync_locked(vsphere, vm, openstack, state: MigrationState, settings: SyncSettings) -> SyncOutcome:
-    """The sync itself; the caller holds the host lock (run_sync, or the cutover's final delta)."""
-    for_cutover = state.phase == "cutover"
+def sync_locked(
+    vsphere, vm, openstack, state: MigrationState, settings: SyncSettings, heartbeat: Optional[Heartbeat] = None
+) -> SyncOutcome:
+    """The sync itself; the caller holds the host lock (run_sync, or the cutover's final delta).
+
+    A sync of its own owns the migration from its first write to its last; the cutover's final
+    delta runs inside the cutover's ownership (and heartbeat), which it neither takes nor drops."""
+    if heartbeat is None:
+        with Heartbeat(openstack, state) as own:
+            outcome = _sync_owned(vsphere, vm, openstack, state, settings, own)
+        outcome.warnings.extend(own.warnings())
+        return outcome
+    return _sync_owned(vsphere, vm, openstack, state, settings, heartbeat)
+
+
+def _sync_owned(vsphere, vm, openstack, state: MigrationState, settings: SyncSettings, heartbeat: Heartbeat):
+    for_cutover = state.phase is Phase.CUTOVER
     inv = vs_inventory.inventory(vsphere, vm)
     disks_by_key = source_disks(inv, state)
     outcome = SyncOutcome(changed=True, kind="incremental" if state.seeded else "seed", state=state)
     started = time.monotonic()
     if not for_cutover:
-        state.phase = "syncing" if state.seeded else "seeding"
-    state.owner, state.heartbeat, state.last_error = owner_id(), utcnow(), ""
+        state.phase = Phase.SYNCING if state.seeded else Phase.SEEDING
+        state.owner, state.heartbeat = owner_id(), utcnow()
+    state.last_error = ""
     store.save_common(openstack, state)
     try:
         vs_cbt.remove_orphan_snapshots(vsphere, vm)
@@ -337,7 +328,7 @@ def sync_locked(vsphere, vm, openstack, state: MigrationState, settings: SyncSet
             # stops the sync with nothing copied and nothing recorded.
             for disk, _plan in plans:
                 os_volumes.extend_volume(openstack, disk.volume_id, snap.capacities[disk.disk_key])
-            heartbeat = _Heartbeat(openstack, state, sum(plan.bytes for _disk, plan in plans))
+            heartbeat.expect(sum(plan.bytes for _disk, plan in plans))
             for disk, plan in plans:
                 stale = journal_path(settings.state_dir, state.migration_id, disk) if disk.pending_change_id else None
                 disk.pending_change_id = snap.change_ids[disk.disk_key]
@@ -381,13 +372,14 @@ def sync_locked(vsphere, vm, openstack, state: MigrationState, settings: SyncSet
         state.rate = outcome.rate
         state.needs_full_resync = False
         if not for_cutover:
-            state.phase = "ready"
+            state.phase = Phase.READY
         return outcome
     except Exception as err:
         state.last_error = str(err)
         raise
     finally:
-        state.owner, state.heartbeat = "", None
+        if not for_cutover:
+            state.owner, state.heartbeat = "", None
         state.progress_done = state.progress_total = 0
         try:
             store.save_common(openstack, state)
@@ -411,7 +403,7 @@ def _copy_disk(
     plan: DiskPlan,
     jpath: str,
     settings: SyncSettings,
-    heartbeat: _Heartbeat,
+    heartbeat: Heartbeat,
     capacity: int,
 ):
     """Copy one disk's plan from the snapshot into its volume; returns the engine's stats after the flush."""

@@ -80,8 +80,11 @@ def list_migrations(client) -> Dict[str, List[TargetVolume]]:
 
 
 def find_volumes(client, migration_id: str) -> List[TargetVolume]:
-    """The volumes of one migration (filtered here: metadata filters differ between Cinder releases)."""
-    return list_migrations(client).get(migration_id, [])
+    """The volumes of one migration (filtered here: metadata filters differ between Cinder releases).
+
+    A volume whose record names another volume merely carries a copy of that volume's metadata:
+    it is no volume of the migration, and nothing here will write, attach or delete it."""
+    return [v for v in list_migrations(client).get(migration_id, []) if v.record.get("volume_id") in (None, "", v.id)]
 
 
 def update_record(client, volume_id: str, fields: Dict[str, str]) -> None:
@@ -119,6 +122,8 @@ def ensure_volumes(
                 description=f"xms.warm_migration replica of disk {spec.disk_key} ({migration_id})",
             )
             created.append(volume.id)
+            # The record names its own volume: metadata copied onto another volume then gives itself away.
+            update_record(client, volume.id, {"volume_id": volume.id})
         for volume_id in created:
             wait_for(
                 lambda vid=volume_id: _available(client, vid),

@@ -6,7 +6,7 @@ import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import cutover
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import MigrationState
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import MigrationState, Phase
 
 
 def test_a_source_powered_on_after_conversion_is_refused_untouched(monkeypatch):
@@ -15,7 +15,7 @@ def test_a_source_powered_on_after_conversion_is_refused_untouched(monkeypatch):
     monkeypatch.setattr(cutover.vs_power, "power_state", lambda _client, _vm: "poweredOn")
     monkeypatch.setattr(cutover.vs_power, "shutdown_guest", lambda *a, **k: calls.append("shutdown"))
     monkeypatch.setattr(cutover, "_done", lambda *a: calls.append("record"))
-    state = MigrationState(migration_id="vm-9", vm_name="web", phase="cutover", cutover_step="converted",
+    state = MigrationState(migration_id="vm-9", vm_name="web", phase=Phase.CUTOVER, cutover_step="converted",
                            converted=True)  # fmt: skip
     outcome = cutover.CutoverOutcome(changed=True, steps_done=[], state=state)
     with pytest.raises(PhaseError) as err:

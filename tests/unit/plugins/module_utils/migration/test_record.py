@@ -2,7 +2,11 @@
 
 from datetime import datetime, timedelta, timezone
 
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import DiskState, MigrationState
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import (
+    DiskState,
+    MigrationState,
+    Phase,
+)
 
 T0 = datetime(2026, 11, 22, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -22,7 +26,7 @@ def records(state: MigrationState):
 
 def test_round_trip_keeps_every_field():
     state = state_with_two_disks()
-    state.phase, state.synced_at, state.sync_count, state.bytes_full, state.bytes_incr = "ready", T0, 3, 100, 20
+    state.phase, state.synced_at, state.sync_count, state.bytes_full, state.bytes_incr = Phase.READY, T0, 3, 100, 20
     state.rate, state.paused, state.converted, state.needs_full_resync = 12.5, True, True, True
     state.disks[0].change_id, state.disks[1].pending_change_id = "52 aa/7", "52 aa/8"
     back = MigrationState.from_volumes(list(reversed(records(state))))
@@ -43,7 +47,7 @@ def test_newest_copy_of_the_common_fields_wins():
     """A crash between two volume updates leaves copies of different age: the newer revision wins."""
     state = state_with_two_disks()
     old = records(state)
-    state.revision, state.phase, state.sync_count = state.revision + 1, "ready", 1
+    state.revision, state.phase, state.sync_count = state.revision + 1, Phase.READY, 1
     new = records(state)
     mixed = [new[0], old[1]]
     assert MigrationState.from_volumes(mixed).phase == "ready"
@@ -74,3 +78,18 @@ def test_busy_only_while_heartbeat_is_fresh():
     state.owner, state.heartbeat = "conv01:123", T0
     assert state.is_busy(T0 + timedelta(minutes=5))
     assert not state.is_busy(T0 + timedelta(minutes=11))
+
+
+def test_the_operators_fields_and_the_runs_fields_have_their_own_newest_copy():
+    """A pause written while a sync runs: the sync's later writes carry no pause, and each group reads its newest."""
+    state = state_with_two_disks()
+    volumes = {d.volume_id: {**state.common_fields(), **state.disk_fields(d)} for d in state.disks}
+    state.paused, state.operator_revision = True, 1  # the operator: its fields only, on every volume
+    for record in volumes.values():
+        record.update(state.operator_fields())
+    state.paused, state.phase, state.sync_count, state.revision = False, Phase.READY, 1, 5  # the sync's stale copy
+    volumes["vol-a"].update(state.run_fields())  # the sync got to one volume before it stopped
+    back = MigrationState.from_volumes(list(volumes.items()))
+    assert (back.paused, back.phase, back.sync_count) == (True, Phase.READY, 1)
+    assert "paused" not in state.run_fields() and "cadence" not in state.run_fields()
+    assert set(state.heartbeat_fields()) == {"owner", "heartbeat", "progress", "rate"}

@@ -1,0 +1,131 @@
+"""One owner per field of the migration record, ownership held from the first step to the last, a heartbeat
+that neither stalls nor aborts the work it reports on (both labs)."""
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import ConversionOptions
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import heartbeat, store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import CutoverSettings, run_cutover
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.info import set_schedule
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
+
+from ..openstack.conftest import CLOUDS
+from .conftest import assert_volumes_equal_source, reset_vm
+
+COLLECTIONS = sys.modules["ansible_collections"].__path__[0].rsplit("/ansible_collections", 1)[0]
+OTHER_HOST = f"""
+import socket, sys, os
+sys.path.insert(0, {COLLECTIONS!r})
+socket.sethostname("other-conversion-host")  # in its own UTS namespace (unshare -u): another host
+os.environ["OS_CLIENT_CONFIG_FILE"] = {CLOUDS!r}
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import MigrationBusyError
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import ensure_not_busy
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient
+try:
+    ensure_not_busy(store.load(OpenStackClient.connect(cloud="xms-lab"), sys.argv[1]))
+except MigrationBusyError:
+    sys.exit(3)
+"""
+
+
+def another_host_may_take_it(migration_id: str) -> bool:
+    """What the sync or cutover of another conversion host would decide right now."""
+    run = subprocess.run(["unshare", "-u", sys.executable, "-c", OTHER_HOST, migration_id],
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    assert run.returncode in (0, 3), run.stderr[-2000:]
+    return run.returncode == 0
+
+
+def in_background(call):
+    """Run ``call`` in a thread; returns (thread, box) where box gets "result" or "error"."""
+    box = {}
+
+    def body():
+        try:
+            box["result"] = call()
+        except Exception as err:  # handed to the test, which asserts on it
+            box["error"] = err
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    return thread, box
+
+
+@pytest.fixture
+def beat_often(monkeypatch):
+    monkeypatch.setattr(heartbeat, "EVERY_S", 0.5)
+
+
+def test_a_pause_set_while_a_sync_runs_survives_the_sync(vsphere, source, openstack, target, settings, beat_often):
+    migration_id = initialize(vsphere, source, openstack, target).migration_id
+    # The seed here: os-brick's first attach must happen on the main thread (as in a module), or
+    # the worker thread that made it never ends. Then a full resync, throttled, to pause during.
+    run_sync(vsphere, source, openstack, migration_id, settings)
+    settings.bandwidth_limit, settings.force_full = 16 << 20, True  # seconds of copy (80 MiB of disks)
+    thread, box = in_background(lambda: run_sync(vsphere, source, openstack, migration_id, settings))
+    while thread.is_alive() and not store.load(openstack, migration_id).is_busy():
+        time.sleep(0.2)
+    changed, _before, _after = set_schedule(openstack, store.load(openstack, migration_id), paused=True,
+                                            cadence="hourly", check_mode=False)  # fmt: skip
+    assert changed and thread.is_alive(), "the pause must land while the sync runs"
+    thread.join(300)
+    assert box.get("result") is not None, box.get("error")
+    state = store.load(openstack, migration_id)
+    assert (state.paused, state.cadence, state.phase, state.seeded) == (True, "hourly", "ready", True)
+
+
+def test_a_failing_heartbeat_write_neither_stalls_nor_aborts_the_copy(
+    vsphere, source, openstack, target, settings, beat_often, monkeypatch
+):
+    failed = []
+
+    def cinder_answers_503(_client, _state):
+        """Mock of a metadata write that Cinder fails (a 5xx), the branch the lab's Cinder never takes."""
+        failed.append(time.monotonic())
+        raise RuntimeError("503 Service Unavailable")
+
+    monkeypatch.setattr(store, "save_heartbeat", cinder_answers_503)
+    migration_id = initialize(vsphere, source, openstack, target).migration_id
+    settings.bandwidth_limit = 4 << 20  # about five seconds of seed: several beats fail on the way
+    seed = run_sync(vsphere, source, openstack, migration_id, settings)
+    assert seed.kind == "seed" and len(failed) >= 2
+    assert any("progress report(s) to the migration record failed" in w for w in seed.warnings)
+    assert_volumes_equal_source(vsphere, source, openstack, store.load(openstack, migration_id))
+
+
+@pytest.fixture
+def cutover_vm(vsphere, openstack):
+    vm = inventory.find_vm(vsphere, name="lab-vm-1")
+    reset_vm(vsphere, vm, openstack)
+    yield vm
+    reset_vm(vsphere, vm, openstack)
+
+
+def test_the_cutover_holds_the_migration_from_its_first_step_to_its_last(
+    vsphere, cutover_vm, openstack, target, settings, beat_often
+):
+    migration_id = initialize(vsphere, cutover_vm, openstack, target).migration_id
+    run_sync(vsphere, cutover_vm, openstack, migration_id, settings)
+    cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(skip=True), instance_timeout=300)
+    thread, box = in_background(lambda: run_cutover(vsphere, cutover_vm, openstack, migration_id, target, cutover))
+    seen, other_host = [], []
+    while thread.is_alive():
+        state = store.load(openstack, migration_id)
+        seen.append((state.phase, state.cutover_step, state.is_busy()))
+        if state.phase == "cutover" and len(other_host) < 3:
+            other_host.append((state.cutover_step, another_host_may_take_it(migration_id)))
+        time.sleep(0.2)
+    assert box.get("result") is not None, box.get("error")
+    during = [s for s in seen if s[0] == "cutover"]
+    assert during and all(busy for _phase, _step, busy in during), seen
+    assert "converted" in {step for _phase, step, _busy in during}  # after the nested final sync too
+    assert other_host and not any(taken for _step, taken in other_host), other_host
+    assert not store.load(openstack, migration_id).is_busy()
