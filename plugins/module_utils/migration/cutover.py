@@ -142,6 +142,9 @@ def _source_stays_off(vsphere, vm, openstack, state, settings, outcome) -> None:
     cutover refuses and says how to start over.
     """
     if vs_power.power_state(vsphere, vm) == "poweredOff":
+        if not _after(state, "shutdown"):  # shut down before the cutover (by the operator): nothing to wait for
+            outcome.shutdown = "already_off"
+            _done(openstack, state, "shutdown", outcome)
         return
     if _after(state, "final_sync") and state.converted:
         raise PhaseError(
