@@ -36,8 +36,8 @@ def _state_of(migration_id: str, volumes) -> Tuple[Optional[MigrationState], Lis
     A volume whose record names another volume (its metadata was copied from one) is no disk of
     this migration; two volumes claiming one disk, or a record that does not parse, make the
     migration unreadable: it is reported, the others are still listed."""
-    genuine = [v for v in volumes if v.record.get("volume_id") in (None, "", v.id)]
-    copies = [v for v in volumes if v not in genuine]
+    genuine = [v for v in volumes if not v.is_copy]
+    copies = [v for v in volumes if v.is_copy]
     problems = [
         Malformed(migration_id, [v.id], f"its record was copied from volume {v.record.get('volume_id')}")
         for v in copies

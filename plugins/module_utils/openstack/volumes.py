@@ -48,6 +48,11 @@ class TargetVolume:
     volume_type: str
     record: Dict[str, str] = field(default_factory=dict)
 
+    @property
+    def is_copy(self) -> bool:
+        """Its record names another volume: its metadata was copied from a volume of a migration."""
+        return self.record.get("volume_id") not in (None, "", self.id)
+
 
 def prefixed(fields: Dict[str, str]) -> Dict[str, str]:
     return {PREFIX + key: str(value) for key, value in fields.items()}
@@ -84,7 +89,7 @@ def find_volumes(client, migration_id: str) -> List[TargetVolume]:
 
     A volume whose record names another volume merely carries a copy of that volume's metadata:
     it is no volume of the migration, and nothing here will write, attach or delete it."""
-    return [v for v in list_migrations(client).get(migration_id, []) if v.record.get("volume_id") in (None, "", v.id)]
+    return [v for v in list_migrations(client).get(migration_id, []) if not v.is_copy]
 
 
 def update_record(client, volume_id: str, fields: Dict[str, str]) -> None:
