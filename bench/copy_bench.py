@@ -58,13 +58,11 @@ def fresh_target(path, size):
     os.sync()  # no dirty pages of an earlier round left to slow this one
 
 
-def engine(source, target, extents_file=None, target_is_zero=True):
+def engine(source, target, extents_file=None):
     """Run the engine in a child; returns (seconds, peak RSS in MiB, stats)."""
     argv = [sys.executable, os.path.join(HERE, "run_copy.py"), source, target]
     if extents_file:
         argv += ["--extents", extents_file]
-    if target_is_zero:
-        argv.append("--target-is-zero")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     out = proc.stdout.read()
     status, usage = os.wait4(proc.pid, 0)[1:]
@@ -160,7 +158,7 @@ def case_incremental(work, disk, changed, extents_file):
         fresh_target(target, 4 * GiB)
         full.append(engine(src.uri, target)[0])
         os.sync()
-        incr.append(engine(src.uri, target, extents_file, target_is_zero=False)[0])
+        incr.append(engine(src.uri, target, extents_file)[0])
         fresh_target(target, 4 * GiB)
         ref.append(nbdcopy(src.uri, target))
     src.stop()
@@ -184,7 +182,7 @@ def case_wan(work, disk, changed, extents_file):
     fresh_target(target, 4 * GiB)
     ours, theirs = [], []
     for _round in range(ROUNDS):
-        ours.append(engine(src.uri, target, extents_file, target_is_zero=False)[0])
+        ours.append(engine(src.uri, target, extents_file)[0])
         theirs.append(naive_delta(src.uri, target, changed))
     src.stop()
     emit(

@@ -26,7 +26,6 @@ def main() -> None:
     parser.add_argument("source")
     parser.add_argument("target")
     parser.add_argument("--extents")
-    parser.add_argument("--target-is-zero", action="store_true")
     args = parser.parse_args()
     started = time.monotonic()
     if args.extents:
@@ -34,7 +33,7 @@ def main() -> None:
             plan = [Extent(o, n) for o, n in json.load(handle)]
     else:
         plan = plan_allocated(args.source)
-    stats = copy_extents(args.source, args.target, plan, options=CopyOptions(target_is_zero=args.target_is_zero))
+    stats = copy_extents(args.source, args.target, plan, options=CopyOptions())
     print(json.dumps({"seconds": time.monotonic() - started, **stats.as_dict()}))
 
 

@@ -59,7 +59,6 @@ class CopyOptions:
     max_in_flight: int = 64  # reads in flight over all connections
     connections: int = 4  # used only when the server advertises multi-conn
     bandwidth_limit: Optional[int] = None  # bytes/s
-    target_is_zero: bool = False  # a fresh volume: zeros need not be written at all
     retries: int = 5
     retry_delay: float = 0.2  # first backoff; doubles per attempt
     checkpoint_bytes: int = 1024 * MiB  # journal at least this often...
@@ -80,7 +79,7 @@ class CopyStats:
     bytes_read: int = 0  # read from the source
     bytes_written: int = 0  # written to the target as data
     bytes_zeroed: int = 0  # made zero on the target without data (punch / write-zeroes)
-    bytes_skipped_zero: int = 0  # zeros left alone because the target already reads as zero
+    bytes_skipped_zero: int = 0  # zeros left alone because the target says it reads zero there
     resumed_bytes: int = 0  # already done by an interrupted earlier run, not copied again
     extents: int = 0
     requests: int = 0
@@ -104,6 +103,7 @@ def copy_extents(
     options: Optional[CopyOptions] = None,
     journal_path: Optional[str] = None,
     progress: Optional[ProgressCallback] = None,
+    source_zeros: Optional[List[Extent]] = None,
 ) -> CopyStats:
     """Copy ``extents`` of the NBD export ``source_uri`` to the same offsets of ``target``.
 
@@ -111,9 +111,13 @@ def copy_extents(
     the target must hold (default: the source's size). With ``journal_path``,
     an interrupted copy of the same plan resumes where its last checkpoint
     left off, and a finished one is not repeated. Returns after the target is
-    flushed.
+    flushed. ``source_zeros`` are parts of the plan the source's own map says
+    hold nothing (vSphere's allocated-areas answer): they are made zero on the
+    target without being read, like the holes the NBD source reports.
     """
-    return _Copy(source_uri, target, extents, size, options or CopyOptions(), journal_path, progress).run()
+    copy = _Copy(source_uri, target, extents, size, options or CopyOptions(), journal_path, progress)
+    copy.source_zeros = merge_extents(source_zeros or [])
+    return copy.run()
 
 
 class _Copy:
@@ -122,6 +126,7 @@ class _Copy:
         self.options = options
         self.progress = progress
         self.plan = merge_extents(extents)
+        self.source_zeros: List[Extent] = []
         self.stats = CopyStats(bytes_total=total_bytes(self.plan), extents=len(self.plan))
         self.target = None
         self.handle = nbd_source.connect(source_uri, meta_contexts=("base:allocation",))
@@ -171,8 +176,10 @@ class _Copy:
                 self.journaled = list(self.journal.done)
                 todo = subtract_extents(self.plan, self.journaled)
                 self.stats.resumed_bytes = self.stats.bytes_total - total_bytes(todo)
-            zeros = nbd_source.zero_map(self.handle, todo) or []
-            data = subtract_extents(todo, zeros)
+            zeros = (nbd_source.zero_map(self.handle, todo) or []) + subtract_extents(
+                todo, subtract_extents(todo, self.source_zeros)
+            )
+            data = subtract_extents(todo, merge_extents(zeros))
             self._zero(subtract_extents(todo, data))
             self._copy_data(split_extents(data, self.options.request_size))
             return self._finish(flush=True)
@@ -202,7 +209,7 @@ class _Copy:
     # --- zeros -------------------------------------------------------------------------
     def _zero(self, zeros: List[Extent]) -> None:
         for ext in zeros:
-            if self.options.target_is_zero:
+            if self.target.reads_zero(ext.offset, ext.length):
                 self.stats.bytes_skipped_zero += ext.length
             else:
                 self._write(lambda e=ext: self.target.zero(e.offset, e.length), ext)
@@ -315,7 +322,7 @@ class _Copy:
     def _land(self, piece: Extent, buffer, view) -> None:
         """Write one read to the target: as data, or as zeros when it read all zero."""
         if buffer.is_zero():
-            if self.options.target_is_zero:
+            if self.target.reads_zero(piece.offset, piece.length):
                 kind = "bytes_skipped_zero"
             else:
                 self._write(lambda: self.target.zero(piece.offset, piece.length), piece)

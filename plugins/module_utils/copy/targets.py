@@ -5,6 +5,12 @@ device gets its range deallocated (``fallocate`` punch-hole, which reads back
 as zeros; zero-range where punching is not supported), an NBD export gets a
 write-zeroes command. ``flush`` makes everything written durable; the engine
 calls it before it records any progress.
+
+Zeros are not written at all where the target itself says the range reads as
+zero (``reads_zero``): a hole of a sparse file, an NBD extent flagged zero
+(QEMU says so for unallocated qcow2 clusters, never below a LUKS layer). A
+fresh volume is never assumed to be zero: a block device, an encrypted volume
+or a back-end that does not zero new volumes would keep whatever it held.
 """
 
 from __future__ import annotations
@@ -59,6 +65,15 @@ class FileTarget:
     def size(self) -> int:
         return os.lseek(self.fd, 0, os.SEEK_END)
 
+    def reads_zero(self, offset: int, length: int) -> bool:
+        """True when ``[offset, offset+length)`` is a hole of a regular file; a device cannot say."""
+        if self.is_block:
+            return False
+        try:
+            return os.lseek(self.fd, offset, os.SEEK_DATA) >= offset + length
+        except OSError as err:
+            return err.errno == errno.ENXIO  # no data from offset to the end of the file
+
     def write(self, data, offset: int) -> None:
         view = memoryview(data)
         start, length = offset, len(view)
@@ -91,7 +106,7 @@ class NbdTarget:
     """An NBD export, written with pwrite and write-zeroes commands."""
 
     def __init__(self, uri: str) -> None:
-        self.handle = nbd_source.connect(uri, parameter="target", name="xms-target")
+        self.handle = nbd_source.connect(uri, meta_contexts=("base:allocation",), parameter="target", name="xms-target")
         if self.handle.is_read_only():
             self.handle.shutdown()
             raise TargetError(f"the NBD export {uri} is read-only", parameter="target")
@@ -99,6 +114,13 @@ class NbdTarget:
 
     def size(self) -> int:
         return self.handle.get_size()
+
+    def reads_zero(self, offset: int, length: int) -> bool:
+        """True when the server flags the whole range as reading zeros."""
+        if not self.handle.can_meta_context("base:allocation"):
+            return False
+        status = nbd_source.block_status(self.handle, "base:allocation", offset, offset + length)
+        return all(flags & nbd_source.STATE_ZERO for _pos, _length, flags in status)
 
     def write(self, data, offset: int) -> None:
         self.handle.pwrite(bytes(data) if not isinstance(data, (bytes, bytearray)) else data, offset)

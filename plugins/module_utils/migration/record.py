@@ -72,9 +72,6 @@ class DiskState:
     change_id: str = ""  # change id of the last snapshot whose data is fully on the volume
     pending_change_id: str = ""  # change id of the snapshot a sync was copying when it stopped
     label: str = ""
-    # Set (and saved) before the first byte is written: a volume that was ever written is never
-    # again assumed to read as zero, whatever its change id says (a CBT reset, a failed seed).
-    written: bool = False
 
     @property
     def seeded(self) -> bool:
@@ -207,7 +204,6 @@ class MigrationState:
             "capacity": str(disk.capacity),
             "change_id": disk.change_id,
             "pending_change_id": disk.pending_change_id,
-            "written": "true" if disk.written else "false",
             "volume_id": disk.volume_id,  # a record copied onto another volume names the wrong one
         }
 
@@ -258,8 +254,6 @@ class MigrationState:
                     change_id=rec.get("change_id", ""),
                     pending_change_id=rec.get("pending_change_id", ""),
                     label=rec.get("disk_label", ""),
-                    # Records written before the flag existed: a change id means data was written.
-                    written=rec.get("written") == "true" or bool(rec.get("change_id") or rec.get("pending_change_id")),
                 )
             )
         state.disks.sort(key=lambda d: d.index)

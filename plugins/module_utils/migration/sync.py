@@ -24,7 +24,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier import CopyOptions, copy_extents
-from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents import Extent, merge_extents
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents import (
+    Extent,
+    merge_extents,
+    subtract_extents,
+)
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.journal import remaining_extents
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.verify import verify_extents
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
@@ -70,11 +74,19 @@ class DiskPlan:
 
     kind: str  # seed | incremental | resume | full_resync
     extents: List[Extent]
-    target_is_zero: bool = False
     warning: str = ""
+    # Where the source holds nothing (a seed's allocated-areas answer): made zero on the volume
+    # without reading the source, unless the volume itself says it reads zero there. A new
+    # volume is not assumed zero: an encrypted one or a block back-end's may hold anything.
+    unallocated: List[Extent] = field(default_factory=list)
 
     @property
     def bytes(self) -> int:
+        """All the engine handles, zeros included: the progress total."""
+        return self.data_bytes + sum(e.length for e in self.unallocated)
+
+    @property
+    def data_bytes(self) -> int:
         return sum(e.length for e in self.extents)
 
 
@@ -143,7 +155,8 @@ def plan_disk(
     if needs_full:
         return whole
     if not disk.change_id:
-        return DiskPlan("seed", changed_since(None), target_is_zero=not disk.written)
+        allocated = merge_extents(changed_since(None))
+        return DiskPlan("seed", allocated, unallocated=subtract_extents([Extent(0, capacity)], allocated))
     try:
         return DiskPlan("incremental", merge_extents(changed_since(disk.change_id) + grown))
     except vs_cbt.CbtResetError as err:
@@ -260,7 +273,7 @@ def _predict(vsphere, vm, state: MigrationState, settings: SyncSettings) -> Sync
     with vs_cbt.sync_snapshot(vsphere, vm, quiesce=False) as snap:
         for disk, plan in _plans(vsphere, vm, snap, state, settings):
             outcome.disks.append(_disk_report(disk, plan))
-            outcome.bytes_copied += plan.bytes
+            outcome.bytes_copied += plan.data_bytes
             if plan.warning:
                 outcome.warnings.append(plan.warning)
     return outcome
@@ -273,7 +286,7 @@ def _disk_report(disk: DiskState, plan: DiskPlan, stats=None) -> Dict[str, objec
         "volume_id": disk.volume_id,
         "kind": plan.kind,
         "extents": len(plan.extents),
-        "planned_bytes": plan.bytes,
+        "planned_bytes": plan.data_bytes,
         "change_id": disk.change_id or None,
     }
     if stats is not None:
@@ -332,7 +345,6 @@ def _sync_owned(vsphere, vm, openstack, state: MigrationState, settings: SyncSet
             for disk, plan in plans:
                 stale = journal_path(settings.state_dir, state.migration_id, disk) if disk.pending_change_id else None
                 disk.pending_change_id = snap.change_ids[disk.disk_key]
-                disk.written = True
                 store.save_disk(openstack, state, disk)
                 jpath = journal_path(settings.state_dir, state.migration_id, disk)
                 capacity = snap.capacities[disk.disk_key]
@@ -408,7 +420,7 @@ def _copy_disk(
 ):
     """Copy one disk's plan from the snapshot into its volume; returns the engine's stats after the flush."""
     os.makedirs(os.path.dirname(jpath), mode=0o700, exist_ok=True)
-    options = CopyOptions(target_is_zero=plan.target_is_zero, bandwidth_limit=settings.bandwidth_limit)
+    options = CopyOptions(bandwidth_limit=settings.bandwidth_limit)
     with (
         open_disk(
             vsphere, vm, snap, source_disk, vddk_libdir=settings.vddk_libdir, transports=settings.vddk_transports
@@ -418,8 +430,9 @@ def _copy_disk(
         ) as device,
     ):
         stats = copy_extents(
-            uri, device, plan.extents, size=capacity, options=options, journal_path=jpath, progress=heartbeat
-        )
+            uri, device, plan.extents + plan.unallocated, size=capacity, options=options, journal_path=jpath,
+            progress=heartbeat, source_zeros=plan.unallocated,
+        )  # fmt: skip
         if settings.verify:
             verify_extents(uri, device, plan.extents).raise_for_mismatch()
     return stats

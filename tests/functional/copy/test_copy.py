@@ -46,15 +46,24 @@ def test_full_copy_is_identical_and_keeps_holes(servers, tmp_path):
     source = servers.nbdkit("sparse-random", "size=128M", "percent=20", "seed=7")
     target = blank(tmp_path / "disk.img", 128 * MiB)
     plan = plan_allocated(source)
-    stats = copy_extents(source, target, plan, options=CopyOptions(target_is_zero=True))
+    stats = copy_extents(source, target, plan)
     assert sha256_file(target) == sha256_nbd(source)
     assert stats.bytes_read == sum(e.length for e in plan) < 128 * MiB * 0.5
     # Holes stay holes: the target allocates about what the source holds, not the whole disk.
     assert allocated_bytes(target) <= stats.bytes_written + 4 * MiB
 
 
+def test_zeros_are_skipped_only_where_the_target_says_it_reads_zero(servers, tmp_path):
+    """A sparse file's holes are checked (SEEK_DATA), never assumed: zeros over a hole cost nothing."""
+    source = servers.nbdkit("sparse-random", "size=64M", "percent=20", "seed=3")
+    target = blank(tmp_path / "fresh.img", 64 * MiB)
+    stats = copy_extents(source, target, [Extent(0, 64 * MiB)])
+    assert sha256_file(target) == sha256_nbd(source)
+    assert stats.bytes_skipped_zero > 0 and stats.bytes_zeroed == 0
+
+
 def test_full_copy_over_old_data_writes_zeros(servers, tmp_path):
-    """Without target_is_zero, ranges that are zero on the source are zeroed on the target."""
+    """A reused volume: ranges that are zero on the source are zeroed on the target, never assumed."""
     source = servers.nbdkit("sparse-random", "size=64M", "percent=20", "seed=3")
     target = str(tmp_path / "dirty.img")
     with open(target, "wb") as handle:
@@ -81,7 +90,7 @@ def test_copy_to_a_loop_device(servers, tmp_path):
 def test_copy_to_an_nbd_target(servers):
     source = servers.nbdkit("sparse-random", "size=32M", "percent=40", "seed=5")
     target = servers.nbdkit("memory", "32M")
-    copy_extents(source, target, plan_allocated(source), options=CopyOptions(target_is_zero=True))
+    copy_extents(source, target, plan_allocated(source))
     assert sha256_nbd(target) == sha256_nbd(source)
 
 
@@ -99,7 +108,7 @@ def test_dirty_bitmap_plan_copies_exactly_the_changed_areas(tmp_path):
         qsd.cmd("block-dirty-bitmap-add", node="disk0", name="cbt1", persistent=True)
         live = qsd.export("live", writable=True)
         target = blank(tmp_path / "target.img", 64 * MiB)
-        copy_extents(live, target, plan_allocated(live), options=CopyOptions(target_is_zero=True))  # the seed
+        copy_extents(live, target, plan_allocated(live))  # the seed
 
         import nbd
 
@@ -157,9 +166,7 @@ def test_kill_9_then_rerun_resumes_and_is_identical(servers, tmp_path, kill_at):
     # The rerun reads from a new server with the same content, as a rerun gets a new export in production
     # (and because nbdkit itself may abort when a client dies with reads in flight).
     source = servers.nbdkit(*params)
-    stats = copy_extents(
-        source, target, plan_allocated(source), options=CopyOptions(target_is_zero=True), journal_path=journal
-    )
+    stats = copy_extents(source, target, plan_allocated(source), journal_path=journal)
     assert sha256_file(target) == sha256_nbd(source)
     assert stats.resumed_bytes >= kill_at * total
     assert stats.bytes_read <= total - stats.resumed_bytes
@@ -187,7 +194,7 @@ def test_transient_read_errors_are_retried(servers, tmp_path):
         target,
         plan_allocated(clean),
         # 512 requests: at 2% the chance that none fails (and nothing is retried) is 0.98**512, about 3e-5.
-        options=CopyOptions(target_is_zero=True, request_size=64 << 10, retry_delay=0.01),
+        options=CopyOptions(request_size=64 << 10, retry_delay=0.01),
     )
     assert stats.retries > 0
     assert sha256_file(target) == sha256_nbd(clean)
@@ -209,7 +216,7 @@ def test_a_persistent_read_error_fails_naming_the_extent(servers, tmp_path):
 
     threading.Thread(target=fail_once_some_progress_is_journaled, daemon=True).start()
     options = CopyOptions(
-        target_is_zero=True, request_size=256 << 10, max_in_flight=4, retries=2, retry_delay=0.01,
+        request_size=256 << 10, max_in_flight=4, retries=2, retry_delay=0.01,
         checkpoint_bytes=1 << 20, checkpoint_seconds=0.05,
     )  # fmt: skip
     with pytest.raises(ReadError) as err:

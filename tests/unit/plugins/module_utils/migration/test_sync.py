@@ -33,15 +33,15 @@ def disk(**fields):
     return DiskState(disk_key=2000, volume_id="vol", index=0, capacity=GiB, **fields)
 
 
-def test_a_fresh_volume_is_seeded_trusting_its_zeros():
+def test_a_seed_reads_what_the_source_holds_and_zeroes_the_rest_of_the_volume():
+    """A new volume is not assumed to read as zero: the engine zeroes (or checks) the unallocated rest."""
     seed = plan(disk())
-    assert (seed.kind, seed.target_is_zero, seed.extents) == ("seed", True, [Extent(0, 8 * MiB)])
-
-
-def test_a_volume_that_was_ever_written_is_never_trusted_to_read_as_zero():
-    """The seed of a disk whose earlier copy failed without a journal (or was reset) writes its zeros."""
-    again = plan(disk(written=True))
-    assert again.kind == "seed" and not again.target_is_zero
+    assert (seed.kind, seed.extents, seed.unallocated) == (
+        "seed",
+        [Extent(0, 8 * MiB)],
+        [Extent(8 * MiB, GiB - 8 * MiB)],
+    )
+    assert (seed.data_bytes, seed.bytes) == (8 * MiB, GiB)
 
 
 def test_an_incremental_copies_what_changed():
@@ -49,8 +49,8 @@ def test_an_incremental_copies_what_changed():
 
 
 def test_a_cbt_reset_copies_the_whole_disk_with_a_warning():
-    whole = plan(disk(change_id="old/3", written=True))
-    assert (whole.kind, whole.extents, whole.target_is_zero) == ("full_resync", [Extent(0, GiB)], False)
+    whole = plan(disk(change_id="old/3"))
+    assert (whole.kind, whole.extents) == ("full_resync", [Extent(0, GiB)])
     assert "CBT was reset" in whole.warning
 
 
@@ -64,7 +64,7 @@ def test_a_grown_disk_adds_its_new_area_to_the_incremental(old, grown):
 
 
 def test_a_disk_smaller_than_recorded_was_replaced_and_is_copied_whole_at_its_size():
-    smaller = plan(disk(change_id="epoch/3", written=True), 512 * MiB)
+    smaller = plan(disk(change_id="epoch/3"), 512 * MiB)
     assert (smaller.kind, smaller.extents) == ("full_resync", [Extent(0, 512 * MiB)])
     assert "replaced" in smaller.warning
 
@@ -76,9 +76,9 @@ def test_the_operators_full_resync_never_resumes():
 
 def test_a_full_resync_the_record_asks_for_resumes_after_an_interruption():
     """After a rollback of a conversion: the first full copy is killed; the rerun copies what it had left."""
-    first = plan(disk(change_id="epoch/3", written=True), needs_full=True)
+    first = plan(disk(change_id="epoch/3"), needs_full=True)
     assert first.kind == "full_resync"
     left = [Extent(512 * MiB, 512 * MiB)]
-    resumed = plan(disk(change_id="epoch/3", pending_change_id="epoch/4", written=True), needs_full=True,
+    resumed = plan(disk(change_id="epoch/3", pending_change_id="epoch/4"), needs_full=True,
                    remaining=left)  # fmt: skip
     assert resumed.kind == "resume" and resumed.extents == [CHANGED[0], *left]
