@@ -17,6 +17,7 @@ ENDPOINTS = {
     "compute": ("nova", "http://127.0.0.1:8774/v2.1"),
     "placement": ("placement", "http://127.0.0.1:8778"),
     "network": ("neutron", "http://127.0.0.1:9696"),
+    "key-manager": ("barbican", "http://127.0.0.1:9311"),
 }
 PROJECTS = {"xms-lab": "lab-member", "xms-small": "small-member"}  # project -> that user's password
 
@@ -36,7 +37,7 @@ def main():
     idn = conn.identity
     service = idn.find_project("service") or idn.create_project(name="service", domain_id="default")
     roles = {name: idn.find_role(name) or idn.create_role(name=name) for name in ("admin", "service", "member")}
-    for name in ("cinder", "nova", "placement", "neutron"):
+    for name in ("cinder", "nova", "placement", "neutron", "barbican"):
         user = idn.find_user(name) or idn.create_user(name=name, password=name, domain_id="default")
         for role in (roles["admin"], roles["service"]):
             idn.assign_project_role_to_user(service, user, role)

@@ -1,6 +1,8 @@
 """What the tests and the demo expect in the lab cloud, created if missing.
 
 - volume types, each on its own back-end kind: standard-ssd, performance-nvme, archive-hdd;
+  standard-ssd-encrypted (ssd, LUKS with a key per volume in Barbican, as production's
+  "Encrypted" type: Cinder's NFS driver then creates LUKS-encrypted qcow2 files);
   back-ends in zones az1 (ssd, nvme) and az2 (hdd, ssd);
 - compute zones az1 (host compute1) and az2 (host compute2), as aggregates (``--zones``,
   after the hosts are discovered);
@@ -15,7 +17,17 @@ import time
 
 import openstack
 
-VOLUME_TYPES = {"standard-ssd": "ssd", "performance-nvme": "nvme", "archive-hdd": "hdd"}
+VOLUME_TYPES = {
+    "standard-ssd": "ssd",
+    "performance-nvme": "nvme",
+    "archive-hdd": "hdd",
+    "standard-ssd-encrypted": "ssd",
+}
+ENCRYPTION = {  # Nova's and Cinder's usual LUKS settings
+    "standard-ssd-encrypted": {
+        "provider": "luks", "cipher": "aes-xts-plain64", "key_size": 256, "control_location": "front-end"
+    },
+}  # fmt: skip
 FLAVORS = {"m1.small": (1, 2048), "m1.medium": (2, 4096), "m1.large": (4, 8192)}
 NETWORKS = {"lab-net-a": "10.10.1.0/24", "lab-net-b": "10.10.2.0/24"}
 ZONES = {"az1": "compute1", "az2": "compute2"}
@@ -51,6 +63,10 @@ def base(conn):
     for name, kind in VOLUME_TYPES.items():
         if not conn.block_storage.find_type(name):
             conn.block_storage.create_type(name=name, extra_specs={"volume_backend_name": kind})
+    for name, spec in ENCRYPTION.items():
+        volume_type = conn.block_storage.find_type(name)
+        if not conn.block_storage.get_type_encryption(volume_type).encryption_id:
+            conn.block_storage.create_type_encryption(volume_type, **spec)
     for name, (vcpus, ram) in FLAVORS.items():
         if not conn.compute.find_flavor(name):
             conn.compute.create_flavor(name=name, vcpus=vcpus, ram=ram, disk=0)

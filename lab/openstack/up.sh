@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A real single-node OpenStack (Debian 12's Zed packages) for the tests and the demo:
-# Keystone, Cinder (four NFS back-ends on local directories), Placement, Nova (two
+# Keystone, Barbican (simple crypto back-end: the key manager of encrypted volume
+# types), Cinder (four NFS back-ends on local directories), Placement, Nova (two
 # fake-driver compute hosts in two availability zones), Neutron (ML2, agentless
 # binding), MariaDB, RabbitMQ. Idempotent: a second run on a running lab only checks
 # it and the resources the tests need. Listens on 127.0.0.1 only.
@@ -68,7 +69,7 @@ wait_http() { for _ in $(seq 120); do curl -sf -o /dev/null "$1" && return 0; sl
 step "mariadb + rabbitmq"
 pgrep -x mariadbd >/dev/null || /etc/init.d/mariadb start >/dev/null
 pgrep -f 'beam.smp.*rabbit' >/dev/null || /etc/init.d/rabbitmq-server start >/dev/null
-for d in keystone cinder nova_api nova nova_cell0 placement neutron; do mysql -uroot -e "CREATE DATABASE IF NOT EXISTS $d"; done
+for d in keystone barbican cinder nova_api nova nova_cell0 placement neutron; do mysql -uroot -e "CREATE DATABASE IF NOT EXISTS $d"; done
 mysql -uroot -e "CREATE USER IF NOT EXISTS 'os'@'127.0.0.1' IDENTIFIED BY 'os'; GRANT ALL ON *.* TO 'os'@'127.0.0.1'; FLUSH PRIVILEGES;"
 users=$(rabbitmqctl list_users -q 2>/dev/null)
 grep -q '^os' <<<"$users" || rabbitmqctl add_user os os >/dev/null
@@ -87,6 +88,41 @@ if ! running keystone; then
 fi
 wait_http http://127.0.0.1:5000/v3
 XMS_ADMIN_PW=$ADMIN_PW "$PY" "$HERE/identity.py"
+
+step "barbican"
+# Cinder and Nova reach it through castellan with the user's own token: the secret of an
+# encrypted volume belongs to the volume's project. Secure-RBAC defaults, so that a plain
+# project member may create and read its project's secrets (the legacy rules want 'creator').
+KEK=$LAB/barbican-kek
+[ -s "$KEK" ] || (umask 077 && head -c 32 /dev/urandom | base64 >"$KEK")
+if ! running barbican-api; then
+  cat >/etc/barbican/barbican.conf <<INI
+[DEFAULT]
+host_href = http://127.0.0.1:9311
+log_dir = /var/log/barbican
+transport_url = $TURL
+sql_connection = $DB/barbican
+[keystone_authtoken]
+www_authenticate_uri = http://127.0.0.1:5000
+$(authtoken barbican)
+[oslo_policy]
+enforce_new_defaults = true
+enforce_scope = false
+[secretstore]
+enabled_secretstore_plugins = store_crypto
+[crypto]
+enabled_crypto_plugins = simple_crypto
+[simple_crypto_plugin]
+kek = $(cat "$KEK")
+INI
+  chown root:barbican /etc/barbican/barbican.conf && chmod 640 /etc/barbican/barbican.conf
+  mkdir -p /var/log/barbican && chown barbican:barbican /var/log/barbican
+  su -s /bin/sh -c "barbican-manage db upgrade" barbican >"$LAB/barbican-db.log" 2>&1
+  uwsgi_app barbican-api 9311 /usr/bin/barbican-wsgi-api barbican
+fi
+wait_http http://127.0.0.1:9311/
+# castellan, as configured in cinder.conf and nova.conf
+key_manager() { printf '[key_manager]\nbackend = barbican\n[barbican]\nauth_endpoint = http://127.0.0.1:5000/v3\nbarbican_endpoint_type = public\n'; }
 
 step "cinder"
 BACKENDS=(ssd1:ssd:az1 nvme1:nvme:az1 hdd2:hdd:az2 ssd2:ssd:az2)
@@ -114,6 +150,12 @@ nas_secure_file_permissions = false
 INI
 done
 mkdir -p /var/lib/cinder/tmp && chown -R cinder:cinder /var/lib/cinder /srv/xms-lab
+# Debian 12's qemu-img fails LUKS creation at random (see qemu-img-retry): Cinder's root commands use a retrying one.
+install -D -m 755 "$HERE/qemu-img-retry" /usr/local/lib/xms-lab/bin/qemu-img
+grep -q '^exec_dirs=/usr/local/lib/xms-lab/bin,' /etc/cinder/rootwrap.conf ||
+  sed -i 's|^exec_dirs=|exec_dirs=/usr/local/lib/xms-lab/bin,|' /etc/cinder/rootwrap.conf
+printf 'Defaults:cinder secure_path="/usr/local/lib/xms-lab/bin:/usr/sbin:/usr/bin:/sbin:/bin"\n' >/etc/sudoers.d/xms-lab-cinder
+chmod 440 /etc/sudoers.d/xms-lab-cinder
 if ! running cinder-volume; then
   cat >/etc/cinder/cinder.conf <<INI
 [DEFAULT]
@@ -137,6 +179,7 @@ www_authenticate_uri = http://127.0.0.1:5000
 $(authtoken cinder)
 [oslo_concurrency]
 lock_path = /var/lib/cinder/tmp
+$(key_manager)
 $(cat "$RUN/cinder-backends.conf")
 INI
   su -s /bin/sh -c "cinder-manage db sync" cinder
@@ -248,6 +291,7 @@ cross_az_attach = true
 api_servers = http://127.0.0.1:9292
 [oslo_concurrency]
 lock_path = /var/lib/nova/tmp
+$(key_manager)
 [vnc]
 enabled = false
 [wsgi]
@@ -274,7 +318,7 @@ for host in compute1 compute2; do
 done
 
 step "waiting for the services"
-for port in 8776 8778 9696 8774; do wait_http "http://127.0.0.1:$port/"; done
+for port in 9311 8776 8778 9696 8774; do wait_http "http://127.0.0.1:$port/"; done
 XMS_ADMIN_PW=$ADMIN_PW "$PY" "$HERE/resources.py"
 su -s /bin/sh -c "nova-manage cell_v2 discover_hosts" nova >>"$LAB/nova-manage.log" 2>&1
 XMS_ADMIN_PW=$ADMIN_PW "$PY" "$HERE/resources.py" --zones

@@ -23,7 +23,8 @@ this helper (see vcsim/main.go):
   back to the snapshot (the next snapshot's sequence is the snapshot's plus one).
 - ``snapshot-remove``, ``snapshot-remove-all``, ``guest-ignores-shutdown``.
 Lab commands: ``start`` (images and daemons from lab.json), ``stop``,
-``write VM KEY N`` (a running guest's writes), ``zero VM KEY OFFSET LENGTH``
+``write VM KEY N`` (a running guest's writes), ``mark VM KEY OFFSET TEXT`` (a
+guest's write of a known plaintext), ``zero VM KEY OFFSET LENGTH``
 (a guest's TRIM or write-zeroes: the area becomes a hole of the disk),
 ``view VM SNAP KEY SOCKET`` (exec qemu-nbd on a snapshot: the VDDK stand-in).
 
@@ -409,6 +410,17 @@ def write(vm_name, key, count):
     answer({"written": written})
 
 
+def mark(vm_name, key, offset, text):
+    """Write ``text`` over 64 KiB at ``offset`` through the live export: a plaintext to look for later."""
+    block = (text.encode() * ((64 << 10) // len(text) + 1))[: 64 << 10]
+    handle = nbd.NBD()
+    handle.connect_uri(f"nbd+unix:///live-{key}?socket={os.path.join(LAB, 'qsd', vm_name, 'nbd.sock')}")
+    handle.pwrite(block, int(offset))
+    handle.flush()
+    handle.shutdown()
+    answer({"marked": [int(offset), len(block)]})
+
+
 def zero(vm_name, key, offset, length):
     """Zero an area the way a guest's TRIM does: the clusters become holes (write-zeroes, may punch)."""
     handle = nbd.NBD()
@@ -432,6 +444,7 @@ def main(argv):
         "start": start,
         "stop": stop,
         "zero": zero,
+        "mark": mark,
     }
     if command == "write":
         return write(args[0], args[1], int(args[2]))
