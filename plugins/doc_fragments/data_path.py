@@ -23,7 +23,12 @@ options:
     description:
       - How the conversion host writes to the target volumes.
       - C(brick) attaches them to this host directly (Cinder attachment API and os-brick).
-      - C(nova) attaches them to the conversion host instance O(conversion_server) in the target cloud.
+        A volume of an encrypted volume type is written through LUKS with its key from the key manager
+        (the migration's user must be allowed to read its project's secrets), and a qcow2 volume (an NFS
+        volume that is encrypted or was snapshotted) through the qcow2 format, both by C(qemu-storage-daemon).
+        Protocols where os-brick gives no path (RBD without krbd) are refused before any write.
+      - C(nova) attaches them to the conversion host instance O(conversion_server) in the target cloud,
+        whose hypervisor presents every volume as a plain disk, encrypted or not.
     type: str
     choices: [brick, nova]
     default: brick

@@ -132,7 +132,9 @@ def convert_in_place(
         for script in options.firstboot_scripts:
             customize += ["--firstboot", script]
         if customize:
-            argv = [CUSTOMIZE, "--no-network"] + [a for d in devices for a in ("-a", d)] + customize
+            # --format raw: the guest's data never decides how its disk is read
+            argv = [CUSTOMIZE, "--no-network", "--format", "raw"]
+            argv += [a for d in devices for a in ("-a", d)] + customize
             _run(argv, env, log, options.timeout_s - (time.monotonic() - started))
     return ConversionResult(
         converted=True,

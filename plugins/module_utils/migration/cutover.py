@@ -184,6 +184,7 @@ def _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome, 
                             d.volume_id,
                             mode=settings.sync.attach_mode,
                             server_id=settings.sync.conversion_server,
+                            as_file=True,
                         )
                     )
                     for d in state.disks

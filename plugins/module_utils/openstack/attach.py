@@ -9,11 +9,19 @@ Two ways, chosen by ``mode``:
   privileged calls run in this process (no privsep helper to install).
 - ``nova``: the conversion host is an instance of the target cloud; Nova
   attaches the volume to it and the device appears under
-  ``/dev/disk/by-id`` by the volume's serial.
+  ``/dev/disk/by-id`` by the volume's serial. The hypervisor already
+  presents the guest's view (decrypted, raw), whatever the volume's format.
+
+With ``brick``, Cinder's connection says what the path holds: its ``format``
+(raw, or qcow2 for an NFS volume that is encrypted or was snapshotted) and
+whether it is ``encrypted``. Anything but raw plaintext is written through
+:mod:`..copy.layer`, with the key the cloud will use at boot: the volume's
+secret in the key manager, read with the migration's own credentials.
 """
 
 from __future__ import annotations
 
+import binascii
 import glob
 import os
 import socket
@@ -21,16 +29,22 @@ from contextlib import contextmanager
 from typing import Iterator, Optional
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.common.waiter import wait_for
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy import layer
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.errors import AttachError
 
 ATTACH_TIMEOUT = 300.0
 
 
 @contextmanager
-def attach_for_write(client, volume_id: str, *, mode: str = "brick", server_id: Optional[str] = None) -> Iterator[str]:
-    """Yield a path on this host that writes to ``volume_id``; detach on the way out, also on failure."""
+def attach_for_write(
+    client, volume_id: str, *, mode: str = "brick", server_id: Optional[str] = None, as_file: bool = False
+) -> Iterator[str]:
+    """Yield where this host writes the guest's view of ``volume_id``; detach on the way out, also on failure.
+
+    A path or an NBD URI (of a format layer); ``as_file`` asks for a path in every case, as virt-v2v needs.
+    """
     if mode == "brick":
-        with _brick(client, volume_id) as path:
+        with _brick(client, volume_id, as_file) as path:
             yield path
     elif mode == "nova":
         if not server_id:
@@ -56,7 +70,7 @@ def _os_brick():
 
 
 @contextmanager
-def _brick(client, volume_id: str) -> Iterator[str]:
+def _brick(client, volume_id: str, as_file: bool) -> Iterator[str]:
     if os.geteuid() != 0:
         raise AttachError(
             "attach_mode brick needs root on the conversion host",
@@ -76,6 +90,12 @@ def _brick(client, volume_id: str) -> Iterator[str]:
         ) from None
     info = dict(attachment.connection_info or {})
     protocol = info.get("driver_volume_type", "")
+    try:  # what the path will hold, and its key: refused here, before anything is connected or written
+        fmt = layer.volume_format(info.get("format"), volume_id)
+        passphrase = _passphrase(client, volume_id) if info.get("encrypted") else None
+    except Exception:
+        _detach(storage, attachment.id, volume_id)
+        raise
     try:
         brick = connector.InitiatorConnector.factory(
             protocol, None, use_multipath=False, nfs_mount_point_base=info.get("mount_point_base")
@@ -86,12 +106,45 @@ def _brick(client, volume_id: str) -> Iterator[str]:
         raise AttachError(f"os-brick could not connect volume {volume_id} ({protocol}): {_text(err)}") from None
     try:
         storage.complete_attachment(attachment.id)
-        yield device["path"]
+        path = device["path"]
+        if not isinstance(path, str):  # RBD without krbd: a Python file object, no path to write
+            raise AttachError(
+                f"os-brick attaches volume {volume_id} ({protocol}) as a file object, not a path",
+                parameter="attach_mode",
+                hint="Use attach_mode: nova on a conversion host inside the cloud",
+            )
+        with layer.plain_view(path, fmt, passphrase, as_file=as_file) as view:
+            yield view
     finally:
         try:
             brick.disconnect_volume(info, device)
         finally:
             _detach(storage, attachment.id, volume_id)
+
+
+def _passphrase(client, volume_id: str) -> bytes:
+    """The LUKS passphrase of an encrypted volume, as Cinder and Nova derive it: hex of the key's bytes."""
+    key_id = client.conn.block_storage.get_volume(volume_id).encryption_key_id
+    if not key_id:
+        raise AttachError(
+            f"volume {volume_id} is encrypted but Cinder does not show its key",
+            parameter="cloud",
+            hint="The block-storage API must allow microversion 3.64 or later",
+        )
+    try:
+        payload = client.conn.key_manager.get_secret(key_id).payload
+    except Exception as err:
+        raise AttachError(
+            f"the key manager did not give the key of encrypted volume {volume_id}: {_text(err)}",
+            parameter="cloud",
+            hint="The migration's user must be allowed to read its project's secrets (Barbican: role member, or"
+            " creator under the legacy policy); nothing was written",
+        ) from None
+    if isinstance(payload, str):
+        payload = payload.encode()
+    if not payload:
+        raise AttachError(f"the key of encrypted volume {volume_id} is empty", parameter="cloud")
+    return binascii.hexlify(payload)
 
 
 def release_stale_attachments(client, volume_id: str, host: str) -> int:
@@ -136,7 +189,7 @@ def _nova(client, volume_id: str, server_id: str) -> Iterator[str]:
     if server is None:
         raise AttachError(f"conversion host server '{server_id}' does not exist", parameter="conversion_server")
     try:
-        compute.create_volume_attachment(server, volume_id=volume_id)
+        compute.create_volume_attachment(server, volume=volume_id)
     except Exception as err:
         raise AttachError(f"Nova could not attach volume {volume_id} to {server.name}: {_text(err)}") from None
     try:
@@ -148,7 +201,7 @@ def _nova(client, volume_id: str, server_id: str) -> Iterator[str]:
         )
         yield path
     finally:
-        compute.delete_volume_attachment(volume_id, server, ignore_missing=True)
+        compute.delete_volume_attachment(server, volume_id, ignore_missing=True)
         wait_for(
             lambda: client.conn.block_storage.get_volume(volume_id).status == "available",
             timeout=ATTACH_TIMEOUT,

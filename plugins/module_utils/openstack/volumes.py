@@ -206,7 +206,9 @@ def delete_volumes(client, volume_ids: List[str], timeout: float = 300) -> None:
     """Delete volumes and wait until they are gone (rollback and cleanup).
 
     A volume still being created cannot be deleted yet, so each is first
-    awaited until it settles (available or error).
+    awaited until it settles (available or error). Snapshots somebody took of
+    a replica go with it (cascade): they are copies of a replica, never the
+    source's only copy, and would otherwise block the delete.
     """
     storage = client.conn.block_storage
     deadline = time.monotonic() + timeout
@@ -216,7 +218,7 @@ def delete_volumes(client, volume_ids: List[str], timeout: float = 300) -> None:
             timeout=max(1.0, deadline - time.monotonic()),
             what=f"volume {volume_id} to settle before it is deleted",
         )
-        storage.delete_volume(volume_id, ignore_missing=True)
+        storage.delete_volume(volume_id, ignore_missing=True, cascade=True)
     for volume_id in volume_ids:
         wait_for(
             lambda vid=volume_id: storage.find_volume(vid, ignore_missing=True) is None,

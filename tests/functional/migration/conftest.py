@@ -70,6 +70,22 @@ def sha256_of(read, size):
     return digest.hexdigest()
 
 
+def sha256_of_target(path, size):
+    """The digest of an attached volume: a path, or the NBD URI of its format layer (qcow2, LUKS)."""
+    if path.startswith("nbd"):
+        handle = nbd.NBD()
+        handle.connect_uri(path)
+        try:
+            return sha256_of(handle.pread, size)
+        finally:
+            handle.shutdown()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return sha256_of(lambda n, o: os.pread(fd, n, o), size)
+    finally:
+        os.close(fd)
+
+
 def assert_volumes_equal_source(vsphere, vm, openstack, state):
     """Every volume equals its disk as of a fresh snapshot (take it only when the guest is not writing)."""
     disks = {d.key: d for d in inventory.inventory(vsphere, vm).disks}
@@ -82,11 +98,7 @@ def assert_volumes_equal_source(vsphere, vm, openstack, state):
                 want = sha256_of(handle.pread, source.capacity)
                 handle.shutdown()
             with attach_for_write(openstack, disk.volume_id) as path:
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    got = sha256_of(lambda n, o, fd=fd: os.pread(fd, n, o), source.capacity)
-                finally:
-                    os.close(fd)
+                got = sha256_of_target(path, source.capacity)
             assert got == want, f"volume of disk {disk.disk_key} differs from the source"
 
 

@@ -4,6 +4,7 @@ FakeConn stands in for openstacksdk's connection; the device appears as a
 symlink under a temporary /dev/disk/by-id, as udev would create it.
 """
 
+import inspect
 import os
 
 import pytest
@@ -37,13 +38,14 @@ class FakeConn:
     def find_server(self, name, ignore_missing=True):
         return FakeServer() if name in ("conv01", "srv-1") else None
 
-    def create_volume_attachment(self, server, volume_id):
-        self.calls.append(("attach", server.name, volume_id))
-        os.symlink(self.device, os.path.join(self.by_id, f"virtio-{volume_id[:20]}"))
+    def create_volume_attachment(self, server, volume=None):
+        self.calls.append(("attach", server.name, volume))
+        os.symlink(self.device, os.path.join(self.by_id, f"virtio-{volume[:20]}"))
         self.status = "in-use"
 
-    def delete_volume_attachment(self, volume_id, server, ignore_missing=True):
-        self.calls.append(("detach", server.name, volume_id))
+    def delete_volume_attachment(self, server, volume, ignore_missing=True):
+        assert isinstance(server, FakeServer) and isinstance(volume, str), "openstacksdk's order: (server, volume)"
+        self.calls.append(("detach", server.name, volume))
         self.status = "available"
 
     def get_volume(self, volume_id):
@@ -105,3 +107,13 @@ def test_by_serial_finds_virtio_and_scsi_names(tmp_path, monkeypatch):
     assert attach._by_serial(VOLUME) == "/dev/vdb"
     os.unlink(tmp_path / f"virtio-{VOLUME[:20]}")
     assert attach._by_serial(VOLUME) == "/dev/sdb"
+
+
+def test_the_fake_follows_the_real_sdk_signatures():
+    """The fake is only worth its tests while it takes what openstacksdk's compute proxy takes."""
+    from openstack.compute.v2._proxy import Proxy
+
+    for name in ("delete_volume_attachment", "create_volume_attachment"):
+        real = list(inspect.signature(getattr(Proxy, name)).parameters)[1:]
+        fake = list(inspect.signature(getattr(FakeConn, name)).parameters)[1:]
+        assert fake == real[: len(fake)], name

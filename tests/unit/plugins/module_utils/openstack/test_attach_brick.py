@@ -1,0 +1,86 @@
+"""The brick attach mode's refusals for what the lab's NFS back-ends never hand out (mocks, named as such).
+
+An RBD volume without krbd comes back from os-brick as a Python file object, a format other than raw
+or qcow2 cannot be written: both are refused after the attachment and before any write, and the
+attachment is always deleted again.
+"""
+
+import io
+import os
+
+import pytest
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.errors import TargetError
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import attach
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.errors import AttachError
+
+VOLUME = "0c7f4e2a-1b2c-4d3e-8f90-abcdefabcdef"
+
+
+class FakeAttachment:
+    id = "att-1"
+
+    def __init__(self, info):
+        self.connection_info = info
+
+
+class FakeStorage:
+    """Mock of Cinder's attachment API: records what was created and deleted."""
+
+    def __init__(self, info):
+        self.info, self.calls = info, []
+
+    def get_volume(self, _volume_id):
+        return type("Volume", (), {"status": "available", "attachments": []})()
+
+    def create_attachment(self, volume_id, connector, mode):
+        self.calls.append(("create", volume_id, mode))
+        return FakeAttachment(self.info)
+
+    def complete_attachment(self, attachment_id):
+        self.calls.append(("complete", attachment_id))
+
+    def delete_attachment(self, attachment_id):
+        self.calls.append(("delete", attachment_id))
+
+
+class FakeBrick:
+    """Mock of an os-brick connector that hands out ``path``."""
+
+    def __init__(self, path):
+        self.path, self.disconnected = path, False
+
+    def connect_volume(self, _info):
+        return {"path": self.path}
+
+    def disconnect_volume(self, _info, _device):
+        self.disconnected = True
+
+
+def fake_cloud(monkeypatch, info, path):
+    storage = FakeStorage(info)
+    brick = FakeBrick(path)
+    connector = type("Connector", (), {
+        "get_connector_properties": staticmethod(lambda *_args: {"host": "conv01"}),
+        "InitiatorConnector": type("Factory", (), {"factory": staticmethod(lambda *_a, **_k: brick)}),
+    })  # fmt: skip
+    monkeypatch.setattr(attach, "_os_brick", lambda: connector)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    client = type("Client", (), {"conn": type("Conn", (), {"block_storage": storage})()})()
+    return client, storage, brick
+
+
+def test_a_file_object_from_os_brick_is_refused_naming_nova(monkeypatch):
+    client, storage, brick = fake_cloud(monkeypatch, {"driver_volume_type": "rbd"}, io.BytesIO())
+    with pytest.raises(AttachError) as err, attach.attach_for_write(client, VOLUME):
+        pytest.fail("an RBD file object must not be yielded")
+    assert err.value.parameter == "attach_mode" and "nova" in err.value.hint
+    assert brick.disconnected and ("delete", "att-1") in storage.calls
+
+
+def test_a_format_this_tool_cannot_write_is_refused_before_connecting(monkeypatch):
+    client, storage, brick = fake_cloud(monkeypatch, {"driver_volume_type": "nfs", "format": "vhdx"}, "/dev/null")
+    with pytest.raises(TargetError) as err, attach.attach_for_write(client, VOLUME):
+        pytest.fail("a vhdx volume must not be yielded")
+    assert "vhdx" in str(err.value) and "nova" in err.value.hint
+    assert not brick.disconnected and storage.calls[-1] == ("delete", "att-1")
