@@ -4,7 +4,10 @@ A replica is protected: the instance is only created when every volume's
 record says the migration is in ``cutover``. What this step creates (ports,
 the server) is deleted again when it fails, and the volumes are left intact,
 so the cutover can be retried. A retry adopts the ports and the server of its
-own migration (by name and metadata), never those of someone else.
+own migration (by name and metadata), never those of someone else, and only
+a server that holds every port of the migration: a create whose answer was
+lost (a timeout after Nova accepted the POST) is found and adopted, and a
+server left without its ports is replaced, never kept.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
-from ansible_collections.xms.warm_migration.plugins.module_utils.common.waiter import wait_for
+from ansible_collections.xms.warm_migration.plugins.module_utils.common.waiter import WaitTimeout, wait_for
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.errors import (
     InstanceError,
     MacInUseError,
@@ -23,6 +26,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.prefl
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.volumes import find_volumes
 
 SERVER_TAG = "xms_migration_id"
+POSTED_GRACE_S = 30.0  # how long a create whose answer was lost is looked for before it counts as not made
 
 
 @dataclass
@@ -74,9 +78,9 @@ def create_instance(
     _ensure_cutover(client, migration_id, volume_ids)
     conn = client.conn
     existing = find_server(client, migration_id)
-    if existing is not None and existing.status == "ACTIVE":
+    if existing is not None and existing.status == "ACTIVE" and _holds_ports(client, existing, migration_id, nics):
         return _info(client, existing)
-    if existing is not None:  # a failed earlier attempt: start over from the volumes
+    if existing is not None:  # a failed earlier attempt, or one without its ports: start over from the volumes
         _delete_server(client, existing.id, timeout)
     chosen = resolve_flavor(client, flavor, vcpus, ram_mb)
     storage = conn.block_storage
@@ -108,7 +112,12 @@ def create_instance(
             args["availability_zone"] = availability_zone
         if key_name:
             args["key_name"] = key_name
-        server = conn.compute.create_server(**args)
+        try:
+            server = conn.compute.create_server(**args)
+        except Exception as err:
+            server = _created_anyway(client, migration_id, err)
+            if server is None:
+                raise
         server = wait_for(
             lambda: _active(client, server.id),
             timeout=timeout,
@@ -128,6 +137,27 @@ def create_instance(
             f"creating instance {name} failed: {getattr(err, 'details', None) or err}",
             hint="The volumes are intact; fix the cause and run the cutover again",
         ) from None
+
+
+def _created_anyway(client, migration_id: str, err: Exception):
+    """The server of a create whose answer never came: Nova may have accepted the POST.
+
+    A refusal (4xx) made nothing. Otherwise (a timeout, a dropped connection, a 5xx from a
+    proxy) the migration's server is looked for until it shows up or the grace time ends.
+    """
+    status = getattr(err, "status_code", None)
+    if status is not None and 400 <= status < 500:
+        return None
+    try:
+        return wait_for(lambda: find_server(client, migration_id), timeout=POSTED_GRACE_S, what="the posted server")
+    except WaitTimeout:  # not there: the POST did not take; the caller raises the original error
+        return None
+
+
+def _holds_ports(client, server, migration_id: str, nics: List[NicSpec]) -> bool:
+    """Whether every NIC's port of this migration is bound to ``server``."""
+    bound = {p.name for p in client.conn.network.ports(device_id=server.id)}
+    return all(port_name(migration_id, nic.mac) in bound for nic in nics)
 
 
 def _ensure_cutover(client, migration_id: str, volume_ids: List[str]) -> None:

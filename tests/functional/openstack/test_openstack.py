@@ -5,6 +5,7 @@ import os
 import random
 
 import pytest
+from keystoneauth1.exceptions import ConnectFailure
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_for_write
@@ -17,6 +18,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.error
     QuotaError,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.instance import (
+    SERVER_TAG,
     NicSpec,
     create_instance,
     find_server,
@@ -213,3 +215,38 @@ def test_a_failed_volume_creation_deletes_what_it_created(lab, migration):
         ensure(lab, migration, wanted)
     assert "no-such-type" in str(err.value) and "Nothing was left behind" in str(err.value)
     assert os_volumes.find_volumes(lab, migration) == []
+
+
+def test_a_create_whose_answer_was_lost_is_adopted_with_its_ports(lab, migration, monkeypatch):
+    """Nova accepts the POST but the answer never arrives: the server is found, awaited and kept."""
+    volumes, _created = ensure(lab, migration, specs([(GiB, "standard-ssd", "az1")]), phase="cutover")
+    real = lab.conn.compute.create_server
+
+    def answer_lost(**args):
+        """Mock of a response lost after Nova accepted the request (the lab's network never drops one)."""
+        real(**args)
+        raise ConnectFailure("Unable to establish connection: read timed out")
+
+    monkeypatch.setattr(lab.conn.compute, "create_server", answer_lost)
+    mac = random_mac("00:50:56")
+    server = create_instance(lab, migration, name="t-lost", flavor="m1.small", vcpus=1, ram_mb=512,
+                             volume_ids=[volumes[0].id], nics=[NicSpec(mac, "lab-net-a")])  # fmt: skip
+    assert server.status == "ACTIVE" and [p["mac"] for p in server.ports] == [mac]
+    assert [s.id for s in lab.conn.compute.servers() if s.name == "t-lost"] == [server.id]
+
+
+def test_a_server_left_without_its_ports_is_replaced_on_the_rerun(lab, migration):
+    volumes, _created = ensure(lab, migration, specs([(GiB, "standard-ssd", "az1")]), phase="cutover")
+    flavor = lab.conn.compute.find_flavor("m1.small")
+    lab.conn.block_storage.set_volume_bootable_status(volumes[0].id, True)  # as an earlier attempt left it
+    orphan = lab.conn.compute.create_server(
+        name="t-portless", flavor_id=flavor.id, networks="none", metadata={SERVER_TAG: migration},
+        block_device_mapping_v2=[{"boot_index": 0, "uuid": volumes[0].id, "source_type": "volume",
+                                  "destination_type": "volume", "delete_on_termination": False}],
+    )  # fmt: skip
+    lab.conn.compute.wait_for_server(orphan, wait=300)
+    mac = random_mac("00:50:56")
+    server = create_instance(lab, migration, name="t-portless", flavor="m1.small", vcpus=1, ram_mb=512,
+                             volume_ids=[volumes[0].id], nics=[NicSpec(mac, "lab-net-a")])  # fmt: skip
+    assert server.id != orphan.id and [p["mac"] for p in server.ports] == [mac]
+    assert lab.conn.compute.find_server(orphan.id, ignore_missing=True) is None
