@@ -5,16 +5,18 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import ConversionOptions
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import heartbeat, store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import sync as sync_module
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import CutoverSettings, run_cutover
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.info import set_schedule
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
-from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt, inventory
 
 from ..openstack.conftest import CLOUDS
 from .conftest import assert_volumes_equal_source, reset_vm
@@ -29,6 +31,9 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration impor
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import MigrationBusyError
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import ensure_not_busy
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import record
+if len(sys.argv) > 2:
+    record.HEARTBEAT_STALE_S = float(sys.argv[2])  # a staleness limit the test can outlast
 try:
     ensure_not_busy(store.load(OpenStackClient.connect(cloud="xms-lab"), sys.argv[1]))
 except MigrationBusyError:
@@ -36,9 +41,10 @@ except MigrationBusyError:
 """
 
 
-def another_host_may_take_it(migration_id: str) -> bool:
+def another_host_may_take_it(migration_id: str, stale_after_s: float = 0) -> bool:
     """What the sync or cutover of another conversion host would decide right now."""
-    run = subprocess.run(["unshare", "-u", sys.executable, "-c", OTHER_HOST, migration_id],
+    argv = ["unshare", "-u", sys.executable, "-c", OTHER_HOST, migration_id]
+    run = subprocess.run(argv + ([str(stale_after_s)] if stale_after_s else []),
                          capture_output=True, text=True, check=False)  # fmt: skip
     assert run.returncode in (0, 3), run.stderr[-2000:]
     return run.returncode == 0
@@ -80,6 +86,48 @@ def test_a_pause_set_while_a_sync_runs_survives_the_sync(vsphere, source, openst
     assert box.get("result") is not None, box.get("error")
     state = store.load(openstack, migration_id)
     assert (state.paused, state.cadence, state.phase, state.seeded) == (True, "hourly", "ready", True)
+
+
+def test_a_sync_holds_the_migration_through_every_long_phase(
+    vsphere, source, openstack, target, settings, beat_often, monkeypatch
+):
+    """Each phase is made longer than the other host's staleness limit: only the timer's beats keep it off."""
+    stale_s = 2.0
+    migration_id = initialize(vsphere, source, openstack, target).migration_id
+    verdicts = []
+
+    def long_phase(name):
+        time.sleep(stale_s + 1.5)
+        verdicts.append((name, another_host_may_take_it(migration_id, stale_s)))
+
+    def lengthened(name, call):
+        def wrapper(*args, **kwargs):
+            result = call(*args, **kwargs)
+            long_phase(name)
+            return result
+
+        return wrapper
+
+    snapshot = cbt.sync_snapshot
+
+    @contextmanager
+    def lengthened_snapshot(*args, **kwargs):
+        with snapshot(*args, **kwargs) as snap:
+            long_phase("snapshot taken")
+            yield snap
+            long_phase("before the snapshot's removal")
+        long_phase("snapshot removed")
+
+    monkeypatch.setattr(cbt, "remove_orphan_snapshots", lengthened("orphan removal", cbt.remove_orphan_snapshots))
+    monkeypatch.setattr(cbt, "sync_snapshot", lengthened_snapshot)
+    monkeypatch.setattr(sync_module, "copy_extents", lengthened("copy", sync_module.copy_extents))
+    monkeypatch.setattr(sync_module, "verify_extents", lengthened("verify", sync_module.verify_extents))
+    settings.verify = True
+    assert run_sync(vsphere, source, openstack, migration_id, settings).kind == "seed"
+    names = [name for name, _taken in verdicts]
+    assert {"orphan removal", "snapshot taken", "copy", "verify", "snapshot removed"} <= set(names), names
+    assert not any(taken for _name, taken in verdicts), verdicts
+    assert another_host_may_take_it(migration_id, stale_s)  # and once the sync is done, it may
 
 
 def test_a_failing_heartbeat_write_neither_stalls_nor_aborts_the_copy(
