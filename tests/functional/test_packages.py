@@ -31,7 +31,7 @@ PROGRAMS = {
     "qemu-system-x86_64": "",
     "qemu-nbd": "",
     "guestfish": "",
-    "qemu-storage-daemon": "test",
+    "qemu-storage-daemon": "",  # the format layer of qcow2 and encrypted volumes (plugins/module_utils/copy/layer.py)
     "qemu-io": "test",
     "shellcheck": "test",
     "rsync": "test",
@@ -39,6 +39,7 @@ PROGRAMS = {
     "debootstrap": "lab-guest",
     "go": "lab-vsphere",
     "keystone-manage": "lab-openstack",
+    "barbican-manage": "lab-openstack",
     "cinder-volume": "lab-openstack",
     "nova-compute": "lab-openstack",
     "neutron-server": "lab-openstack",
