@@ -64,10 +64,11 @@ def test_an_encrypted_volume_type_holds_the_source_in_plaintext_only_under_the_c
 ):
     migration_id = initialize(vsphere, source, openstack, encrypted).migration_id
     state = store.load(openstack, migration_id)
-    assert run_sync(vsphere, source, openstack, migration_id, settings).kind == "seed"
     key = str(state.disks[0].disk_key)
-    lab_cmd("mark", SOURCE_VM, key, str(3 * MiB), MARKER)  # a plaintext the guest writes
-    lab_cmd("zero", SOURCE_VM, key, "0", str(2 * MiB))  # and data the seed copied, trimmed
+    lab_cmd("mark", SOURCE_VM, key, str(5 * MiB), "copied-by-the-seed")
+    assert run_sync(vsphere, source, openstack, migration_id, settings).kind == "seed"
+    lab_cmd("mark", SOURCE_VM, key, str(7 * MiB), MARKER)  # a plaintext the guest writes
+    lab_cmd("zero", SOURCE_VM, key, str(5 * MiB), str(64 << 10))  # and data the seed copied, trimmed
     assert run_sync(vsphere, source, openstack, migration_id, settings).kind == "incremental"
 
     keyfile = tmp_path / "passphrase"
@@ -89,8 +90,8 @@ def test_an_encrypted_volume_type_holds_the_source_in_plaintext_only_under_the_c
         with open(backend, "rb") as handle:
             assert MARKER.encode() not in handle.read(), "plaintext of the guest on the back-end"
     with open(tmp_path / f"source-{key}.raw", "rb") as handle:  # the comparison covered the marker and the trim
-        data = handle.read(4 * MiB)
-    assert data[: 2 * MiB] == bytes(2 * MiB) and MARKER.encode() in data[3 * MiB :]
+        data = handle.read(8 * MiB)
+    assert data[5 * MiB : 5 * MiB + (64 << 10)] == bytes(64 << 10) and MARKER.encode() in data[7 * MiB :]
 
 
 def test_a_replica_snapshotted_in_cinder_is_synced_into_its_qcow2_overlay(vsphere, source, openstack, target, settings):
