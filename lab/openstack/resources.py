@@ -8,7 +8,10 @@
   after the hosts are discovered);
 - flavors m1.small (1 vCPU, 2 GiB), m1.medium (2, 4 GiB), m1.large (4, 8 GiB);
 - networks lab-net-a (10.10.1.0/24) and lab-net-b (10.10.2.0/24) of project xms-lab;
-- project xms-small with tiny quotas: 2 volumes, 3 GiB, 1 GiB of archive-hdd; xms-lab with room for waves.
+  lab-net-shared (10.10.9.0/24), the admin's, shared: visible to every project, but only its
+  owner may give a port a chosen MAC; small-net (10.10.3.0/24) of project xms-small;
+- project xms-small with tiny quotas: 2 volumes, 3 GiB, 1 GiB of archive-hdd, no instance;
+  xms-lab with room for waves.
 """
 
 import os
@@ -85,8 +88,20 @@ def base(conn):
             conn.network.create_subnet(name=name + "-subnet", network_id=net.id, ip_version=4, cidr=cidr,
                                        project_id=owner)  # fmt: skip
     small = conn.identity.find_project("xms-small")
+    network(conn, "small-net", "10.10.3.0/24", small.id)
+    network(conn, "lab-net-shared", "10.10.9.0/24", conn.current_project_id, shared=True)
     conn.block_storage.update_quota_set(small.id, volumes=2, gigabytes=3, **{"gigabytes_archive-hdd": 1})
+    conn.compute.update_quota_set(small.id, instances=0)
     conn.block_storage.update_quota_set(owner, volumes=200, gigabytes=5000, snapshots=100)
+
+
+def network(conn, name, cidr, project_id, shared=False):
+    net = conn.network.find_network(name) or conn.network.create_network(
+        name=name, project_id=project_id, is_shared=shared
+    )
+    if not conn.network.find_subnet(name + "-subnet"):
+        conn.network.create_subnet(name=name + "-subnet", network_id=net.id, ip_version=4, cidr=cidr,
+                                   project_id=project_id)  # fmt: skip
 
 
 def zones(conn):

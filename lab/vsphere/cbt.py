@@ -23,7 +23,7 @@ this helper (see vcsim/main.go):
   back to the snapshot (the next snapshot's sequence is the snapshot's plus one).
 - ``snapshot-remove``, ``snapshot-remove-all``, ``guest-ignores-shutdown``.
 Lab commands: ``start`` (images and daemons from lab.json), ``stop``,
-``write VM KEY N`` (a running guest's writes), ``mark VM KEY OFFSET TEXT`` (a
+``write VM KEY N [SIZE]`` (a running guest's writes), ``mark VM KEY OFFSET TEXT`` (a
 guest's write of a known plaintext), ``zero VM KEY OFFSET LENGTH``
 (a guest's TRIM or write-zeroes: the area becomes a hole of the disk),
 ``view VM SNAP KEY SOCKET`` (exec qemu-nbd on a snapshot: the VDDK stand-in).
@@ -392,8 +392,10 @@ def stop_vm(name):
             time.sleep(0.05)
 
 
-def write(vm_name, key, count):
-    """Write ``count`` random 64 KiB-1 MiB blocks through the live export; prints them as [offset, length]."""
+def write(vm_name, key, count, block=None):
+    """Write ``count`` random blocks (64 KiB-1 MiB, or ``block`` bytes each) through the live export.
+
+    Prints them as [offset, length]."""
     vm = load("lab.json")["vms"][vm_name]
     handle = nbd.NBD()
     handle.connect_uri(f"nbd+unix:///live-{key}?socket={os.path.join(LAB, 'qsd', vm_name, 'nbd.sock')}")
@@ -401,7 +403,7 @@ def write(vm_name, key, count):
     size = vm["disks"][key]["capacity"]
     written = []
     for _block in range(count):
-        length = rng.choice([64 << 10, 256 << 10, 1 << 20])
+        length = block or rng.choice([64 << 10, 256 << 10, 1 << 20])
         offset = rng.randrange(0, size - length, 64 << 10)
         handle.pwrite(rng.randbytes(length), offset)
         written.append([offset, length])
@@ -447,7 +449,7 @@ def main(argv):
         "mark": mark,
     }
     if command == "write":
-        return write(args[0], args[1], int(args[2]))
+        return write(args[0], args[1], int(args[2]), int(args[3]) if len(args) > 3 else None)
     if command == "view":
         vm_name, _vm = vm_by_moref(args[0]) if args[0].startswith("vm-") else (args[0], None)
         os.execvp("qemu-nbd", view_argv(vm_name, args[1], args[2], args[3]))

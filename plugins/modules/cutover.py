@@ -94,13 +94,23 @@ options:
     type: list
     elements: str
     default: []
+  downtime_budget:
+    description:
+      - Seconds the source may be down (final delta, conversion, instance step), as projected from the
+        migration's syncs and the conversion host's measured step times.
+      - While the source still runs, the cutover syncs back to back until the projection fits, then shuts
+        down. When it cannot (the final delta stops shrinking, or after five syncs), it fails naming this
+        parameter, with the source running and nothing shut down.
+      - Unset, the cutover shuts down at once; the projection is returned either way.
+    type: int
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-    support: none
+    support: full
+    details: The migration's phase, cutover step and instance, before and after.
 """
 
 EXAMPLES = r"""
@@ -121,7 +131,10 @@ EXAMPLES = r"""
 
 RETURN = r"""
 steps_done:
-  description: The cutover steps this run did (in check mode, the steps still to do).
+  description:
+    - The cutover steps this run did (in check mode, the steps still to do).
+    - For O(state=rolled_back), what the rollback did (would do) - C(power_on_source), C(phase_ready), and
+      C(full_resync_next) when the volumes were converted.
   returned: always
   type: list
   elements: str
@@ -151,6 +164,30 @@ instance:
   returned: when the instance step ran
   type: dict
   sample: {"id": "9b0e...", "status": "ACTIVE"}
+projection:
+  description:
+    - The projected downtime the cutover went by (in check mode, would go by) - change and copy rates,
+      final delta, conversion and instance times, and their sum C(downtime_s). Null before an incremental sync.
+  returned: always
+  type: dict
+  sample: {"downtime_s": 95.2, "final_sync_s": 12.1, "conversion_s": 60.0, "instance_s": 23.0, "change_rate": 104857.6}
+convergence_syncs:
+  description: Syncs run back to back to fit O(downtime_budget).
+  returned: always
+  type: int
+  sample: 2
+downtime_s:
+  description:
+    - Seconds from the guest going down to the instance being ACTIVE, measured (for a source found
+      already off, from the moment the cutover saw it off). Null until the guest is down.
+  returned: always
+  type: int
+  sample: 312
+timings:
+  description: Seconds each step took, from the end of the step before it (C(shutdown) from the start).
+  returned: always
+  type: dict
+  sample: {"shutdown": 21, "final_sync": 14, "converted": 240, "boot_checked": 38, "instance": 19, "completed": 1}
 migration:
   description: The migration's metrics after the run (see M(xms.warm_migration.migration_info)).
   returned: always
@@ -197,6 +234,7 @@ def main() -> None:
         "boot_check": {"type": "bool", "default": False},
         "instance_timeout": {"type": "int", "default": 600},
         "key_name": {"type": "str", "no_log": False},
+        "downtime_budget": {"type": "int"},
         "security_groups": {"type": "list", "elements": "str", "default": []},
     }
     module = AnsibleModule(
@@ -224,6 +262,7 @@ def main() -> None:
         boot_check=p["boot_check"],
         instance_timeout=p["instance_timeout"],
         key_name=p["key_name"],
+        downtime_budget=p["downtime_budget"],
         security_groups=p["security_groups"],
     )
 
@@ -234,9 +273,7 @@ def main() -> None:
             migration_id = migration_id_for(inv)
             openstack = mparams.connect_openstack(p)
             if p["state"] == "rolled_back":
-                if module.check_mode:
-                    return {"changed": True, "steps_done": ["rolled_back"], "migration": {}}
-                outcome = rollback(vsphere, vm, openstack, migration_id, settings)
+                outcome = rollback(vsphere, vm, openstack, migration_id, settings, check_mode=module.check_mode)
             else:
                 target = mparams.target_settings(p)
                 outcome = run_cutover(
@@ -244,10 +281,20 @@ def main() -> None:
                 )
         for warning in outcome.warnings:
             module.warn(warning)
-        result = {"changed": outcome.changed, "steps_done": outcome.steps_done, "migration": outcome.state.metrics()}
+        result = {
+            "changed": outcome.changed,
+            "steps_done": outcome.steps_done,
+            "projection": outcome.projection,
+            "convergence_syncs": outcome.convergence_syncs,
+            "downtime_s": outcome.downtime_s,
+            "timings": outcome.timings or {},
+            "migration": outcome.state.metrics(),
+        }
         for key in ("shutdown", "final_sync", "conversion", "boot", "instance"):
             if getattr(outcome, key) is not None:
                 result[key] = getattr(outcome, key)
+        if module._diff and outcome.changed:
+            result["diff"] = {"before": outcome.before, "after": outcome.after}
         return result
 
     run(module, f"cut over the migration of VM '{name}'", body)

@@ -99,6 +99,26 @@ migrations:
       description: Bytes done and total of the running sync, or null.
       type: dict
       sample: {"done": 1048576, "total": 4194304}
+    downtime_s:
+      description:
+        - Seconds from the guest going down at cutover to its instance being ACTIVE; while the cutover
+          runs, so far. Null before a cutover shut the guest down.
+      type: int
+      sample: 312
+    projected_downtime_s:
+      description:
+        - Seconds a cutover starting now would keep the VM down - the final delta (the guest's change rate
+          since the last sync, at the syncs' copy rate) plus conversion plus instance step, as the conversion
+          host measured them (defaults of 300 s and 30 s until it has). Null before an incremental sync, and
+          during and after the cutover.
+      type: int
+      sample: 95
+    cutover_timings:
+      description:
+        - Seconds each cutover step took, from the end of the step before it, or null.
+        - Steps are C(shutdown), C(final_sync), C(converted), C(boot_checked), C(instance), C(completed).
+      type: dict
+      sample: {"shutdown": 21, "final_sync": 14, "converted": 240, "instance": 19}
     disks:
       description: Per disk - key, label, volume id, recorded change id.
       type: list

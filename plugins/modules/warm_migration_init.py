@@ -52,7 +52,8 @@ attributes:
     support: full
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-    support: none
+    support: full
+    details: CBT on the source, and the source disks that have a volume, before and after.
 """
 
 EXAMPLES = r"""
@@ -141,7 +142,7 @@ def main() -> None:
                                  removed_disks=RemovedDisks(module.params["removed_disks"]))  # fmt: skip
         for warning in outcome.warnings:
             module.warn(warning)
-        return {
+        result = {
             "changed": outcome.changed,
             "migration_id": outcome.migration_id,
             "checks": outcome.checks,
@@ -149,6 +150,15 @@ def main() -> None:
             "cbt_enabled": outcome.cbt_enabled_now,
             "migration": outcome.state.metrics() if outcome.state else {},
         }
+        if module._diff and outcome.changed:
+            planned = outcome.volumes_planned
+            result["diff"] = {
+                "before": {"cbt": "off" if outcome.cbt_enabled_now else "on",
+                           "volumes": sorted(v["disk_key"] for v in planned if v["exists"])},
+                "after": {"cbt": "on",
+                          "volumes": sorted(v["disk_key"] for v in planned if "removed_from_source" not in v)},
+            }  # fmt: skip
+        return result
 
     run(module, f"initialize the migration of VM '{name}'", body)
 

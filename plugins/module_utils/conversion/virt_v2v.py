@@ -65,8 +65,18 @@ class ConversionResult:
         }
 
 
-def check_options(options: ConversionOptions) -> None:
-    """Refuse bad input before the guest is shut down, not after."""
+def check_options(options: ConversionOptions, guest_id: str = "") -> None:
+    """Refuse bad input before the guest is shut down, not after.
+
+    ``guest_id`` is vSphere's guest OS id: a Windows guest cannot boot on KVM without the
+    virtio drivers virt-v2v installs from virtio-win.
+    """
+    if not options.skip and guest_id.lower().startswith("windows") and not options.virtio_win:
+        raise ConversionError(
+            f"the guest is Windows ({guest_id}): converting it needs the virtio-win drivers",
+            parameter="conversion.virtio_win",
+            hint="Give the path of the virtio-win ISO (or its unpacked directory) on the conversion host",
+        )
     for name, scripts in (("conversion.run_scripts", options.run_scripts),
                           ("conversion.firstboot_scripts", options.firstboot_scripts)):  # fmt: skip
         for script in scripts:

@@ -20,17 +20,20 @@ returns the migration to ``ready``; the volumes stay, so syncs can go on.
 
 from __future__ import annotations
 
+import contextlib
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from ansible_collections.xms.warm_migration.plugins.module_utils.common.errors import WarmMigrationError
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion import virt_v2v
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.boot_check import boot_check
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError, PreflightError
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.heartbeat import Heartbeat
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import TargetSettings, nic_targets
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.lock import host_lock, owner_id
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import HostTimes
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import MigrationState, Phase, utcnow
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import (
     SyncSettings,
@@ -39,6 +42,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync 
     sync_locked,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import instance as os_instance
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import preflight as os_preflight
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_for_write
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import power as vs_power
@@ -57,6 +61,7 @@ class CutoverSettings:
     instance_timeout: float = 600.0
     key_name: Optional[str] = None
     security_groups: List[str] = field(default_factory=list)
+    downtime_budget: Optional[int] = None  # seconds: sync back to back until the projection fits, then shut down
 
 
 @dataclass
@@ -69,8 +74,21 @@ class CutoverOutcome:
     conversion: Optional[Dict[str, object]] = None
     boot: Optional[Dict[str, object]] = None
     instance: Optional[Dict[str, object]] = None
-    downtime_s: Optional[float] = None
+    downtime_s: Optional[int] = None  # from the guest going down to the instance being ACTIVE
+    timings: Optional[Dict[str, int]] = None  # seconds per step (see MigrationState.cutover_timings)
     warnings: List[str] = field(default_factory=list)
+    projection: Optional[Dict[str, object]] = None  # the projected downtime the cutover went (or would go) by
+    convergence_syncs: int = 0  # syncs run back to back to fit the downtime budget
+    before: Dict[str, object] = field(default_factory=dict)  # the record's view, for diff mode
+    after: Dict[str, object] = field(default_factory=dict)
+
+
+def _view(phase: str, step: str, instance_id: str) -> Dict[str, object]:
+    return {"phase": phase, "cutover_step": step or None, "instance_id": instance_id or None}
+
+
+def _state_view(state: MigrationState) -> Dict[str, object]:
+    return _view(state.phase.value, state.cutover_step, state.instance_id)
 
 
 def _after(state: MigrationState, step: str) -> bool:
@@ -98,35 +116,161 @@ def run_cutover(
             hint="Run block_sync until it reports phase 'ready', then cut over",
         )
     ensure_not_busy(state)
-    if not state.converted:
-        virt_v2v.check_options(settings.conversion)  # bad scripts or drivers: refuse before the guest goes down
     inv = vs_inventory.inventory(vsphere, vm)
+    if not state.converted:  # bad scripts or drivers: refuse before the guest goes down
+        virt_v2v.check_options(settings.conversion, guest_id=inv.guest_id)
     source_disks(inv, state)  # a disk added or removed since init: refuse while the source still runs
     nics = nic_targets(inv, target)
+    if not _after(state, "instance"):
+        check_target(openstack, state, inv, nics, target, settings)
+    before = _state_view(state)
+    convert = not settings.conversion.skip
     if check_mode:
         todo = [s for s in STEPS if not _after(state, s)]
-        return CutoverOutcome(changed=True, steps_done=todo, state=state)
+        after = _view(Phase.COMPLETED.value, "completed", state.instance_id or "(new)")
+        outcome = CutoverOutcome(changed=True, steps_done=todo, state=state, before=before, after=after)
+        projection = state.projection(convert=convert)
+        outcome.projection = projection.as_dict() if projection else None
+        if settings.downtime_budget is not None and projection is not None and not _after(state, "shutdown"):
+            fits = projection.downtime_s <= settings.downtime_budget
+            outcome.warnings.append(
+                f"projected downtime {projection.downtime_s:.0f} s "
+                + ("fits" if fits else "does not fit yet: the cutover would sync back to back until it fits")
+                + f" the budget of {settings.downtime_budget} s"
+            )
+        return outcome
 
-    outcome = CutoverOutcome(changed=True, steps_done=[], state=state)
+    outcome = CutoverOutcome(changed=True, steps_done=[], state=state, before=before)
+    if settings.downtime_budget is not None and not _after(state, "shutdown"):
+        state = _converge(vsphere, vm, openstack, state, settings, outcome)
+    elif not _after(state, "shutdown"):
+        projection = state.projection(convert=convert)
+        outcome.projection = projection.as_dict() if projection else None
     with host_lock(settings.sync.state_dir, migration_id):
         state.phase, state.owner, state.heartbeat, state.last_error = Phase.CUTOVER, owner_id(), utcnow(), ""
+        if not state.cutover_step:  # a new cutover (not a rerun): its clock starts now
+            state.cutover_marks = {"started": _second()}
         store.save_common(openstack, state)
         try:
             with Heartbeat(openstack, state) as heartbeat:  # held, and alive, from the first step to the last
                 _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome, heartbeat)
             outcome.warnings.extend(heartbeat.warnings())
         except Exception as err:
+            if isinstance(err, WarmMigrationError) and state.cutover_step and "rolled_back" not in err.hint:
+                # Past the shutdown the operator must know where things stand: the source is off.
+                err.hint = (err.hint + ". " if err.hint else "") + (
+                    f"The source VM is off and the migration stays in cutover (last step done: {state.cutover_step}):"
+                    " run the cutover again once fixed (it resumes there), or roll back with state: rolled_back"
+                )
             state.last_error = str(err)
             raise
         finally:
             state.owner, state.heartbeat = "", None
             store.save_common(openstack, state)
+    outcome.downtime_s, outcome.timings = state.downtime_s(), state.cutover_timings()
+    outcome.after = _state_view(state)
+    _remember_times(settings, outcome)
     return outcome
+
+
+MAX_CONVERGENCE_SYNCS = 5
+
+
+def _converge(vsphere, vm, openstack, state: MigrationState, settings: CutoverSettings, outcome) -> MigrationState:
+    """Sync back to back while the source runs until the projected downtime fits the budget.
+
+    Each sync leaves a smaller delta while the guest changes less than a sync copies; once the
+    projected final sync stops shrinking (by a fifth per pass), or after MAX_CONVERGENCE_SYNCS,
+    the budget cannot be met: a PhaseError, with the source still running and nothing shut down.
+    """
+    budget = settings.downtime_budget
+    convert = not (state.converted or settings.conversion.skip)
+    previous = projection = None
+    for syncs in range(MAX_CONVERGENCE_SYNCS + 1):
+        projection = state.projection(convert=convert)
+        if projection is not None:
+            outcome.projection, outcome.convergence_syncs = projection.as_dict(), syncs
+            if projection.downtime_s <= budget:
+                return state
+            if previous is not None and projection.final_sync_s > 0.8 * previous.final_sync_s:
+                break  # the delta no longer shrinks: the guest writes about as fast as a sync copies
+            previous = projection
+        if syncs == MAX_CONVERGENCE_SYNCS:
+            break
+        with host_lock(settings.sync.state_dir, state.migration_id):
+            sync_locked(vsphere, vm, openstack, state, settings.sync)
+        state = store.load(openstack, state.migration_id)
+        outcome.state = state
+    if projection is None:
+        raise PhaseError(f"migration {state.migration_id} cannot project its downtime: no incremental sync yet",
+                         parameter="downtime_budget", hint="Run block_sync once more, then cut over")  # fmt: skip
+    raise PhaseError(
+        f"the projected downtime of {projection.downtime_s:.0f} s does not fit the budget of {budget} s after"
+        f" {outcome.convergence_syncs} back-to-back syncs (the guest changes {projection.change_rate * 60 / 1e6:.1f}"
+        f" MB/min, a sync copies {projection.copy_rate / 1e6:.1f} MB/s; final delta {projection.final_sync_s:.0f} s,"
+        f" conversion {projection.conversion_s:.0f} s, instance {projection.instance_s:.0f} s)",
+        parameter="downtime_budget",
+        hint="The source is still running and nothing was shut down: raise the budget, cut over in a quieter hour,"
+        " or raise bandwidth_limit",
+    )
+
+
+def _remember_times(settings: CutoverSettings, outcome: CutoverOutcome) -> None:
+    """What this run measured on this host, for the next projections (best effort)."""
+    timings = outcome.timings or {}
+    measured = {
+        "shutdown_s": timings.get("shutdown") if outcome.shutdown in ("shutdown", "powered_off") else None,
+        "conversion_s": timings.get("converted") if (outcome.conversion or {}).get("converted") else None,
+        "instance_s": timings.get("instance") if outcome.instance else None,
+    }
+    if any(v is not None for v in measured.values()):
+        with contextlib.suppress(OSError):
+            HostTimes(settings.sync.state_dir).save(**measured)
+
+
+def check_target(openstack, state: MigrationState, inv, nics, target: TargetSettings, settings: CutoverSettings):
+    """Every target input the instance step will use, checked read-only while the source still runs.
+
+    Flavor, availability zone, networks and subnets, fixed IPs (in their subnet, unused), the
+    source MACs (free, and settable by this project), key pair, security groups, compute and
+    port quota. Any failure raises a PreflightError naming its parameter; nothing changed.
+    """
+    nic_specs = [
+        os_preflight.NicTarget(mac=nic.mac, network=m.network, subnet=m.subnet, fixed_ip=target.fixed_ips.get(nic.mac))
+        for nic, m in nics
+    ]
+    checks = os_preflight.preflight(
+        openstack, volumes=[], flavor=target.flavor, vcpus=inv.vcpus, ram_mb=inv.memory_mb,
+        availability_zone=target.availability_zone, nics=nic_specs, migration_id=state.migration_id,
+    )  # fmt: skip
+    if all(c.ok for c in checks if c.name == "flavor"):
+        checks += os_preflight.instance_checks(
+            openstack,
+            migration_id=state.migration_id,
+            flavor=os_preflight.resolve_flavor(openstack, target.flavor, inv.vcpus, inv.memory_mb),
+            nics=nic_specs,
+            key_name=settings.key_name,
+            security_groups=settings.security_groups,
+            server_exists=os_instance.find_server(openstack, state.migration_id) is not None,
+        )
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        raise PreflightError(
+            "the instance step would fail: " + "; ".join(c.message for c in failed),
+            parameter=failed[0].parameter,
+            hint="The source VM is still running and nothing changed: fix the input named above, then cut over",
+        )
+    return checks
+
+
+def _second():
+    """Now, in whole seconds, as the record keeps it: the run's figures equal the record's."""
+    return utcnow().replace(microsecond=0)
 
 
 def _done(openstack, state: MigrationState, step: str, outcome: CutoverOutcome) -> None:
     state.cutover_step = step
-    state.heartbeat = utcnow()
+    state.heartbeat = state.cutover_marks[step] = _second()
     store.save_common(openstack, state)
     outcome.steps_done.append(step)
 
@@ -203,6 +347,7 @@ def _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome, 
                 if settings.boot_check:
                     mac = nics[0][0].mac if nics else None
                     outcome.boot = boot_check(devices, mac=mac, timeout_s=settings.boot_check_timeout).as_dict()
+                    state.cutover_marks["boot_checked"] = _second()
         elif settings.conversion.skip:
             outcome.conversion = {"converted": False, "skipped": True}
         _done(openstack, state, "converted", outcome)
@@ -254,20 +399,36 @@ def _image_properties(inv) -> Dict[str, str]:
     }
 
 
-def rollback(vsphere, vm, openstack, migration_id: str, settings: CutoverSettings) -> CutoverOutcome:
-    """Undo a cutover that has not created the instance: power the source on, back to ``ready``."""
+def rollback(
+    vsphere, vm, openstack, migration_id: str, settings: CutoverSettings, *, check_mode: bool = False
+) -> CutoverOutcome:
+    """Undo a cutover that has not created the instance: power the source on, back to ``ready``.
+
+    The cloud is asked, not only the record: an instance of the migration that exists (the
+    record may be behind, or someone booted one) runs on the replicas, and powering the source
+    on beside it would split the VM in two. Check mode returns what the rollback would do.
+    """
     state = store.load(openstack, migration_id)
     if state.phase is not Phase.CUTOVER:
         return CutoverOutcome(changed=False, steps_done=[], state=state)
-    if _after(state, "instance"):
+    server = os_instance.find_server(openstack, migration_id)
+    if _after(state, "instance") or server is not None:
         raise PhaseError(
-            f"migration {migration_id} already has its instance {state.instance_id}",
-            hint="Delete the instance first if you really want the source back",
+            f"migration {migration_id} already has its instance"
+            f" {server.id if server is not None else state.instance_id}"
+            + (f" ({server.status})" if server is not None else ""),
+            hint="It runs on the migration's volumes: delete that instance first if you really want the source back",
         )
+    ensure_not_busy(state)
+    # A converted volume no longer matches any source snapshot, and CBT cannot say where: copy it all again.
+    full_resync = state.needs_full_resync or _after(state, "converted") or state.converted
+    todo = ["power_on_source", "phase_ready"] + (["full_resync_next"] if full_resync else [])
+    before, after = _state_view(state), _view(Phase.READY.value, "", "")
+    if check_mode:
+        return CutoverOutcome(changed=True, steps_done=todo, state=state, before=before, after=after)
     with host_lock(settings.sync.state_dir, migration_id):
         vs_power.power_on(vsphere, vm)
-        # A converted volume no longer matches any source snapshot, and CBT cannot say where: copy it all again.
-        state.needs_full_resync = state.needs_full_resync or _after(state, "converted") or state.converted
-        state.phase, state.cutover_step, state.converted = Phase.READY, "", False
+        state.needs_full_resync = full_resync
+        state.phase, state.cutover_step, state.converted, state.cutover_marks = Phase.READY, "", False, {}
         store.save_common(openstack, state)
-    return CutoverOutcome(changed=True, steps_done=["rolled_back"], state=state)
+    return CutoverOutcome(changed=True, steps_done=todo, state=state, before=before, after=after)

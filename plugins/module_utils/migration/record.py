@@ -30,6 +30,17 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Dict, List, Optional
 
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import (
+    SHUTDOWN_S,
+    Projection,
+    SyncSample,
+    format_estimates,
+    format_history,
+    parse_estimates,
+    parse_history,
+    project,
+)
+
 
 class Phase(str, Enum):
     """Where a migration stands (stored as the value: ``xms_phase``)."""
@@ -59,6 +70,29 @@ def format_time(when: Optional[datetime]) -> str:
 
 def parse_time(text: str) -> Optional[datetime]:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc) if text else None
+
+
+def _rounded(projection: Optional[Projection]) -> Optional[int]:
+    return None if projection is None else round(projection.downtime_s)
+
+
+# When each point of a cutover was reached, in order: the run began, the guest was down, each step
+# ended (boot_checked: the boot check passed). Downtime runs from 'shutdown' to 'instance' (ACTIVE).
+CUTOVER_MARKS = ("started", "shutdown", "final_sync", "converted", "boot_checked", "instance", "completed")
+
+
+def format_marks(marks: Dict[str, datetime]) -> str:
+    """``mark=time,...`` in CUTOVER_MARKS order: well under Cinder's 255 characters per value."""
+    return ",".join(f"{m}={format_time(marks[m])}" for m in CUTOVER_MARKS if m in marks)
+
+
+def parse_marks(text: str) -> Dict[str, datetime]:
+    marks = {}
+    for item in filter(None, text.split(",")):
+        name, _eq, when = item.partition("=")
+        if name in CUTOVER_MARKS and when:
+            marks[name] = parse_time(when)
+    return marks
 
 
 @dataclass
@@ -97,6 +131,9 @@ class MigrationState:
     progress_done: int = 0
     progress_total: int = 0
     cutover_step: str = ""  # last cutover step completed, so a rerun resumes after it
+    cutover_marks: Dict[str, datetime] = field(default_factory=dict)  # CUTOVER_MARKS reached, and when
+    history: List[SyncSample] = field(default_factory=list)  # the last syncs (projection.HISTORY)
+    estimates: Dict[str, float] = field(default_factory=dict)  # the conversion host's measured step times
     converted: bool = False
     needs_full_resync: bool = False  # the volumes were changed outside a sync (e.g. converted, then rolled back)
     instance_id: str = ""
@@ -117,6 +154,39 @@ class MigrationState:
         if not self.synced_at or self.phase is Phase.COMPLETED:
             return None
         return max(0, int(((now or utcnow()) - self.synced_at).total_seconds()))
+
+    def downtime_s(self, now: Optional[datetime] = None) -> Optional[int]:
+        """Seconds from the guest going down to its instance being ACTIVE (so far, while it runs)."""
+        down = self.cutover_marks.get("shutdown")
+        if down is None:
+            return None
+        up = self.cutover_marks.get("instance") or (now or utcnow())
+        return max(0, int((up - down).total_seconds()))
+
+    def projection(self, now: Optional[datetime] = None, convert: bool = True) -> Optional[Projection]:
+        """The downtime a cutover starting now would cause, or None before an incremental has run."""
+        if self.phase in (Phase.CUTOVER, Phase.COMPLETED) or not self.synced_at:
+            return None
+        since = ((now or utcnow()) - self.synced_at).total_seconds() + self.estimates.get("shutdown_s", SHUTDOWN_S)
+        return project(
+            self.history,
+            since_snapshot_s=since,
+            conversion_s=self.estimates.get("conversion_s"),
+            instance_s=self.estimates.get("instance_s"),
+            convert=convert and not self.converted,
+        )
+
+    def cutover_timings(self) -> Dict[str, int]:
+        """Seconds each cutover step took (from the mark before it): where the downtime went."""
+        timings, previous = {}, None
+        for mark in CUTOVER_MARKS:
+            when = self.cutover_marks.get(mark)
+            if when is None:
+                continue
+            if previous is not None:
+                timings[mark] = max(0, int((when - previous).total_seconds()))
+            previous = when
+        return timings
 
     def is_busy(self, now: Optional[datetime] = None) -> bool:
         """A sync or cutover holds this migration and has reported recently."""
@@ -150,6 +220,9 @@ class MigrationState:
             "progress": {"done": self.progress_done, "total": self.progress_total} if self.owner else None,
             "busy": self.is_busy(now),
             "cutover_step": self.cutover_step or None,
+            "downtime_s": self.downtime_s(now),
+            "projected_downtime_s": _rounded(self.projection(now)),
+            "cutover_timings": self.cutover_timings() or None,
             "converted": self.converted,
             "instance_id": self.instance_id or None,
             "last_error": self.last_error or None,
@@ -177,6 +250,9 @@ class MigrationState:
             "heartbeat": format_time(self.heartbeat),
             "progress": f"{self.progress_done}/{self.progress_total}",
             "cutover_step": self.cutover_step,
+            "cutover_marks": format_marks(self.cutover_marks),
+            "history": format_history(self.history),
+            "estimates": format_estimates(self.estimates),
             "converted": "true" if self.converted else "false",
             "needs_full_resync": "true" if self.needs_full_resync else "false",
             "instance_id": self.instance_id,
@@ -237,6 +313,9 @@ class MigrationState:
             progress_done=int(done or 0),
             progress_total=int(total or 0),
             cutover_step=newest.get("cutover_step", ""),
+            cutover_marks=parse_marks(newest.get("cutover_marks", "")),
+            history=parse_history(newest.get("history", "")),
+            estimates=parse_estimates(newest.get("estimates", "")),
             converted=newest.get("converted") == "true",
             needs_full_resync=newest.get("needs_full_resync") == "true",
             instance_id=newest.get("instance_id", ""),

@@ -21,7 +21,7 @@ import hashlib
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier import CopyOptions, copy_extents
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents import (
@@ -38,6 +38,11 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.error
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.heartbeat import Heartbeat
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.lock import host_lock, on_this_host, owner_id
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import (
+    HISTORY,
+    HostTimes,
+    SyncSample,
+)
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import (
     DiskState,
     MigrationState,
@@ -88,6 +93,38 @@ class DiskPlan:
     @property
     def data_bytes(self) -> int:
         return sum(e.length for e in self.extents)
+
+
+@dataclass
+class SyncPlan:
+    """What one sync will do, disk by disk: built once from the sync's snapshot, used by the run and by
+    check mode alike, so check mode reports the kind and the change the run would make."""
+
+    disks: List[Tuple[DiskState, DiskPlan]]
+
+    @property
+    def kind(self) -> str:
+        """seed (every disk seeds), full_resync or resume (any disk), else incremental."""
+        kinds = {plan.kind for _disk, plan in self.disks}
+        if kinds == {"seed"}:
+            return "seed"
+        for kind in ("full_resync", "resume"):
+            if kind in kinds:
+                return kind
+        return "incremental"
+
+    @property
+    def data_bytes(self) -> int:
+        return sum(plan.data_bytes for _disk, plan in self.disks)
+
+    @property
+    def warnings(self) -> List[str]:
+        return [plan.warning for _disk, plan in self.disks if plan.warning]
+
+    @property
+    def changes(self) -> bool:
+        """Whether the volumes change: anything but an incremental does, an incremental if anything changed."""
+        return self.kind != "incremental" or any(plan.extents or plan.unallocated for _disk, plan in self.disks)
 
 
 @dataclass
@@ -247,8 +284,8 @@ def _ensure_cbt(vsphere, vm, inv) -> str:
     )
 
 
-def _plans(vsphere, vm, snap, state: MigrationState, settings: SyncSettings) -> List[tuple]:
-    """(disk, plan) for every disk of the migration, as of ``snap``."""
+def plan_sync(vsphere, vm, snap, state: MigrationState, settings: SyncSettings) -> SyncPlan:
+    """The plan of every disk of the migration, as of ``snap``."""
     plans = []
     for disk in state.disks:
         capacity = snap.capacities[disk.disk_key]
@@ -263,19 +300,17 @@ def _plans(vsphere, vm, snap, state: MigrationState, settings: SyncSettings) -> 
             remaining=lambda d=disk: remaining_extents(journal_path(settings.state_dir, state.migration_id, d)),
         )
         plans.append((disk, plan))
-    return plans
+    return SyncPlan(plans)
 
 
 def _predict(vsphere, vm, state: MigrationState, settings: SyncSettings) -> SyncOutcome:
     """Check mode: the plan per disk, from a temporary snapshot that is removed again."""
     source_disks(vs_inventory.inventory(vsphere, vm), state)
-    outcome = SyncOutcome(changed=True, kind="seed" if not state.seeded else "incremental", state=state)
     with vs_cbt.sync_snapshot(vsphere, vm, quiesce=False) as snap:
-        for disk, plan in _plans(vsphere, vm, snap, state, settings):
-            outcome.disks.append(_disk_report(disk, plan))
-            outcome.bytes_copied += plan.data_bytes
-            if plan.warning:
-                outcome.warnings.append(plan.warning)
+        plan = plan_sync(vsphere, vm, snap, state, settings)
+    outcome = SyncOutcome(changed=plan.changes, kind=plan.kind, state=state, bytes_copied=plan.data_bytes)
+    outcome.disks = [_disk_report(disk, disk_plan) for disk, disk_plan in plan.disks]
+    outcome.warnings = plan.warnings
     return outcome
 
 
@@ -327,6 +362,7 @@ def _sync_owned(vsphere, vm, openstack, state: MigrationState, settings: SyncSet
             outcome.warnings.append(warning)
         snapshot_time = utcnow()
         bytes_full = bytes_incr = zeroed = 0
+        copy_s = 0.0
         with vs_cbt.sync_snapshot(vsphere, vm, quiesce=settings.quiesce) as snap:
             for disk in state.disks:
                 if not snap.change_ids.get(disk.disk_key):
@@ -335,8 +371,10 @@ def _sync_owned(vsphere, vm, openstack, state: MigrationState, settings: SyncSet
                         " snapshot: CBT is not active on it",
                         hint="Check that CBT is enabled on the VM (ctkEnabled) and that the disk is not independent",
                     )
-            plans = _plans(vsphere, vm, snap, state, settings)
-            outcome.warnings.extend(plan.warning for _disk, plan in plans if plan.warning)
+            sync_plan = plan_sync(vsphere, vm, snap, state, settings)
+            plans = sync_plan.disks
+            outcome.kind = sync_plan.kind
+            outcome.warnings.extend(sync_plan.warnings)
             # Every volume is large enough before the first byte is copied: a volume that cannot grow
             # stops the sync with nothing copied and nothing recorded.
             for disk, _plan in plans:
@@ -359,18 +397,13 @@ def _sync_owned(vsphere, vm, openstack, state: MigrationState, settings: SyncSet
                     _remove(done)
                 heartbeat.disk_done(plan.bytes)
                 zeroed += stats.bytes_zeroed
+                copy_s += stats.elapsed_s
                 if plan.kind in ("seed", "full_resync"):
                     bytes_full += stats.bytes_read
                 else:
                     bytes_incr += stats.bytes_read
                 outcome.disks.append(_disk_report(disk, plan, stats))
         duration = time.monotonic() - started
-        kinds = {d["kind"] for d in outcome.disks}
-        outcome.kind = (
-            "seed"
-            if kinds == {"seed"}
-            else ("full_resync" if "full_resync" in kinds else ("resume" if "resume" in kinds else "incremental"))
-        )
         outcome.bytes_copied = bytes_full + bytes_incr
         # The volumes changed only if bytes were written or zeroed (a guest's TRIM is a hole: zeroed
         # without a read); advancing the change ids alone is bookkeeping.
@@ -381,6 +414,9 @@ def _sync_owned(vsphere, vm, openstack, state: MigrationState, settings: SyncSet
         state.bytes_incr += bytes_incr
         state.sync_count += 1
         state.synced_at = snapshot_time
+        sample = SyncSample(snapshot_time, outcome.kind, outcome.bytes_copied, duration, copy_s)
+        state.history = [*state.history, sample][-HISTORY:]
+        state.estimates = {**state.estimates, **HostTimes(settings.state_dir).load()}
         state.rate = outcome.rate
         state.needs_full_resync = False
         if not for_cutover:

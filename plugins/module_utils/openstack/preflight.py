@@ -2,15 +2,21 @@
 
 The checks answer what a migration engineer asks before a wave: does each
 volume type and zone exist, is there quota for the volumes (per type too),
-which flavor will the instance get, do the mapped networks exist, and is every
+which flavor will the instance get, do the mapped networks exist, is every
 source MAC free on its target network (a taken MAC is the most common late
-failure of migrations).
+failure of migrations), may this project set MACs there at all, and does each
+fixed IP lie in its subnet, unused.
+
+:func:`instance_checks` adds what only the instance step uses (key pair,
+security groups, compute and port quota): the cutover runs it, with
+:func:`preflight`, while the source still runs.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.errors import NotFoundError
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.volumes import VolumeSpec
@@ -175,6 +181,18 @@ def _nic_checks(client, nic: NicTarget, migration_id: str) -> List[Check]:
                 parameter=None if ok else "network_map",
             )
         )
+    if net.project_id != client.conn.current_project_id and not _is_admin(client):
+        checks.append(
+            Check(
+                "mac_allowed",
+                False,
+                f"network '{nic.network}' belongs to another project: Neutron lets only a network's owner (or an"
+                f" admin) give a port the source MAC {nic.mac}",
+                parameter="network_map",
+            )
+        )
+    if nic.fixed_ip:
+        checks.append(_fixed_ip_check(client, net, nic, migration_id))
     taken = [
         p
         for p in client.conn.network.ports(network_id=net.id, mac_address=nic.mac.lower())
@@ -193,3 +211,90 @@ def _nic_checks(client, nic: NicTarget, migration_id: str) -> List[Check]:
     else:
         checks.append(Check("mac_free", True, f"MAC {nic.mac} is free on network '{nic.network}'"))
     return checks
+
+
+def _fixed_ip_check(client, net, nic: NicTarget, migration_id: str) -> Check:
+    """The fixed IP lies in the named subnet (or one of the network's) and no other port holds it."""
+    network = client.conn.network
+    subnets = (
+        [network.find_subnet(nic.subnet, ignore_missing=True)]
+        if nic.subnet
+        else list(network.subnets(network_id=net.id))
+    )
+    try:
+        address = ipaddress.ip_address(nic.fixed_ip)
+    except ValueError:
+        return Check("fixed_ip", False, f"fixed IP '{nic.fixed_ip}' is not an IP address", parameter="fixed_ips")
+    inside = [sn for sn in subnets if sn is not None and address in ipaddress.ip_network(sn.cidr, strict=False)]
+    if not inside:
+        where = f"subnet '{nic.subnet}'" if nic.subnet else f"any subnet of network '{nic.network}'"
+        return Check("fixed_ip", False, f"fixed IP {address} is not in {where}", parameter="fixed_ips")
+    holders = [
+        p
+        for p in network.ports(network_id=net.id, fixed_ips=f"ip_address={address}")
+        if p.name != port_name(migration_id, nic.mac)
+    ]
+    if holders:
+        return Check(
+            "fixed_ip", False, f"fixed IP {address} is already used by port {holders[0].id}", parameter="fixed_ips"
+        )
+    return Check("fixed_ip", True, f"fixed IP {address} is free in subnet {inside[0].cidr}")
+
+
+def _is_admin(client) -> bool:
+    """Whether this token carries the admin role (Neutron's default policy lets admins set any MAC)."""
+    session = client.conn.session
+    try:
+        return "admin" in (session.auth.get_access(session).role_names or [])
+    except Exception:  # pylint: disable=broad-except  # an auth plugin that cannot say: assume not
+        return False
+
+
+def instance_checks(
+    client,
+    *,
+    migration_id: str,
+    flavor,
+    nics: List[NicTarget],
+    key_name: Optional[str],
+    security_groups: Sequence[str],
+    server_exists: bool,
+) -> List[Check]:
+    """What the instance step will use beyond :func:`preflight`: key pair, security groups, quota.
+
+    ``flavor`` is the resolved flavor. Quota counts only what the instance step will still create:
+    nothing for a server that exists (a rerun adopts it), ports only for NICs without theirs.
+    """
+    conn = client.conn
+    checks: List[Check] = []
+    if key_name:
+        found = conn.compute.find_keypair(key_name, ignore_missing=True)
+        verdict = "exists" if found else "does not exist"
+        checks.append(Check("key_name", found is not None, f"key pair '{key_name}' {verdict}",
+                            parameter=None if found else "key_name"))  # fmt: skip
+    for group in security_groups:
+        found = conn.network.find_security_group(group, ignore_missing=True)
+        verdict = "exists" if found else "does not exist"
+        checks.append(Check("security_group", found is not None, f"security group '{group}' {verdict}",
+                            parameter=None if found else "security_groups"))  # fmt: skip
+    project = conn.current_project_id
+    if not server_exists:
+        quota = conn.compute.get_quota_set(project, usage=True)
+        usage = quota.usage or {}
+        for key, wanted in (("instances", 1), ("cores", flavor.vcpus), ("ram", flavor.ram)):
+            checks.append(_limit_check(key, wanted, getattr(quota, key, None), int(usage.get(key, 0))))
+    new_ports = sum(1 for nic in nics if not list(conn.network.ports(name=port_name(migration_id, nic.mac))))
+    if new_ports:
+        ports = conn.network.get_quota(project, details=True).ports or {}
+        used = int(ports.get("used", 0)) + int(ports.get("reserved", 0))
+        checks.append(_limit_check("ports", new_ports, ports.get("limit"), used))
+    return checks
+
+
+def _limit_check(key: str, wanted: int, limit, used: int) -> Check:
+    if limit is None or int(limit) < 0:
+        return Check(f"quota_{key}", True, f"quota {key}: unlimited")
+    free = int(limit) - used
+    ok = wanted <= free
+    message = f"quota {key}: need {wanted}, {free} free of {limit}" + ("" if ok else " - too little")
+    return Check(f"quota_{key}", ok, message, parameter=None if ok else "cloud")

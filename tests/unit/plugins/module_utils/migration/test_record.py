@@ -93,3 +93,23 @@ def test_the_operators_fields_and_the_runs_fields_have_their_own_newest_copy():
     assert (back.paused, back.phase, back.sync_count) == (True, Phase.READY, 1)
     assert "paused" not in state.run_fields() and "cadence" not in state.run_fields()
     assert set(state.heartbeat_fields()) == {"owner", "heartbeat", "progress", "rate"}
+
+
+def test_the_cutover_clock_is_kept_and_gives_downtime_and_where_it_went():
+    state = state_with_two_disks()
+    state.phase = Phase.CUTOVER
+    marks = {"started": 0, "shutdown": 25, "final_sync": 40, "converted": 280, "boot_checked": 318, "instance": 337}
+    state.cutover_marks = {name: T0 + timedelta(seconds=s) for name, s in marks.items()}
+    back = MigrationState.from_volumes(records(state))
+    assert back.cutover_marks == state.cutover_marks
+    assert back.downtime_s() == 337 - 25  # from the guest going down to the instance being ACTIVE
+    assert back.cutover_timings() == {"shutdown": 25, "final_sync": 15, "converted": 240, "boot_checked": 38,
+                                      "instance": 19}  # fmt: skip
+    assert all(len(v) <= 255 for _vid, rec in records(state) for v in rec.values())
+
+
+def test_downtime_counts_while_the_guest_is_down_and_is_null_before():
+    state = state_with_two_disks()
+    assert state.downtime_s(T0) is None and state.metrics(T0)["cutover_timings"] is None
+    state.cutover_marks = {"started": T0, "shutdown": T0 + timedelta(seconds=30)}
+    assert state.downtime_s(T0 + timedelta(seconds=100)) == 70

@@ -8,7 +8,7 @@ import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents import Extent
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import DiskState
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import plan_disk
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import SyncPlan, plan_disk
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import CbtResetError
 
 GiB, MiB = 1 << 30, 1 << 20
@@ -82,3 +82,14 @@ def test_a_full_resync_the_record_asks_for_resumes_after_an_interruption():
     resumed = plan(disk(change_id="epoch/3", pending_change_id="epoch/4"), needs_full=True,
                    remaining=left)  # fmt: skip
     assert resumed.kind == "resume" and resumed.extents == [CHANGED[0], *left]
+
+
+def test_one_plan_says_the_kind_and_whether_anything_changes_for_run_and_check_mode():
+    seed, nothing = plan(disk()), plan(disk(change_id="epoch/3"), remaining=None)
+    nothing.extents = []  # an incremental where nothing changed
+    resume = plan(disk(change_id="epoch/3", pending_change_id="epoch/4"), remaining=[Extent(0, MiB)])
+    whole = plan(disk(change_id="epoch/3"), force_full=True)
+    assert (SyncPlan([(disk(), seed)]).kind, SyncPlan([(disk(), seed)]).changes) == ("seed", True)
+    assert (SyncPlan([(disk(), nothing)]).kind, SyncPlan([(disk(), nothing)]).changes) == ("incremental", False)
+    assert SyncPlan([(disk(), nothing), (disk(), resume)]).kind == "resume"
+    assert SyncPlan([(disk(), resume), (disk(), whole)]).kind == "full_resync"

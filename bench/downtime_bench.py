@@ -1,0 +1,133 @@
+"""Projected against measured downtime, on the labs, for several guest write rates.
+
+For each rate: lab-vm-1 is reset, initialized and seeded; a writer changes its first disk at
+the rate through the lab's live export (as a running guest does, until the cutover powers it
+off); two incrementals measure the change rate; after a pause the cutover runs (conversion
+skipped: the lab VM holds test data) with no budget. The projection it started from is compared
+with the downtime it measured (guest down to instance ACTIVE), the yardstick of the same run.
+A first cutover measures this host's shutdown and instance times, as a real host's earlier
+cutovers would have.
+
+    XMS_LAB_DIR=/var/lib/xms-lab .venv/bin/python bench/downtime_bench.py [RATE_MB_S ...]
+
+Prints one JSON object per rate: ``ratio`` is projected / measured (goal 0.75-1.25), and whether
+the final delta fitted a budget equal to the projection.
+"""
+
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.join(ROOT, "tests", "output", "collection"), os.path.join(ROOT, "lab", "demo")]
+LAB = os.environ.get("XMS_LAB_DIR", "/var/lib/xms-lab")
+LINK = os.path.join(ROOT, "tests", "output", "collection", "ansible_collections", "xms", "warm_migration")
+if not os.path.islink(LINK):  # the collection importable from this checkout, as scripts/demo.sh sets it up
+    os.makedirs(os.path.dirname(LINK), exist_ok=True)
+    os.symlink(ROOT, LINK)
+CBT = os.path.join(ROOT, "lab", "vsphere", "cbt.py")
+BLOCK = 256 << 10
+VM = "lab-vm-1"
+
+import subprocess  # noqa: E402
+
+from lab_reset import power_state, reset_vm  # noqa: E402
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import (  # noqa: E402
+    ConversionOptions,
+)
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store  # noqa: E402
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import (  # noqa: E402
+    CutoverSettings,
+    run_cutover,
+)
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import (  # noqa: E402
+    NetworkMapping,
+    TargetSettings,
+    initialize,
+)
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import (  # noqa: E402
+    SyncSettings,
+    run_sync,
+)
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import (  # noqa: E402
+    OpenStackClient,
+)
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory  # noqa: E402
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.client import (  # noqa: E402
+    VSphereClient,
+    VSphereConnection,
+)
+
+
+def writer(vsphere, vm, key, rate, stop):
+    """BLOCK-sized writes at ``rate`` bytes/s until ``stop`` is set or the guest is powered off."""
+    period, next_at = BLOCK / rate, time.monotonic()
+    while not stop.is_set():
+        if power_state(vsphere, vm) != "poweredOn":
+            return
+        subprocess.run([sys.executable, CBT, "write", VM, key, "1", str(BLOCK)], check=True, capture_output=True)
+        next_at += period
+        stop.wait(max(0.0, next_at - time.monotonic()))
+
+
+def one_round(vsphere, openstack, settings, rate):
+    vm = inventory.find_vm(vsphere, name=VM)
+    reset_vm(vsphere, vm, openstack)
+    target = TargetSettings(volume_type="standard-ssd", availability_zone="az1",
+                            network_map=[NetworkMapping(source="DC0_DVPG0", network="lab-net-a")])  # fmt: skip
+    migration_id = initialize(vsphere, vm, openstack, target).migration_id
+    run_sync(vsphere, vm, openstack, migration_id, settings)
+    key = str(store.load(openstack, migration_id).disks[0].disk_key)
+    stop = threading.Event()
+    thread = threading.Thread(target=writer, args=(vsphere, vm, key, rate, stop), daemon=True)
+    thread.start()
+    try:
+        for _measure in range(2):
+            time.sleep(10)
+            run_sync(vsphere, vm, openstack, migration_id, settings)
+        time.sleep(20)
+        cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(skip=True), instance_timeout=600)
+        outcome = run_cutover(vsphere, vm, openstack, migration_id, target, cutover)
+    finally:
+        stop.set()
+        thread.join()
+    reset_vm(vsphere, vm, openstack)
+    return outcome
+
+
+def main() -> int:
+    rates = [float(r) * 1e6 for r in sys.argv[1:]] or [0.5e6, 1e6, 2e6]
+    with open(os.path.join(LAB, "vsphere", "lab.json")) as handle:
+        lab = json.load(handle)
+    os.environ["OS_CLIENT_CONFIG_FILE"] = os.path.join(LAB, "openstack", "clouds.yaml")
+    os.environ["PATH"] = os.path.join(ROOT, "lab", "vsphere", "bin") + os.pathsep + os.environ["PATH"]
+    openstack = OpenStackClient.connect(cloud="xms-lab")
+    connection = VSphereConnection(hostname=lab["hostname"], port=lab["port"], username=lab["username"],
+                                   password=lab["password"], validate_certs=False)  # fmt: skip
+    settings = SyncSettings(state_dir=tempfile.mkdtemp(prefix="xms-bench-"), vddk_libdir="/tmp",
+                            bandwidth_limit=8_000_000)  # fmt: skip
+    with VSphereClient.connect(connection) as vsphere:
+        one_round(vsphere, openstack, settings, rates[0])  # measures this host's shutdown and instance times
+        for rate in rates:
+            outcome = one_round(vsphere, openstack, settings, rate)
+            projected = outcome.projection or {}
+            measured = outcome.downtime_s or 0
+            print(json.dumps({
+                "case": f"downtime_at_{rate / 1e6:g}MBps_writes",
+                "projected_s": projected.get("downtime_s"),
+                "measured_s": measured,
+                "ratio": round(projected.get("downtime_s", 0) / measured, 2) if measured else None,
+                "final_sync_projected_s": projected.get("final_sync_s"),
+                "final_sync_measured_s": (outcome.timings or {}).get("final_sync"),
+                "fits_budget_of_projection": measured <= (projected.get("downtime_s") or 0) * 1.25,
+                "change_rate_MBps_estimated": round((projected.get("change_rate") or 0) / 1e6, 2),
+            }), flush=True)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

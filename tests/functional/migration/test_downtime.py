@@ -1,0 +1,105 @@
+"""A downtime budget: the cutover syncs back to back while the source runs until the projection fits,
+or stops before the shutdown when the guest writes faster than a sync copies (both labs).
+
+A writer changes the source disk at a set rate through the lab's live export, as a running guest
+does; the syncs copy at a set bandwidth. The conversion host's step times are given as measured
+(``measured.json``), so the projection depends on the syncs alone.
+"""
+
+import threading
+import time
+
+import pytest
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import ConversionOptions
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import CutoverSettings, run_cutover
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import HostTimes
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import Phase
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
+
+from .conftest import lab_cmd, power_state, reset_vm
+
+BLOCK = 256 << 10
+
+
+class Writer:
+    """Writes BLOCK-sized blocks to one disk at ``bytes_per_s`` until stopped."""
+
+    def __init__(self, vm_name: str, key: str, bytes_per_s: float) -> None:
+        self.args, self.period = (vm_name, key), BLOCK / bytes_per_s
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        next_at = time.monotonic()
+        while not self.stop_event.is_set():
+            lab_cmd("write", *self.args, "1", str(BLOCK))
+            next_at += self.period
+            self.stop_event.wait(max(0.0, next_at - time.monotonic()))
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc):
+        self.stop_event.set()
+        self.thread.join()
+
+
+@pytest.fixture
+def vm_1(vsphere, openstack):
+    vm = inventory.find_vm(vsphere, name="lab-vm-1")
+    reset_vm(vsphere, vm, openstack)
+    yield vm
+    reset_vm(vsphere, vm, openstack)
+
+
+def prepared(vsphere, vm, openstack, target, settings):
+    """Seeded at full speed, the host's step times known; returns (migration id, data disk key)."""
+    migration_id = initialize(vsphere, vm, openstack, target).migration_id
+    run_sync(vsphere, vm, openstack, migration_id, settings)
+    HostTimes(settings.state_dir).save(shutdown_s=2, instance_s=15)
+    return migration_id, str(store.load(openstack, migration_id).disks[0].disk_key)
+
+
+def test_a_downtime_budget_is_met_by_syncing_back_to_back_before_the_shutdown(
+    vsphere, vm_1, openstack, target, settings
+):
+    migration_id, key = prepared(vsphere, vm_1, openstack, target, settings)
+    settings.bandwidth_limit = 4_000_000  # a sync copies 4 MB/s; the guest changes 1 MB/s
+    cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(skip=True), instance_timeout=300,
+                              downtime_budget=25)  # fmt: skip
+    with Writer("lab-vm-1", key, 1_000_000):
+        for _measure in range(2):  # the change rate, measured
+            time.sleep(10)
+            run_sync(vsphere, vm_1, openstack, migration_id, settings)
+        time.sleep(60)  # a minute of changes: about 60 MB to copy at 4 MB/s, more than the budget allows
+        before = store.load(openstack, migration_id).projection(convert=False)
+        assert before.downtime_s > 25
+        outcome = run_cutover(vsphere, vm_1, openstack, migration_id, target, cutover)
+    assert 1 <= outcome.convergence_syncs <= 5
+    assert outcome.projection["downtime_s"] <= 25
+    assert outcome.steps_done[-1] == "completed" and outcome.downtime_s is not None
+    print(f"projected {outcome.projection['downtime_s']} s after {outcome.convergence_syncs} syncs;"
+          f" measured {outcome.downtime_s} s")  # fmt: skip
+
+
+def test_a_guest_writing_faster_than_a_sync_copies_is_refused_before_the_shutdown(
+    vsphere, vm_1, openstack, target, settings
+):
+    migration_id, key = prepared(vsphere, vm_1, openstack, target, settings)
+    settings.bandwidth_limit = 400_000  # a sync copies 0.4 MB/s; the guest changes 0.5 MB/s
+    cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(skip=True), downtime_budget=20)
+    with Writer("lab-vm-1", key, 500_000):
+        time.sleep(8)
+        run_sync(vsphere, vm_1, openstack, migration_id, settings)
+        with pytest.raises(PhaseError) as err:
+            run_cutover(vsphere, vm_1, openstack, migration_id, target, cutover)
+    assert err.value.parameter == "downtime_budget" and "nothing was shut down" in str(err.value)
+    assert power_state(vsphere, vm_1) == "poweredOn"
+    state = store.load(openstack, migration_id)
+    assert (state.phase, state.cutover_step) == (Phase.READY, "")
