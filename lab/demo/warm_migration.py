@@ -232,9 +232,10 @@ def print_metrics(openstack, vsphere, vms: list[str]) -> None:
         vm = inventory.find_vm(vsphere, name=name)
         m = store.load(openstack, migration_id_for(inventory.inventory(vsphere, vm))).metrics()
         lag = "-" if m["lag_seconds"] is None else f"{m['lag_seconds']:.0f}"
+        down = "-" if m["downtime_s"] is None else m["downtime_s"]
         print(f"{name:<14} {m['phase']:<10} {(m['last_sync'] or '-')[:19]:<20} {lag:>6} {m['bytes_full']:>12} "
               f"{m['bytes_incr']:>12} {m['sync_count']:>5} {m['rate_bytes_per_s'] / 2**20:>10.1f} "
-              f"{m['downtime_s'] if m['downtime_s'] is not None else '-':>6}  {m.get('instance_id') or '-'}")  # fmt: skip
+              f"{down:>6}  {m.get('instance_id') or '-'}")  # fmt: skip
 
 
 def main() -> int:
