@@ -228,7 +228,9 @@ def _remember_times(settings: CutoverSettings, outcome: CutoverOutcome) -> None:
             HostTimes(settings.sync.state_dir).save(**measured)
 
 
-def check_target(openstack, state: MigrationState, inv, nics, target: TargetSettings, settings: CutoverSettings):
+def check_target(
+    openstack, state: MigrationState, inv, nics, target: TargetSettings, settings: CutoverSettings
+) -> None:
     """Every target input the instance step will use, checked read-only while the source still runs.
 
     Flavor, availability zone, networks and subnets, fixed IPs (in their subnet, unused), the
@@ -255,12 +257,16 @@ def check_target(openstack, state: MigrationState, inv, nics, target: TargetSett
         )
     failed = [c for c in checks if not c.ok]
     if failed:
+        where = (
+            "The source VM is off (an earlier run shut it down); nothing more changed"
+            if _after(state, "shutdown")
+            else "The source VM is still running and nothing changed"
+        )
         raise PreflightError(
             "the instance step would fail: " + "; ".join(c.message for c in failed),
             parameter=failed[0].parameter,
-            hint="The source VM is still running and nothing changed: fix the input named above, then cut over",
+            hint=f"{where}: fix the input named above, then cut over",
         )
-    return checks
 
 
 def _second():

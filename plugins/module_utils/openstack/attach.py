@@ -131,19 +131,22 @@ def _passphrase(client, volume_id: str) -> bytes:
             parameter="cloud",
             hint="The block-storage API must allow microversion 3.64 or later",
         )
+    hint = (
+        "The migration's user must be allowed to read its project's secrets (Barbican: role member, or creator"
+        " under the legacy policy); nothing was written"
+    )
     try:
         payload = client.conn.key_manager.get_secret(key_id).payload
     except Exception as err:
         raise AttachError(
             f"the key manager did not give the key of encrypted volume {volume_id}: {_text(err)}",
             parameter="cloud",
-            hint="The migration's user must be allowed to read its project's secrets (Barbican: role member, or"
-            " creator under the legacy policy); nothing was written",
+            hint=hint,
         ) from None
     if isinstance(payload, str):
         payload = payload.encode()
-    if not payload:
-        raise AttachError(f"the key of encrypted volume {volume_id} is empty", parameter="cloud")
+    if not payload:  # the secret's metadata without its payload: what a user without read rights gets
+        raise AttachError(f"the key manager gave no key for encrypted volume {volume_id}", parameter="cloud", hint=hint)
     return binascii.hexlify(payload)
 
 
