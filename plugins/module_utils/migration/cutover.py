@@ -274,9 +274,11 @@ def _second():
     return utcnow().replace(microsecond=0)
 
 
-def _done(openstack, state: MigrationState, step: str, outcome: CutoverOutcome) -> None:
+def _done(openstack, state: MigrationState, step: str, outcome: CutoverOutcome, when=None) -> None:
+    """Record ``step`` as done; its mark is ``when`` it ended (default now)."""
     state.cutover_step = step
-    state.heartbeat = state.cutover_marks[step] = _second()
+    state.heartbeat = _second()
+    state.cutover_marks[step] = when or state.heartbeat
     store.save_common(openstack, state)
     outcome.steps_done.append(step)
 
@@ -325,6 +327,7 @@ def _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome, 
         _done(openstack, state, "final_sync", outcome)
     if not _after(state, "converted"):
         convert = not state.converted and not settings.conversion.skip
+        converted_at = None  # when the conversion ended: the boot check's time is its own mark
         if convert or settings.boot_check:
             with ExitStack() as stack:
                 devices = [
@@ -350,13 +353,14 @@ def _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome, 
                     outcome.conversion = result.as_dict()
                     state.converted = True
                     store.save_common(openstack, state)
+                converted_at = _second()
                 if settings.boot_check:
                     mac = nics[0][0].mac if nics else None
                     outcome.boot = boot_check(devices, mac=mac, timeout_s=settings.boot_check_timeout).as_dict()
                     state.cutover_marks["boot_checked"] = _second()
         elif settings.conversion.skip:
             outcome.conversion = {"converted": False, "skipped": True}
-        _done(openstack, state, "converted", outcome)
+        _done(openstack, state, "converted", outcome, when=converted_at)
     if not _after(state, "instance"):
         _source_stays_off(vsphere, vm, openstack, state, settings, outcome)
         if state.cutover_step == "shutdown":  # it ran again: the final delta and conversion are redone
