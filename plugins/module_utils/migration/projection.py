@@ -30,22 +30,6 @@ KINDS = {"seed": "s", "incremental": "i", "full_resync": "f", "resume": "r"}
 MEASURED = ("shutdown_s", "conversion_s", "instance_s")  # what a conversion host measures at each cutover
 
 
-def format_estimates(estimates: Dict[str, float]) -> str:
-    return ",".join(f"{k}={estimates[k]:.0f}" for k in MEASURED if k in estimates)
-
-
-def parse_estimates(text: str) -> Dict[str, float]:
-    out = {}
-    for item in filter(None, text.split(",")):
-        key, _eq, value = item.partition("=")
-        try:
-            if key in MEASURED:
-                out[key] = float(value)
-        except ValueError:
-            continue
-    return out
-
-
 @dataclass(frozen=True)
 class SyncSample:
     """One finished sync: its snapshot's time, its kind, the bytes it copied, how long it took in all

@@ -31,12 +31,11 @@ from enum import Enum
 from typing import Dict, List, Optional
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import (
+    MEASURED,
     SHUTDOWN_S,
     Projection,
     SyncSample,
-    format_estimates,
     format_history,
-    parse_estimates,
     parse_history,
     project,
 )
@@ -81,18 +80,37 @@ def _rounded(projection: Optional[Projection]) -> Optional[int]:
 CUTOVER_MARKS = ("started", "shutdown", "final_sync", "converted", "boot_checked", "instance", "completed")
 
 
+def _format_named(values: Dict[str, str], names) -> str:
+    """``name=value,...`` in ``names`` order: well under Cinder's 255 characters per value."""
+    return ",".join(f"{n}={values[n]}" for n in names if n in values)
+
+
+def _parse_named(text: str, names) -> Dict[str, str]:
+    """The values of ``names`` in a ``name=value,...`` string; unknown names and empty values dropped."""
+    pairs = (item.partition("=") for item in filter(None, text.split(",")))
+    return {name: value for name, _eq, value in pairs if name in names and value}
+
+
 def format_marks(marks: Dict[str, datetime]) -> str:
-    """``mark=time,...`` in CUTOVER_MARKS order: well under Cinder's 255 characters per value."""
-    return ",".join(f"{m}={format_time(marks[m])}" for m in CUTOVER_MARKS if m in marks)
+    return _format_named({m: format_time(t) for m, t in marks.items()}, CUTOVER_MARKS)
 
 
 def parse_marks(text: str) -> Dict[str, datetime]:
-    marks = {}
-    for item in filter(None, text.split(",")):
-        name, _eq, when = item.partition("=")
-        if name in CUTOVER_MARKS and when:
-            marks[name] = parse_time(when)
-    return marks
+    return {m: parse_time(t) for m, t in _parse_named(text, CUTOVER_MARKS).items()}
+
+
+def format_estimates(estimates: Dict[str, float]) -> str:
+    return _format_named({k: f"{v:.0f}" for k, v in estimates.items()}, MEASURED)
+
+
+def parse_estimates(text: str) -> Dict[str, float]:
+    out = {}
+    for key, value in _parse_named(text, MEASURED).items():
+        try:
+            out[key] = float(value)
+        except ValueError:
+            continue  # a hand-edited value: the others still count
+    return out
 
 
 @dataclass

@@ -53,6 +53,15 @@ def source(vsphere, openstack):
 
 
 @pytest.fixture
+def vm_1(vsphere, openstack):
+    """lab-vm-1 put back (no migration, no instance, powered on) before and after the test."""
+    vm = inventory.find_vm(vsphere, name="lab-vm-1")
+    reset_vm(vsphere, vm, openstack)
+    yield vm
+    reset_vm(vsphere, vm, openstack)
+
+
+@pytest.fixture
 def target():
     return TargetSettings(volume_type="standard-ssd", availability_zone="az1",
                           network_map=[NetworkMapping(source="DC0_DVPG0", network="lab-net-a")])  # fmt: skip

@@ -19,9 +19,8 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initi
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import HostTimes
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import Phase
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
-from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 
-from .conftest import lab_cmd, power_state, reset_vm
+from .conftest import lab_cmd, power_state
 
 BLOCK = 256 << 10
 
@@ -48,14 +47,6 @@ class Writer:
     def __exit__(self, *_exc):
         self.stop_event.set()
         self.thread.join()
-
-
-@pytest.fixture
-def vm_1(vsphere, openstack):
-    vm = inventory.find_vm(vsphere, name="lab-vm-1")
-    reset_vm(vsphere, vm, openstack)
-    yield vm
-    reset_vm(vsphere, vm, openstack)
 
 
 def prepared(vsphere, vm, openstack, target, settings):

@@ -16,10 +16,10 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutov
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.info import set_schedule
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
-from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt, inventory
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt
 
 from ..openstack.conftest import CLOUDS
-from .conftest import assert_volumes_equal_source, reset_vm
+from .conftest import assert_volumes_equal_source
 
 COLLECTIONS = sys.modules["ansible_collections"].__path__[0].rsplit("/ansible_collections", 1)[0]
 OTHER_HOST = f"""
@@ -149,21 +149,13 @@ def test_a_failing_heartbeat_write_neither_stalls_nor_aborts_the_copy(
     assert_volumes_equal_source(vsphere, source, openstack, store.load(openstack, migration_id))
 
 
-@pytest.fixture
-def cutover_vm(vsphere, openstack):
-    vm = inventory.find_vm(vsphere, name="lab-vm-1")
-    reset_vm(vsphere, vm, openstack)
-    yield vm
-    reset_vm(vsphere, vm, openstack)
-
-
 def test_the_cutover_holds_the_migration_from_its_first_step_to_its_last(
-    vsphere, cutover_vm, openstack, target, settings, beat_often
+    vsphere, vm_1, openstack, target, settings, beat_often
 ):
-    migration_id = initialize(vsphere, cutover_vm, openstack, target).migration_id
-    run_sync(vsphere, cutover_vm, openstack, migration_id, settings)
+    migration_id = initialize(vsphere, vm_1, openstack, target).migration_id
+    run_sync(vsphere, vm_1, openstack, migration_id, settings)
     cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(skip=True), instance_timeout=300)
-    thread, box = in_background(lambda: run_cutover(vsphere, cutover_vm, openstack, migration_id, target, cutover))
+    thread, box = in_background(lambda: run_cutover(vsphere, vm_1, openstack, migration_id, target, cutover))
     seen, other_host = [], []
     while thread.is_alive():
         state = store.load(openstack, migration_id)

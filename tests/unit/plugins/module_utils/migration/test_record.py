@@ -102,6 +102,8 @@ def test_the_cutover_clock_is_kept_and_gives_downtime_and_where_it_went():
     state.cutover_marks = {name: T0 + timedelta(seconds=s) for name, s in marks.items()}
     back = MigrationState.from_volumes(records(state))
     assert back.cutover_marks == state.cutover_marks
+    state.estimates = {"shutdown_s": 21.0, "conversion_s": 240.0}
+    assert MigrationState.from_volumes(records(state)).estimates == state.estimates
     assert back.downtime_s() == 337 - 25  # from the guest going down to the instance being ACTIVE
     assert back.cutover_timings() == {"shutdown": 25, "final_sync": 15, "converted": 240, "boot_checked": 38,
                                       "instance": 19}  # fmt: skip
