@@ -115,18 +115,18 @@ def copy_extents(
     hold nothing (vSphere's allocated-areas answer): they are made zero on the
     target without being read, like the holes the NBD source reports.
     """
-    copy = _Copy(source_uri, target, extents, size, options or CopyOptions(), journal_path, progress)
-    copy.source_zeros = merge_extents(source_zeros or [])
-    return copy.run()
+    return _Copy(
+        source_uri, target, extents, size, options or CopyOptions(), journal_path, progress, source_zeros
+    ).run()
 
 
 class _Copy:
-    def __init__(self, source_uri, target, extents, size, options, journal_path, progress):
+    def __init__(self, source_uri, target, extents, size, options, journal_path, progress, source_zeros):
         self.source_uri = source_uri
         self.options = options
         self.progress = progress
         self.plan = merge_extents(extents)
-        self.source_zeros: List[Extent] = []
+        self.source_zeros = merge_extents(source_zeros or [])
         self.stats = CopyStats(bytes_total=total_bytes(self.plan), extents=len(self.plan))
         self.target = None
         self.handle = nbd_source.connect(source_uri, meta_contexts=("base:allocation",))
