@@ -96,16 +96,7 @@ def _quota_checks(client, volumes: List[VolumeSpec]) -> List[Check]:
         if limit is None or int(limit) < 0:
             continue  # no such quota, or unlimited
         used = int(usage.get(key, 0)) + int(reservation.get(key, 0))
-        free = int(limit) - used
-        ok = wanted <= free
-        checks.append(
-            Check(
-                f"quota_{key}",
-                ok,
-                f"quota {key}: need {wanted}, {free} free of {limit}" + ("" if ok else " - too little"),
-                parameter=None,
-            )
-        )
+        checks.append(_limit_check(key, wanted, limit, used, parameter=None))
     return checks
 
 
@@ -291,10 +282,11 @@ def instance_checks(
     return checks
 
 
-def _limit_check(key: str, wanted: int, limit, used: int) -> Check:
+def _limit_check(key: str, wanted: int, limit, used: int, parameter: Optional[str] = "cloud") -> Check:
+    """``wanted`` more of quota ``key`` against ``limit`` with ``used`` taken; a failure names ``parameter``."""
     if limit is None or int(limit) < 0:
         return Check(f"quota_{key}", True, f"quota {key}: unlimited")
     free = int(limit) - used
     ok = wanted <= free
     message = f"quota {key}: need {wanted}, {free} free of {limit}" + ("" if ok else " - too little")
-    return Check(f"quota_{key}", ok, message, parameter=None if ok else "cloud")
+    return Check(f"quota_{key}", ok, message, parameter=None if ok else parameter)
