@@ -23,7 +23,7 @@ import mmap
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Deque, Dict, List, Optional, Tuple
+from typing import Callable, Deque, Dict, List, NamedTuple, Optional, Tuple
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy import nbd_source
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.errors import (
@@ -92,6 +92,29 @@ class CopyStats:
 
 
 ProgressCallback = Callable[[Progress], None]
+
+
+class _Queued(NamedTuple):
+    """A read waiting for a connection: ``attempts`` failed so far; ``alone`` after a shared break."""
+
+    piece: Extent
+    attempts: int
+    alone: bool
+
+
+class _Read(NamedTuple):
+    """A read in flight: its queue entry's fields, the pool slot and libnbd buffer it lands in."""
+
+    piece: Extent
+    attempts: int
+    alone: bool
+    slot: int
+    buffer: object
+
+
+def _alone(inflight: Dict[int, _Read]) -> bool:
+    """Whether the one read in flight is one that must go alone (nothing may join it)."""
+    return len(inflight) == 1 and next(iter(inflight.values())).alone
 
 
 def copy_extents(
@@ -230,7 +253,7 @@ class _Copy:
         opts = self.options
         workers = opts.connections if self.handle.can_multi_conn() else 1
         workers = max(1, min(workers, len(pieces), opts.max_in_flight))
-        self.queue: Deque[Tuple[Extent, int]] = collections.deque((p, 0) for p in pieces)
+        self.queue: Deque[_Queued] = collections.deque(_Queued(p, 0, False) for p in pieces)
         self.submitted = 0
         self.failure: Optional[BaseException] = None
         handles = [self.handle] + [
@@ -257,42 +280,53 @@ class _Copy:
                 self.failure = self.failure or err
 
     def _pump(self, handle, slots: int) -> None:
-        """One connection's loop: keep up to ``slots`` reads in flight, write each as it lands."""
+        """One connection's loop: keep up to ``slots`` reads in flight, write each as it lands.
+
+        A read marked ``alone`` (one that was in flight when a connection broke) is sent
+        only on an idle connection and nothing joins it, so the next break is charged
+        to the one read that caused it (see ``_reconnect``)."""
         size = self.options.request_size
         # Anonymous memory: pages cost nothing until a read lands in them, so a small
         # plan does not pay for the whole pool (a bytearray would be zero-filled up front).
         arena = mmap.mmap(-1, slots * size)
         pool = [memoryview(arena)[i * size : (i + 1) * size] for i in range(slots)]
         free = list(range(slots))
-        inflight: Dict[int, Tuple[Extent, int, int, object]] = {}  # tag -> (piece, attempts, slot, buffer)
+        inflight: Dict[int, _Read] = {}
         completed: List[Tuple[int, int]] = []
         next_tag = 0
         not_before = 0.0  # after a failure or under the bandwidth cap: no new reads before this time
         while not self.failure:
             now = time.monotonic()
-            while free and now >= not_before:
+            draining = False  # the next read must go alone: wait for the ones in flight
+            while free and now >= not_before and not _alone(inflight):
                 try:
-                    piece, attempts = self.queue.popleft()
+                    queued = self.queue.popleft()
                 except IndexError:
                     break
-                wait = self._throttle(piece.length, now)
+                if queued.alone and inflight:
+                    self.queue.appendleft(queued)
+                    draining = True
+                    break
+                wait = self._throttle(queued.piece.length, now)
                 if wait > 0:
-                    self.queue.appendleft((piece, attempts))
+                    self.queue.appendleft(queued)
                     not_before = now + wait
                     break
                 slot = free.pop()
-                buffer = nbd_source.nbd.Buffer.from_buffer(pool[slot][: piece.length])
+                buffer = nbd_source.nbd.Buffer.from_buffer(pool[slot][: queued.piece.length])
                 tag, next_tag = next_tag, next_tag + 1
                 try:
                     handle.aio_pread(
-                        buffer, piece.offset, completion=lambda err, tag=tag: completed.append((tag, err.value)) or 1
+                        buffer,
+                        queued.piece.offset,
+                        completion=lambda err, tag=tag: completed.append((tag, err.value)) or 1,
                     )
                 except nbd_source.nbd.Error:
                     free.append(slot)
-                    self.queue.appendleft((piece, attempts))
-                    handle = self._reconnect(handle, inflight, free, piece)
+                    self.queue.appendleft(queued)
+                    handle = self._reconnect(handle, inflight, free, queued.piece)
                     break
-                inflight[tag] = (piece, attempts, slot, buffer)
+                inflight[tag] = _Read(queued.piece, queued.attempts, queued.alone, slot, buffer)
                 with self.lock:
                     self.stats.requests += 1
             if not inflight:
@@ -300,23 +334,22 @@ class _Copy:
                     return
                 time.sleep(max(0.001, not_before - time.monotonic()))
                 continue
-            timeout = -1 if not self.queue or not free else max(1, int((not_before - time.monotonic()) * 1000))
+            waiting = draining or not self.queue or not free or _alone(inflight)
+            timeout = -1 if waiting else max(1, int((not_before - time.monotonic()) * 1000))
             try:
                 handle.poll(timeout)
             except nbd_source.nbd.Error:
                 handle = self._reconnect(handle, inflight, free, None)
                 continue
             for tag, err in completed:
-                entry = inflight.pop(tag, None)
-                if entry is None:  # a command of a connection that broke: already requeued by _reconnect
+                read = inflight.pop(tag, None)
+                if read is None:  # a command of a connection that broke: already requeued by _reconnect
                     continue
-                piece, attempts, slot, buffer = entry
+                free.append(read.slot)
                 if err:
-                    free.append(slot)
-                    not_before = self._retry(piece, attempts, errno.errorcode.get(err, str(err)))
+                    not_before = self._retry(read, errno.errorcode.get(err, str(err)))
                     continue
-                self._land(piece, buffer, pool[slot][: piece.length])
-                free.append(slot)
+                self._land(read.piece, read.buffer, pool[read.slot][: read.piece.length])
             completed.clear()
 
     def _land(self, piece: Extent, buffer, view) -> None:
@@ -344,44 +377,45 @@ class _Copy:
                 self.submitted += length
             return wait
 
-    def _retry(self, piece: Extent, attempts: int, cause: str) -> float:
+    def _retry(self, read: _Read, cause: str) -> float:
         """Queue a failed read again after a backoff, or give up on it with a ReadError."""
-        attempts += 1
+        attempts = self._charge(read, cause)
+        self.queue.appendleft(_Queued(read.piece, attempts, read.alone))
+        return time.monotonic() + self.options.retry_delay * (2 ** (attempts - 1))
+
+    def _charge(self, read: _Read, cause: str) -> int:
+        """Count one failed attempt of ``read``; past the retry limit, a ReadError naming it."""
+        attempts = read.attempts + 1
         with self.lock:
             self.stats.retries += 1
         if attempts > self.options.retries:
             raise ReadError(
-                piece,
+                read.piece,
                 cause,
                 attempts=attempts,
                 hint="The source keeps failing there; check the source storage and run again (it resumes)",
             )
-        self.queue.appendleft((piece, attempts))
-        return time.monotonic() + self.options.retry_delay * (2 ** (attempts - 1))
+        return attempts
 
-    def _reconnect(self, handle, inflight, free, failed_piece: Optional[Extent]):
+    def _reconnect(self, handle, inflight: Dict[int, _Read], free: List[int], failed_piece: Optional[Extent]):
         """The connection broke: requeue what was in flight on it and return a new connection.
 
-        Each piece in flight counts the break as a failed attempt: a source that drops the
-        connection whenever one offset is read ends in a ReadError naming it after the retry
-        limit, not in an endless loop of reconnects."""
-        lost = list(inflight.values())
-        free.extend(slot for _piece, _attempts, slot, _buffer in lost)
+        A break is charged as a failed attempt only when one read was in flight: with
+        several, any of them may be the cause, and charging them all would let an innocent
+        neighbour reach the retry limit first and be named. So the reads a shared break cut
+        are sent again one at a time (``alone``), and a source that drops the connection
+        whenever one offset is read ends, after the retry limit, in a ReadError naming that
+        offset, not in an endless loop of reconnects."""
+        lost = sorted(inflight.values(), key=lambda read: read.piece.offset)
+        free.extend(read.slot for read in lost)
         inflight.clear()
         with contextlib.suppress(nbd_source.nbd.Error):
             handle.shutdown()
-        if lost:
-            # The piece that was in flight at the most breaks is the likeliest cause; name it.
-            piece, attempts, _slot, _buffer = max(lost, key=lambda entry: (entry[1], -entry[0].offset))
-            if attempts + 1 > self.options.retries:
-                raise ReadError(
-                    piece,
-                    "the source dropped the connection while it was being read",
-                    attempts=attempts + 1,
-                    hint="The source keeps failing there; check the source storage and run again (it resumes)",
-                )
-        for piece, attempts, _slot, _buffer in sorted(lost, key=lambda entry: -entry[0].offset):
-            self.queue.appendleft((piece, attempts + 1))
+        if len(lost) == 1:
+            attempts = self._charge(lost[0], "the source dropped the connection while it was being read")
+            self.queue.appendleft(_Queued(lost[0].piece, attempts, True))
+        else:
+            self.queue.extendleft(_Queued(read.piece, read.attempts, True) for read in reversed(lost))
         last: Optional[Exception] = None
         for attempt in range(self.options.retries):
             time.sleep(self.options.retry_delay * (2**attempt))
@@ -391,7 +425,7 @@ class _Copy:
                 return nbd_source.connect(self.source_uri, meta_contexts=("base:allocation",))
             except SourceUnreachableError as err:
                 last = err
-        piece = failed_piece or (self.queue[0][0] if self.queue else Extent(0, 0))
+        piece = failed_piece or (self.queue[0].piece if self.queue else Extent(0, 0))
         raise ReadError(
             piece,
             f"the connection to the source broke and could not be re-opened: {last}",

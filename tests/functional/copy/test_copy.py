@@ -250,7 +250,9 @@ def test_a_source_that_drops_the_connection_at_one_offset_fails_after_the_retry_
     assert isinstance(err, ReadError), err
     assert err.extent.offset <= 40 * MiB + 4096 < err.extent.offset + err.extent.length
     assert err.attempts == 4  # libnbd reports the break as ENOTCONN on a read, or as a lost connection
-    assert proxy.drops == 4
+    # A break that cut several reads is charged to none of them (they are sent again one at a
+    # time), so the first break may come on top of the four charged to the dropping offset.
+    assert proxy.drops in (4, 5)
     assert remaining_extents(str(tmp_path / "j")) != [], "the journal must not claim the copy is complete"
 
 
