@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Dict, List, Optional
@@ -28,6 +29,7 @@ DEFAULT_INSTANCE_S = 30.0
 SHUTDOWN_S = 30.0  # the guest's own shutdown: its writes until then are in the final delta
 KINDS = {"seed": "s", "incremental": "i", "full_resync": "f", "resume": "r"}
 MEASURED = ("shutdown_s", "conversion_s", "instance_s")  # what a conversion host measures at each cutover
+KEPT_TIMES = 3  # cutovers a conversion host remembers of each measure
 
 
 @dataclass(frozen=True)
@@ -134,25 +136,35 @@ def project(
 
 
 class HostTimes:
-    """What this conversion host measured last: a shutdown, a conversion, an instance step.
+    """What this conversion host measured at its last cutovers: shutdown, conversion, instance step.
 
-    Kept in ``<state_dir>/measured.json``; each sync copies them into the record, so that
-    migration_info (which runs anywhere) can project with them."""
+    Kept in ``<state_dir>/measured.json``, the last KEPT_TIMES of each; an estimate is their
+    median, so one slow or quick cutover (a busy API, a guest that took its time) does not swing
+    the next projections. Each sync copies the estimates into the record, so that migration_info
+    (which runs anywhere) can project with them."""
 
     def __init__(self, state_dir: str) -> None:
         self.path = os.path.join(state_dir, "measured.json")
 
-    def load(self) -> Dict[str, float]:
+    def _kept(self) -> Dict[str, List[float]]:
         try:
             with open(self.path) as handle:
                 data = json.load(handle)
-            return {k: float(v) for k, v in data.items() if k in MEASURED}
-        except (OSError, ValueError, AttributeError):
+            return {
+                k: [float(x) for x in (v if isinstance(v, list) else [v])] for k, v in data.items() if k in MEASURED
+            }
+        except (OSError, ValueError, AttributeError, TypeError):
             return {}
 
+    def load(self) -> Dict[str, float]:
+        """The estimates: the median of what was kept of each."""
+        return {k: statistics.median(v) for k, v in self._kept().items() if v}
+
     def save(self, **measured: Optional[float]) -> None:
-        data = self.load()
-        data.update({k: round(v, 1) for k, v in measured.items() if v is not None})
+        data = self._kept()
+        for key, value in measured.items():
+            if value is not None:
+                data[key] = [*data.get(key, []), round(value, 1)][-KEPT_TIMES:]
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         tmp = self.path + ".tmp"
         with open(tmp, "w") as handle:

@@ -60,3 +60,10 @@ def test_a_conversion_host_keeps_what_it_measured(tmp_path):
     times.save(conversion_s=241.26, instance_s=None)
     times.save(instance_s=19.0)
     assert times.load() == {"conversion_s": 241.3, "instance_s": 19.0}
+
+
+def test_a_conversion_host_estimates_by_the_median_of_its_last_cutovers(tmp_path):
+    times = HostTimes(str(tmp_path))
+    for instance_s in (30.0, 4.0, 7.0, 5.0):
+        times.save(instance_s=instance_s)
+    assert times.load() == {"instance_s": 5.0}  # of 4, 7 and 5: the 30 s of the oldest cutover is forgotten
