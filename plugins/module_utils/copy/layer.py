@@ -36,7 +36,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from enum import Enum
-from typing import Dict, Iterator, List, Optional
+from typing import ContextManager, Dict, Iterator, List, Optional
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy import nbd_source
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.errors import SourceUnreachableError, TargetError
@@ -70,18 +70,28 @@ def needs_layer(fmt: VolumeFormat, encrypted: bool) -> bool:
     return encrypted or fmt is not VolumeFormat.RAW
 
 
-@contextmanager
 def plain_view(
     path: str, fmt: VolumeFormat, passphrase: Optional[bytes] = None, *, as_file: bool = False
-) -> Iterator[str]:
-    """Yield an NBD URI (a file path with ``as_file``) serving ``path``'s guest view.
+) -> ContextManager[str]:
+    """A context yielding an NBD URI (a file path with ``as_file``) serving ``path``'s guest view.
 
     ``passphrase`` opens its LUKS encryption. Without encryption and in raw format the
     path itself is yielded: nothing to translate.
     """
     if not needs_layer(fmt, passphrase is not None):
-        yield path
-        return
+        return contextlib.nullcontext(path)
+    return _served(path, fmt, passphrase, as_file=as_file)
+
+
+def nbd_view(path: str, fmt: VolumeFormat) -> ContextManager[str]:
+    """A context yielding an NBD URI serving the disk image file ``path`` in ``fmt``, raw included:
+    for the copy engine, whose source is always NBD (a carried seed file is read this way)."""
+    return _served(path, fmt, None, as_file=False)
+
+
+@contextmanager
+def _served(path: str, fmt: VolumeFormat, passphrase: Optional[bytes], *, as_file: bool) -> Iterator[str]:
+    """The daemon serving ``path`` through its format (and LUKS with ``passphrase``) until the block ends."""
     node = _node(path, fmt, SECRET_ID if passphrase is not None else None)
     work = tempfile.mkdtemp(prefix="xms-view-")  # 0700: only this user reaches the socket
     sock = os.path.join(work, "nbd.sock")
@@ -128,6 +138,8 @@ def plain_view(
 def _node(path: str, fmt: VolumeFormat, secret: Optional[str]) -> Dict[str, object]:
     """The daemon's block graph, top node named ``top``: the format over the file, down the backing chain."""
     protocol = {"driver": "host_device" if _is_block(path) else "file", "filename": path}
+    if fmt is VolumeFormat.RAW and secret is None:  # a plain raw image, served as it is (nbd_view)
+        return {"node-name": "top", "driver": "raw", "file": protocol}
     if fmt is VolumeFormat.RAW:  # raw and encrypted: a LUKS header in front of the ciphertext
         return {"node-name": "top", "driver": "luks", "key-secret": secret, "file": protocol}
     chain = _chain(path)

@@ -55,6 +55,18 @@ def verify_extents(source_uri: str, target: str, extents: List[Extent]) -> Verif
     return result
 
 
+def digest_extents(target: str, extents: List[Extent]) -> str:
+    """SHA-256 of the bytes of ``extents`` of ``target`` (path or NBD URI), in offset order."""
+    digest = hashlib.sha256()
+    read, close = _reader(target)
+    try:
+        for piece in split_extents(merge_extents(extents), CHUNK):
+            digest.update(read(piece.length, piece.offset))
+    finally:
+        close()
+    return digest.hexdigest()
+
+
 def _reader(target: str):
     if nbd_source.is_nbd_uri(target):
         handle = nbd_source.connect(target, parameter="target")

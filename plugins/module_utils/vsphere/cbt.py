@@ -122,7 +122,7 @@ def changed_extents(client, vm, snapshot: SnapshotView, disk_key: int, since_cha
     change id belongs to another CBT epoch or vSphere refuses it.
     """
     current = snapshot.change_ids.get(disk_key, "")
-    if since_change_id and (not current or _epoch(current) != _epoch(since_change_id)):
+    if since_change_id and not same_epoch(since_change_id, current):
         raise CbtResetError(
             f"disk {disk_key}: change id {since_change_id} is from another CBT epoch than {current or '(none)'}"
         )
@@ -152,6 +152,11 @@ def changed_extents(client, vm, snapshot: SnapshotView, disk_key: int, since_cha
             raise VSphereError(f"disk {disk_key}: QueryChangedDiskAreas made no progress at offset {offset}")
         offset = info.startOffset + info.length
     return merge_extents(extents)
+
+
+def same_epoch(change_id: str, current: Optional[str]) -> bool:
+    """Whether ``current`` continues the CBT history of ``change_id`` (no reset between them)."""
+    return bool(current) and _epoch(change_id) == _epoch(current or "")
 
 
 def _epoch(change_id: str) -> str:

@@ -2,6 +2,8 @@
 
 import hashlib
 import os
+import threading
+import time
 
 import nbd
 import pytest
@@ -21,9 +23,10 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.client 
 
 from ..openstack.conftest import CLOUDS
 from ..vsphere import conftest as vsphere_conftest
-from ..vsphere.conftest import connection, lab_cmd
+from ..vsphere.conftest import connection, lab_cmd, set_cbt
 
 SOURCE_VM = "lab-vm-2"
+EVENTS_VM = "lab-vm-events"  # what events leave behind (grown disks, CBT resets) touches no other test
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +62,17 @@ def vm_1(vsphere, openstack):
     reset_vm(vsphere, vm, openstack)
     yield vm
     reset_vm(vsphere, vm, openstack)
+
+
+@pytest.fixture
+def events_vm(vsphere, openstack):
+    """The events VM with no migration of it left from an earlier run, CBT on."""
+    vm = inventory.find_vm(vsphere, name=EVENTS_VM)
+    migration_id = migration_id_for(inventory.inventory(vsphere, vm))
+    os_volumes.delete_migration(openstack, migration_id)
+    yield vm
+    os_volumes.delete_migration(openstack, migration_id)
+    set_cbt(vsphere, vm, True)
 
 
 @pytest.fixture
@@ -111,4 +125,43 @@ def assert_volumes_equal_source(vsphere, vm, openstack, state):
             assert got == want, f"volume of disk {disk.disk_key} differs from the source"
 
 
-__all__ = ["annotation", "assert_volumes_equal_source", "lab_cmd", "power_state", "reset_vm"]
+def snapshot_names(vsphere, vm) -> list:
+    return sorted(t.name for t in cbt._walk(inventory._props(vsphere, vm, ["snapshot"]).get("snapshot")))
+
+
+BLOCK = 256 << 10  # a guest write of the lab's writer
+
+
+class Writer:
+    """Writes BLOCK-sized blocks to one disk at ``bytes_per_s`` until stopped."""
+
+    def __init__(self, vm_name: str, key: str, bytes_per_s: float) -> None:
+        self.args, self.period = (vm_name, key), BLOCK / bytes_per_s
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        next_at = time.monotonic()
+        while not self.stop_event.is_set():
+            lab_cmd("write", *self.args, "1", str(BLOCK))
+            next_at += self.period
+            self.stop_event.wait(max(0.0, next_at - time.monotonic()))
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc):
+        self.stop_event.set()
+        self.thread.join()
+
+
+__all__ = [
+    "Writer",
+    "annotation",
+    "assert_volumes_equal_source",
+    "lab_cmd",
+    "power_state",
+    "reset_vm",
+    "snapshot_names",
+]

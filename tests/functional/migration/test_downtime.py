@@ -6,7 +6,6 @@ does; the syncs copy at a set bandwidth. The conversion host's step times are gi
 (``measured.json``), so the projection depends on the syncs alone.
 """
 
-import threading
 import time
 
 import pytest
@@ -20,33 +19,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.proje
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import Phase
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
 
-from .conftest import lab_cmd, power_state
-
-BLOCK = 256 << 10
-
-
-class Writer:
-    """Writes BLOCK-sized blocks to one disk at ``bytes_per_s`` until stopped."""
-
-    def __init__(self, vm_name: str, key: str, bytes_per_s: float) -> None:
-        self.args, self.period = (vm_name, key), BLOCK / bytes_per_s
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        next_at = time.monotonic()
-        while not self.stop_event.is_set():
-            lab_cmd("write", *self.args, "1", str(BLOCK))
-            next_at += self.period
-            self.stop_event.wait(max(0.0, next_at - time.monotonic()))
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_exc):
-        self.stop_event.set()
-        self.thread.join()
+from .conftest import Writer, power_state
 
 
 def prepared(vsphere, vm, openstack, target, settings):

@@ -13,7 +13,6 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.error
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import (
     RemovedDisks,
     initialize,
-    migration_id_for,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
@@ -22,21 +21,9 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.error
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt, inventory
 
 from ..vsphere.conftest import add_disk, grow_disk, remove_disk, set_cbt
-from .conftest import assert_volumes_equal_source, lab_cmd, power_state
+from .conftest import EVENTS_VM, assert_volumes_equal_source, lab_cmd, power_state, snapshot_names
 
-EVENTS_VM = "lab-vm-events"
 MiB, GiB = 1 << 20, 1 << 30
-
-
-@pytest.fixture
-def events_vm(vsphere, openstack):
-    """The events VM with no migration of it left from an earlier run, CBT on."""
-    vm = inventory.find_vm(vsphere, name=EVENTS_VM)
-    migration_id = migration_id_for(inventory.inventory(vsphere, vm))
-    os_volumes.delete_migration(openstack, migration_id)
-    yield vm
-    os_volumes.delete_migration(openstack, migration_id)
-    set_cbt(vsphere, vm, True)
 
 
 def seeded(vsphere, vm, openstack, target, settings) -> str:
@@ -131,10 +118,6 @@ def operator_snapshot(vsphere, vm, name: str):
     vsphere.wait_task(vm.CreateSnapshot_Task(name, "taken by the operator", False, False), f"snapshot {name}")
     return next(t.snapshot for t in cbt._walk(inventory._props(vsphere, vm, ["snapshot"]).get("snapshot"))
                 if t.name == name)  # fmt: skip
-
-
-def snapshot_names(vsphere, vm) -> list:
-    return sorted(t.name for t in cbt._walk(inventory._props(vsphere, vm, ["snapshot"]).get("snapshot")))
 
 
 def test_an_operators_snapshots_are_warned_about_never_touched_and_syncs_stay_correct(

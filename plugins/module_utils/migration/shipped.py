@@ -1,0 +1,428 @@
+"""A seed carried on disks: the allocated data of one snapshot exported to files, imported into the volumes.
+
+For a VM whose first copy is too large for the link. ``export_seed`` (source site) takes one
+snapshot of all disks and writes each disk's allocated areas with the copy engine, at their
+offsets, into a sparse raw or qcow2 file in a directory the user names; then a manifest: the
+VM, each disk's key, capacity and change id of that snapshot, the areas written and a SHA-256
+of their bytes as read back from the file. The snapshot is removed; CBT's change ids stay valid
+without it. The manifest is written last and atomically: a directory without one holds an
+unfinished export, which a rerun starts over.
+
+``import_seed`` (target site, the migration initialized, the directory carried there) checks the
+manifest against the migration, the VM and the files before anything changes, then writes each
+file into its volume as a seed would (the data at the same offsets, the rest made zero) and
+records the manifest's change ids. The next ``block_sync`` is an incremental of everything the
+guest wrote since the export. An import that stops part-way leaves the disks pending on the
+export's change ids with their resume journals, so a rerun of the import, or a ``block_sync``
+(which then copies what the import had not flushed from a new snapshot, plus the changes), ends
+with the volumes equal to the source.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Dict, Iterator, List
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.common.errors import WarmMigrationError
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy import layer, nbd_source
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier import CopyOptions, copy_extents
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents import (
+    Extent,
+    merge_extents,
+    subtract_extents,
+    total_bytes,
+)
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.verify import digest_extents
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.heartbeat import Heartbeat
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import migration_id_for
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.lock import host_lock, owner_id
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import HISTORY, SyncSample
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import (
+    MigrationState,
+    Phase,
+    format_time,
+    parse_time,
+    utcnow,
+)
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import (
+    SyncOutcome,
+    SyncSettings,
+    ensure_not_busy,
+    journal_path,
+    source_disks,
+)
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_for_write
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt as vs_cbt
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.datapath import open_disk
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import VSphereError
+
+MANIFEST = "manifest.json"
+VERSION = 1
+FORMATS = ("raw", "qcow2")
+
+
+class SeedFileError(WarmMigrationError):
+    """A carried seed that cannot be imported: another VM's, another layout, damaged or incomplete."""
+
+
+@dataclass
+class ShippedDisk:
+    """One exported disk: where its file is, what it holds, and the CBT point it is a copy of."""
+
+    disk_key: int
+    label: str
+    capacity: int
+    change_id: str
+    file: str  # name inside the directory
+    extents: List[List[int]]  # [offset, length] of the allocated areas: the only data in the file
+    sha256: str  # of those areas' bytes, in offset order, read back from the file
+
+    @property
+    def data(self) -> List[Extent]:
+        return [Extent(offset, length) for offset, length in self.extents]
+
+
+@dataclass
+class Manifest:
+    """What an export wrote, and what an import checks before it writes anything."""
+
+    migration_id: str
+    vm_name: str
+    snapshot_at: str  # UTC, ISO 8601: when the export's snapshot was taken
+    format: str  # raw | qcow2
+    disks: List[ShippedDisk] = field(default_factory=list)
+    version: int = VERSION
+
+    def as_dict(self) -> Dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
+class ExportOutcome:
+    changed: bool
+    manifest: Manifest
+    bytes_written: int = 0
+    duration_s: float = 0.0
+    warnings: List[str] = field(default_factory=list)
+
+
+def read_manifest(directory: str) -> Manifest:
+    """The directory's manifest, or a SeedFileError naming ``directory`` and what is wrong."""
+    path = os.path.join(directory, MANIFEST)
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+        disks = [ShippedDisk(**disk) for disk in data.pop("disks")]
+        manifest = Manifest(disks=disks, **data)
+        parse_time(manifest.snapshot_at)
+    except FileNotFoundError:
+        raise SeedFileError(
+            f"{directory} holds no {MANIFEST}: it is not an export, or the export did not finish",
+            parameter="directory",
+            hint="Carry the whole directory that seed_export wrote; an unfinished export is started over by a rerun",
+        ) from None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+        raise SeedFileError(
+            f"{path} cannot be read as a seed manifest: {err}",
+            parameter="directory",
+            hint="Carry the directory again from the source site (the manifest is written by seed_export only)",
+        ) from None
+    if manifest.version != VERSION or manifest.format not in FORMATS:
+        raise SeedFileError(
+            f"{path} is a manifest of version {manifest.version}, format '{manifest.format}'",
+            parameter="directory",
+            hint=f"This collection reads version {VERSION} in raw or qcow2; export again with it",
+        )
+    return manifest
+
+
+# --- export (source site) ---------------------------------------------------------------------------------
+def export_seed(
+    vsphere, vm, directory: str, fmt: str, settings: SyncSettings, *, check_mode: bool = False
+) -> ExportOutcome:
+    """Export one snapshot's allocated data of every disk of ``vm`` to ``directory`` (see the module doc).
+
+    Holds the host lock of the VM's migration, so a sync of it on this host waits its turn (both
+    take snapshots)."""
+    inv = vs_inventory.inventory(vsphere, vm)
+    migration_id = migration_id_for(inv)
+    if os.path.exists(os.path.join(directory, MANIFEST)):
+        manifest = read_manifest(directory)
+        if manifest.migration_id != migration_id:
+            raise SeedFileError(
+                f"{directory} already holds the export of VM '{manifest.vm_name}' ({manifest.migration_id})",
+                parameter="directory",
+                hint="Name an empty directory for each VM",
+            )
+        return ExportOutcome(changed=False, manifest=manifest)
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise SeedFileError(f"{directory} exists and is not a directory", parameter="directory",
+                            hint="Name a directory (it is created when missing)")  # fmt: skip
+    planned = Manifest(migration_id=migration_id, vm_name=inv.name, snapshot_at="", format=fmt)
+    if check_mode:
+        return ExportOutcome(changed=True, manifest=planned)
+    with host_lock(settings.state_dir, migration_id):
+        return _export_locked(vsphere, vm, inv, directory, planned, settings)
+
+
+def _export_locked(vsphere, vm, inv, directory: str, planned: Manifest, settings: SyncSettings) -> ExportOutcome:
+    fmt = planned.format
+    outcome = ExportOutcome(changed=True, manifest=planned)
+    started = time.monotonic()
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    if not inv.cbt_enabled or not all(d.change_id for d in inv.disks):
+        vs_cbt.enable_cbt(vsphere, vm)
+        outcome.warnings.append(f"CBT was off on VM '{inv.name}': switched it on for the export")
+    vs_cbt.remove_orphan_snapshots(vsphere, vm)
+    planned.snapshot_at = format_time(utcnow())
+    with vs_cbt.sync_snapshot(vsphere, vm, purpose="seed export") as snap:
+        for source in inv.disks:
+            change_id = snap.change_ids.get(source.key)
+            if not change_id:
+                raise VSphereError(
+                    f"disk {source.label or source.key} of VM '{inv.name}' has no change id in the export's"
+                    " snapshot: CBT is not active on it",
+                    hint="Check that CBT is enabled on the VM (ctkEnabled) and that the disk is not independent",
+                )
+            capacity = snap.capacities[source.key]
+            allocated = vs_cbt.changed_extents(vsphere, vm, snap, source.key, None, capacity)
+            name = f"disk-{source.key}.{fmt}"
+            path = os.path.join(directory, name)
+            _create(path, fmt, capacity)
+            with (
+                open_disk(
+                    vsphere, vm, snap, source, vddk_libdir=settings.vddk_libdir, transports=settings.vddk_transports
+                ) as uri,
+                _file_view(path, fmt) as dest,
+            ):
+                options = CopyOptions(bandwidth_limit=settings.bandwidth_limit)
+                stats = copy_extents(uri, dest, allocated, size=capacity, options=options)
+                digest = digest_extents(dest, allocated)
+            outcome.bytes_written += stats.bytes_written
+            planned.disks.append(ShippedDisk(
+                disk_key=source.key, label=source.label, capacity=capacity, change_id=change_id, file=name,
+                extents=[[e.offset, e.length] for e in allocated], sha256=digest,
+            ))  # fmt: skip
+    _write_manifest(directory, planned)
+    outcome.duration_s = time.monotonic() - started
+    return outcome
+
+
+def _create(path: str, fmt: str, capacity: int) -> None:
+    """A new, empty (all-zero, sparse) image of ``capacity`` bytes; an unfinished export's file is replaced."""
+    if os.path.exists(path):
+        os.unlink(path)
+    if fmt == "raw":
+        with open(path, "wb") as handle:
+            handle.truncate(capacity)
+        return
+    qemu_img = shutil.which("qemu-img")
+    if qemu_img is None:
+        raise SeedFileError("qemu-img is not installed on this host", parameter="format",
+                            hint="Install qemu-utils, or export in format raw")  # fmt: skip
+    done = subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", path, str(capacity)],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    if done.returncode:
+        raise SeedFileError(f"qemu-img cannot create {path}: {done.stderr.strip()}", parameter="directory",
+                            hint="Check the directory's free space and rights")  # fmt: skip
+
+
+@contextmanager
+def _file_view(path: str, fmt: str) -> Iterator[str]:
+    """The image's guest view: a raw file is its own, a qcow2 one is served over NBD by QEMU."""
+    if fmt == "raw":
+        yield path
+        return
+    with layer.nbd_view(path, layer.VolumeFormat.QCOW2) as uri:
+        yield uri
+
+
+def _write_manifest(directory: str, manifest: Manifest) -> None:
+    """Written last, synced, renamed into place: a manifest exists only for a finished export."""
+    tmp = os.path.join(directory, f".{MANIFEST}.tmp")
+    with open(tmp, "w") as handle:
+        json.dump(manifest.as_dict(), handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, os.path.join(directory, MANIFEST))
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- import (target site) ---------------------------------------------------------------------------------
+def import_seed(
+    vsphere, vm, openstack, migration_id: str, directory: str, settings: SyncSettings, *, check_mode: bool = False
+) -> SyncOutcome:
+    """Write a carried export into the migration's volumes and record it as the seed (see the module doc)."""
+    manifest = read_manifest(directory)
+    state = store.load(openstack, migration_id)
+    if _already_imported(state, manifest):
+        return SyncOutcome(changed=False, kind="skipped", reason="imported", state=state)
+    _check(vsphere, vm, state, manifest, directory)
+    if check_mode:
+        return SyncOutcome(changed=True, kind="seed", state=state,
+                           bytes_copied=sum(total_bytes(d.data) for d in manifest.disks))  # fmt: skip
+    ensure_not_busy(state)
+    with host_lock(settings.state_dir, migration_id), Heartbeat(openstack, state) as heartbeat:
+        outcome = _import_owned(openstack, state, manifest, directory, settings, heartbeat)
+    outcome.warnings.extend(heartbeat.warnings())
+    return outcome
+
+
+def _already_imported(state: MigrationState, manifest: Manifest) -> bool:
+    ids = {d.disk_key: d.change_id for d in manifest.disks}
+    return state.seeded and all(ids.get(d.disk_key) == d.change_id for d in state.disks)
+
+
+def _check(vsphere, vm, state: MigrationState, manifest: Manifest, directory: str) -> None:
+    """Everything the import relies on, checked read-only: any failure leaves the volumes and record as they are."""
+    if manifest.migration_id != state.migration_id:
+        raise SeedFileError(
+            f"{directory} holds the export of VM '{manifest.vm_name}' ({manifest.migration_id}),"
+            f" not of migration {state.migration_id}",
+            parameter="directory",
+            hint="Import each VM's directory into its own migration",
+        )
+    if state.phase in (Phase.CUTOVER, Phase.COMPLETED) or state.seeded:
+        raise PhaseError(
+            f"migration {state.migration_id} is {'seeded already' if state.seeded else state.phase.value}:"
+            " a carried seed only seeds a new migration",
+            hint="Its next block_sync is an incremental; nothing needs importing",
+        )
+    inv = vs_inventory.inventory(vsphere, vm)
+    current = source_disks(inv, state)  # the VM's disks still those of the migration
+    shipped = {d.disk_key: d for d in manifest.disks}
+    if set(shipped) != {d.disk_key for d in state.disks}:
+        raise SeedFileError(
+            f"the export holds disks {sorted(shipped)}, the migration has {sorted(d.disk_key for d in state.disks)}",
+            parameter="directory",
+            hint="Export again: the VM's disks changed since the export",
+        )
+    for disk in state.disks:
+        carried = shipped[disk.disk_key]
+        name = disk.label or disk.disk_key
+        if carried.capacity < disk.capacity:
+            raise SeedFileError(
+                f"disk {name} was {carried.capacity} bytes at the export and is {disk.capacity} in the migration",
+                parameter="directory",
+                hint="Export again: the export is older than the migration's disk layout",
+            )
+        if not vs_cbt.same_epoch(carried.change_id, current[disk.disk_key].change_id):
+            raise SeedFileError(
+                f"CBT of disk {name} was reset since the export (change id {carried.change_id}, now"
+                f" {current[disk.disk_key].change_id or 'none'}): what the guest wrote since cannot be known",
+                parameter="directory",
+                hint="The carried seed cannot be used; seed over the network with block_sync (a full copy)",
+            )
+        _check_file(directory, manifest.format, carried, name)
+
+
+def _check_file(directory: str, fmt: str, carried: ShippedDisk, name) -> None:
+    path = os.path.join(directory, carried.file)
+    if os.path.basename(carried.file) != carried.file or not os.path.isfile(path):
+        raise SeedFileError(f"the file {carried.file} of disk {name} is missing from {directory}",
+                            parameter="directory", hint="Carry the whole directory seed_export wrote")  # fmt: skip
+    with _file_view(path, fmt) as view:
+        size = _size(view)
+        if size < carried.capacity:
+            raise SeedFileError(
+                f"{path} holds {size} bytes, disk {name} {carried.capacity}: the file was cut short",
+                parameter="directory",
+                hint="Copy the file again from the source site (a copy that ran out of space is shorter)",
+            )
+        if digest_extents(view, carried.data) != carried.sha256:
+            raise SeedFileError(
+                f"{path} does not hold what was exported for disk {name}: its checksum differs",
+                parameter="directory",
+                hint="Copy the file again from the source site; the carried copy is damaged",
+            )
+
+
+def _size(view: str) -> int:
+    if nbd_source.is_nbd_uri(view):
+        handle = nbd_source.connect(view, parameter="directory")
+        try:
+            return handle.get_size()
+        finally:
+            handle.shutdown()
+    return os.path.getsize(view)
+
+
+def _import_owned(openstack, state, manifest: Manifest, directory: str, settings: SyncSettings, heartbeat):
+    """The writes, in the sync's order: pending change id, copy, flush, change id; the common fields last."""
+    outcome = SyncOutcome(changed=True, kind="seed", state=state)
+    started = time.monotonic()
+    state.phase = Phase.SEEDING
+    state.owner, state.heartbeat = owner_id(), utcnow()
+    state.last_error = ""
+    store.save_common(openstack, state)
+    shipped = {d.disk_key: d for d in manifest.disks}
+    copied = 0
+    copy_s = 0.0
+    try:
+        for disk in state.disks:
+            os_volumes.extend_volume(openstack, disk.volume_id, shipped[disk.disk_key].capacity)
+        heartbeat.expect(sum(d.capacity for d in manifest.disks))
+        for disk in state.disks:
+            carried = shipped[disk.disk_key]
+            disk.pending_change_id = carried.change_id
+            store.save_disk(openstack, state, disk)
+            jpath = journal_path(settings.state_dir, state.migration_id, disk)
+            os.makedirs(os.path.dirname(jpath), mode=0o700, exist_ok=True)
+            zeros = subtract_extents([Extent(0, carried.capacity)], merge_extents(carried.data))
+            with (
+                layer.nbd_view(os.path.join(directory, carried.file), layer.VolumeFormat(manifest.format)) as uri,
+                attach_for_write(
+                    openstack, disk.volume_id, mode=settings.attach_mode, server_id=settings.conversion_server
+                ) as device,
+            ):
+                stats = copy_extents(
+                    uri, device, carried.data + zeros, size=carried.capacity, journal_path=jpath,
+                    options=CopyOptions(bandwidth_limit=settings.bandwidth_limit), progress=heartbeat,
+                    source_zeros=zeros,
+                )  # fmt: skip
+            disk.change_id, disk.pending_change_id, disk.capacity = carried.change_id, "", carried.capacity
+            store.save_disk(openstack, state, disk)
+            if os.path.exists(jpath):
+                os.unlink(jpath)
+            heartbeat.disk_done(carried.capacity)
+            copied += stats.bytes_read
+            copy_s += stats.elapsed_s
+            outcome.disks.append({"disk_key": disk.disk_key, "label": disk.label, "volume_id": disk.volume_id,
+                                  "kind": "seed", "change_id": disk.change_id, "stats": stats.as_dict()})  # fmt: skip
+        duration = time.monotonic() - started
+        snapshot_at: datetime = parse_time(manifest.snapshot_at)
+        outcome.bytes_copied, outcome.duration_s = copied, duration
+        outcome.rate = copied / duration if duration > 0 else 0.0
+        state.bytes_full += copied
+        state.sync_count += 1
+        state.synced_at = snapshot_at
+        state.history = [*state.history, SyncSample(snapshot_at, "seed", copied, duration, copy_s)][-HISTORY:]
+        state.rate = outcome.rate
+        state.phase = Phase.READY
+        return outcome
+    except Exception as err:
+        state.last_error = str(err)
+        raise
+    finally:
+        state.owner, state.heartbeat = "", None
+        state.progress_done = state.progress_total = 0
+        try:
+            store.save_common(openstack, state)
+        except Exception:  # the import's own error matters more than a failed bookkeeping write
+            if not state.last_error:
+                raise

@@ -1,0 +1,107 @@
+"""A seed carried on disks (both labs): exported at the source site while the guest writes, copied with
+``cp`` (the courier), imported into the initialized migration, then caught up by one incremental.
+
+Each refusal is shown before anything changes: the record stays unseeded and nothing is attached.
+"""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import Phase
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.shipped import (
+    MANIFEST,
+    SeedFileError,
+    export_seed,
+    import_seed,
+)
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.cbt import SNAPSHOT_PREFIX
+
+from ..vsphere.conftest import set_cbt
+from .conftest import EVENTS_VM, Writer, assert_volumes_equal_source, snapshot_names
+
+
+def courier(source, tmp_path, name="target-site"):
+    """What carrying the disks amounts to: a plain copy of the directory (holes kept)."""
+    carried = tmp_path / name
+    subprocess.run(["cp", "-r", "--sparse=always", str(source), str(carried)], check=True)
+    return str(carried)
+
+
+def our_snapshots(vsphere, vm):
+    return [name for name in snapshot_names(vsphere, vm) if name.startswith(SNAPSHOT_PREFIX)]
+
+
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_a_seed_exported_while_the_guest_writes_is_carried_imported_and_caught_up_by_one_incremental(
+    vsphere, events_vm, openstack, target, settings, tmp_path, fmt
+):
+    migration_id = initialize(vsphere, events_vm, openstack, target).migration_id
+    key = str(store.load(openstack, migration_id).disks[0].disk_key)
+    with Writer(EVENTS_VM, key, 1_000_000):
+        exported = export_seed(vsphere, events_vm, str(tmp_path / "source-site"), fmt, settings)
+        assert exported.changed and our_snapshots(vsphere, events_vm) == []  # the export's snapshot is gone
+        again = export_seed(vsphere, events_vm, str(tmp_path / "source-site"), fmt, settings)
+        assert not again.changed and again.manifest == exported.manifest
+        carried = courier(tmp_path / "source-site", tmp_path)
+        predicted = import_seed(vsphere, events_vm, openstack, migration_id, carried, settings, check_mode=True)
+        assert predicted.changed and store.load(openstack, migration_id).sync_count == 0
+        imported = import_seed(vsphere, events_vm, openstack, migration_id, carried, settings)
+    state = store.load(openstack, migration_id)
+    assert imported.changed and imported.kind == "seed" and state.phase is Phase.READY
+    assert {d.disk_key: d.change_id for d in state.disks} == {d.disk_key: d.change_id for d in exported.manifest.disks}
+    rerun = import_seed(vsphere, events_vm, openstack, migration_id, carried, settings)
+    assert not rerun.changed
+    caught_up = run_sync(vsphere, events_vm, openstack, migration_id, settings)
+    assert caught_up.kind == "incremental" and caught_up.bytes_copied > 0  # what the writer wrote since
+    assert_volumes_equal_source(vsphere, events_vm, openstack, store.load(openstack, migration_id))
+
+
+def test_a_carried_seed_that_cannot_be_used_is_refused_before_anything_changes(
+    vsphere, events_vm, openstack, target, settings, tmp_path
+):
+    migration_id = initialize(vsphere, events_vm, openstack, target).migration_id
+    exported = export_seed(vsphere, events_vm, str(tmp_path / "source-site"), "raw", settings).manifest
+    first = exported.disks[0]
+    offset = first.extents[0][0]
+
+    def refused(directory, words):
+        with pytest.raises(SeedFileError) as err:
+            import_seed(vsphere, events_vm, openstack, migration_id, directory, settings)
+        assert err.value.parameter == "directory" and words in str(err.value), err.value
+        state = store.load(openstack, migration_id)
+        assert not any(d.change_id or d.pending_change_id for d in state.disks) and state.sync_count == 0
+        assert state.phase is Phase.INITIALIZING
+
+    other = courier(tmp_path / "source-site", tmp_path, "another-vm")
+    with open(os.path.join(other, MANIFEST)) as handle:
+        manifest = json.load(handle)
+    manifest.update(migration_id="vm-00000000-0000-0000-0000-000000000000", vm_name="another-vm")
+    with open(os.path.join(other, MANIFEST), "w") as handle:
+        json.dump(manifest, handle)
+    refused(other, "holds the export of VM 'another-vm'")
+
+    damaged = courier(tmp_path / "source-site", tmp_path, "damaged")
+    with open(os.path.join(damaged, first.file), "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    refused(damaged, "its checksum differs")
+
+    short = courier(tmp_path / "source-site", tmp_path, "short")
+    os.truncate(os.path.join(short, first.file), first.capacity - (1 << 20))
+    refused(short, "cut short")
+
+    unfinished = courier(tmp_path / "source-site", tmp_path, "unfinished")
+    os.unlink(os.path.join(unfinished, MANIFEST))
+    refused(unfinished, "did not finish")
+
+    set_cbt(vsphere, events_vm, False)  # VMware's "reset CBT": off, then on; the export's change ids are void
+    set_cbt(vsphere, events_vm, True)
+    refused(courier(tmp_path / "source-site", tmp_path), "seed over the network with block_sync")
