@@ -7,11 +7,15 @@ Each refusal is shown before anything changes: the record stays unseeded and not
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import (
+    initialize,
+    migration_id_for,
+)
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import Phase
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.shipped import (
     MANIFEST,
@@ -20,6 +24,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.shipp
     import_seed,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.cbt import SNAPSHOT_PREFIX
 
 from ..vsphere.conftest import set_cbt
@@ -105,3 +110,46 @@ def test_a_carried_seed_that_cannot_be_used_is_refused_before_anything_changes(
     set_cbt(vsphere, events_vm, False)  # VMware's "reset CBT": off, then on; the export's change ids are void
     set_cbt(vsphere, events_vm, True)
     refused(courier(tmp_path / "source-site", tmp_path), "seed over the network with block_sync")
+
+
+def test_the_wave_playbooks_ship_a_seed(vsphere, events_vm, openstack, lab, tmp_path):
+    """seed_export, the courier, seed_import, sync: the collection's playbooks on a wave of the events VM."""
+    secrets = tmp_path / "vcenter.json"
+    secrets.write_text(json.dumps({"vcenter_password": lab["password"]}))
+    secrets.chmod(0o600)
+    vcenter = {k: lab[k] for k in ("hostname", "port", "username")}
+    inventory_doc = {"all": {
+        "vars": {
+            "warm_migration_vcenter": {**vcenter, "password": "{{ vcenter_password }}", "validate_certs": False},
+            "warm_migration_cloud": {"cloud": "xms-lab"},
+            "warm_migration_data_path": {"state_dir": str(tmp_path / "state"), "vddk_libdir": str(tmp_path)},
+            "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+        },
+        "children": {"wave1": {
+            "hosts": {EVENTS_VM: {}},
+            "vars": {"warm_migration_volume_type": "standard-ssd", "warm_migration_availability_zone": "az1",
+                     "warm_migration_network_map": [{"source": "DC0_DVPG0", "network": "lab-net-a"}]},
+        }},
+    }}  # fmt: skip
+    inventory_path = str(tmp_path / "inventory.json")
+    with open(inventory_path, "w") as handle:
+        json.dump(inventory_doc, handle)
+    collections = sys.modules["ansible_collections"].__path__[0].rsplit("/ansible_collections", 1)[0]
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": collections, "ANSIBLE_LOCALHOST_WARNING": "false"}
+
+    def playbook(name, *extra):
+        argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", inventory_path,
+                "-e", f"@{secrets}", "-e", "wave=wave1", *extra, f"xms.warm_migration.{name}"]  # fmt: skip
+        run = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+        assert lab["password"] not in run.stdout + run.stderr
+
+    playbook("seed_export", "-e", f"ship_seed_root={tmp_path / 'shipping'}")
+    carried = courier(tmp_path / "shipping", tmp_path)
+    playbook("seed_import", "-e", f"ship_seed_root={carried}")
+    migration_id = migration_id_for(inventory.inventory(vsphere, events_vm))
+    assert store.load(openstack, migration_id).sync_count == 1
+    playbook("sync")
+    state = store.load(openstack, migration_id)
+    assert state.seeded and state.sync_count == 2 and state.bytes_incr == 0  # nothing written since the export
+    assert_volumes_equal_source(vsphere, events_vm, openstack, state)
