@@ -88,8 +88,14 @@ collection_link() {
 stage_lint() {
   ANSIBLE_COLLECTIONS_PATH=$(collection_link) || return 1
   export ANSIBLE_COLLECTIONS_PATH
+  # ansible-lint puts ~/.ansible/collections first: an installed build of this collection there (an
+  # older one) would hide the working tree's modules and roles. A home of its own leaves only ours.
+  local home; home=$(mktemp -d)
   ruff check . && ruff format --check . \
-    && ansible-lint --profile production --offline -q
+    && ANSIBLE_HOME=$home ansible-lint --profile production --offline -q
+  local rc=$?
+  rm -rf "$home"
+  return "$rc"
 }
 stage_sanity() {
   local dest; dest=$(collection_copy) || return 1
