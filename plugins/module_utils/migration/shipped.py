@@ -44,7 +44,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration impor
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.heartbeat import Heartbeat
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import migration_id_for
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.lock import host_lock, owner_id
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.lock import host_lock
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import HISTORY, SyncSample
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import (
     MigrationState,
@@ -57,6 +57,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync 
     SyncOutcome,
     SyncSettings,
     ensure_not_busy,
+    holding,
     journal_path,
     source_disks,
 )
@@ -366,14 +367,10 @@ def _import_owned(openstack, state, manifest: Manifest, directory: str, settings
     """The writes, in the sync's order: pending change id, copy, flush, change id; the common fields last."""
     outcome = SyncOutcome(changed=True, kind="seed", state=state)
     started = time.monotonic()
-    state.phase = Phase.SEEDING
-    state.owner, state.heartbeat = owner_id(), utcnow()
-    state.last_error = ""
-    store.save_common(openstack, state)
     shipped = {d.disk_key: d for d in manifest.disks}
     copied = 0
     copy_s = 0.0
-    try:
+    with holding(openstack, state, Phase.SEEDING):
         for disk in state.disks:
             os_volumes.extend_volume(openstack, disk.volume_id, shipped[disk.disk_key].capacity)
         heartbeat.expect(sum(d.capacity for d in manifest.disks))
@@ -415,14 +412,3 @@ def _import_owned(openstack, state, manifest: Manifest, directory: str, settings
         state.rate = outcome.rate
         state.phase = Phase.READY
         return outcome
-    except Exception as err:
-        state.last_error = str(err)
-        raise
-    finally:
-        state.owner, state.heartbeat = "", None
-        state.progress_done = state.progress_total = 0
-        try:
-            store.save_common(openstack, state)
-        except Exception:  # the import's own error matters more than a failed bookkeeping write
-            if not state.last_error:
-                raise

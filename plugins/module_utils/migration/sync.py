@@ -20,8 +20,9 @@ import contextlib
 import hashlib
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier import CopyOptions, copy_extents
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents import (
@@ -350,12 +351,8 @@ def _sync_owned(vsphere, vm, openstack, state: MigrationState, settings: SyncSet
     disks_by_key = source_disks(inv, state)
     outcome = SyncOutcome(changed=True, kind="incremental" if state.seeded else "seed", state=state)
     started = time.monotonic()
-    if not for_cutover:
-        state.phase = Phase.SYNCING if state.seeded else Phase.SEEDING
-        state.owner, state.heartbeat = owner_id(), utcnow()
-    state.last_error = ""
-    store.save_common(openstack, state)
-    try:
+    own_phase = None if for_cutover else (Phase.SYNCING if state.seeded else Phase.SEEDING)
+    with holding(openstack, state, own_phase):
         vs_cbt.remove_orphan_snapshots(vsphere, vm)
         warning = _ensure_cbt(vsphere, vm, inv)
         if warning:
@@ -422,16 +419,30 @@ def _sync_owned(vsphere, vm, openstack, state: MigrationState, settings: SyncSet
         if not for_cutover:
             state.phase = Phase.READY
         return outcome
+
+
+@contextmanager
+def holding(openstack, state: MigrationState, phase: Optional[Phase]) -> Iterator[None]:
+    """This run holds the migration: ``phase`` and owner recorded first; the error, if any, and the
+    owner cleared last. With ``phase`` None the run is the cutover's final delta, inside the cutover's
+    own holding, which it neither takes nor drops."""
+    if phase is not None:
+        state.phase = phase
+        state.owner, state.heartbeat = owner_id(), utcnow()
+    state.last_error = ""
+    store.save_common(openstack, state)
+    try:
+        yield
     except Exception as err:
         state.last_error = str(err)
         raise
     finally:
-        if not for_cutover:
+        if phase is not None:
             state.owner, state.heartbeat = "", None
         state.progress_done = state.progress_total = 0
         try:
             store.save_common(openstack, state)
-        except Exception:  # the sync's own error matters more than a failed bookkeeping write
+        except Exception:  # the run's own error matters more than a failed bookkeeping write
             if not state.last_error:
                 raise
 
