@@ -1,7 +1,8 @@
 """Put a lab VM back as it was before any migration: used by the demo and by the tests.
 
 A cutover leaves an instance, its ports, the volumes, a powered-off source and
-a "migrated" note on it; the next run of the demo or of a test wants none of them.
+a "migrated" note on it, a test migration its server, ports and clones; the next
+run of the demo or of a test wants none of them.
 """
 
 import socket
@@ -25,8 +26,10 @@ def annotation(vsphere, vm) -> str:
 
 
 def reset_vm(vsphere, vm, openstack) -> None:
-    """No instance, no ports, no volumes of this VM's migration; the VM powered on, without the note."""
+    """No instance, no ports, no volumes of this VM's migration or of its test; the VM powered on, without the note."""
     migration_id = migration_id_for(inventory.inventory(vsphere, vm))
+    os_instance.delete_test_instance(openstack, migration_id, 120)
+    os_volumes.delete_volumes(openstack, os_volumes.find_tagged_volumes(openstack, os_instance.TEST_TAG, migration_id))
     server = os_instance.find_server(openstack, migration_id)
     if server is not None:
         os_instance._delete_server(openstack, server.id, 120)

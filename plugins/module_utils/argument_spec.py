@@ -75,6 +75,23 @@ def data_path_argument_spec() -> Dict[str, Any]:
     }
 
 
+def conversion_argument_spec() -> Dict[str, Any]:
+    """The guest conversion with virt-v2v-in-place (cutover and test migrations)."""
+    return {
+        "conversion": {
+            "type": "dict",
+            "default": {},
+            "options": {
+                "skip": {"type": "bool", "default": False},
+                "run_scripts": {"type": "list", "elements": "path", "default": []},
+                "firstboot_scripts": {"type": "list", "elements": "path", "default": []},
+                "timeout": {"type": "int", "default": 3600},
+                "virtio_win": {"type": "path"},
+            },
+        }
+    }
+
+
 def data_path_required_if() -> list:
     return [["attach_mode", "nova", ["conversion_server"]]]
 

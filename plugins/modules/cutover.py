@@ -28,6 +28,7 @@ extends_documentation_fragment:
   - xms.warm_migration.openstack
   - xms.warm_migration.source_vm
   - xms.warm_migration.data_path
+  - xms.warm_migration.conversion
   - xms.warm_migration.target
 options:
   state:
@@ -46,33 +47,6 @@ options:
       - Power the VM off when the guest has not shut down after O(shutdown_timeout). Without it that is an error.
     type: bool
     default: true
-  conversion:
-    description:
-      - Guest conversion with virt-v2v-in-place.
-    type: dict
-    default: {}
-    suboptions:
-      skip:
-        description: Do not convert (the guest already has virtio drivers, or is converted some other way).
-        type: bool
-        default: false
-      run_scripts:
-        description: Scripts run inside the guest right after the conversion (C(virt-customize --run)).
-        type: list
-        elements: path
-        default: []
-      firstboot_scripts:
-        description: Scripts the guest runs once at its first boot on OpenStack (C(virt-customize --firstboot)).
-        type: list
-        elements: path
-        default: []
-      timeout:
-        description: Seconds the conversion may take.
-        type: int
-        default: 3600
-      virtio_win:
-        description: Path of the virtio-win drivers (ISO or directory), needed for Windows guests.
-        type: path
   boot_check:
     description:
       - Before creating the instance, boot the converted volumes under QEMU on the conversion host
@@ -195,12 +169,9 @@ migration:
   sample: {"phase": "completed", "instance_id": "9b0e..."}
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.xms.warm_migration.plugins.module_utils import argument_spec as specs
-from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import ConversionOptions
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import params as mparams
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import (
     CutoverSettings,
@@ -210,14 +181,6 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutov
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import migration_id_for
 from ansible_collections.xms.warm_migration.plugins.module_utils.module_base import run
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
-
-CONVERSION_SPEC = {
-    "skip": {"type": "bool", "default": False},
-    "run_scripts": {"type": "list", "elements": "path", "default": []},
-    "firstboot_scripts": {"type": "list", "elements": "path", "default": []},
-    "timeout": {"type": "int", "default": 3600},
-    "virtio_win": {"type": "path"},
-}
 
 
 def main() -> None:
@@ -230,7 +193,7 @@ def main() -> None:
         "state": {"type": "str", "default": "completed", "choices": ["completed", "rolled_back"]},
         "shutdown_timeout": {"type": "int", "default": 300},
         "power_off_fallback": {"type": "bool", "default": True},
-        "conversion": {"type": "dict", "default": {}, "options": CONVERSION_SPEC},
+        **specs.conversion_argument_spec(),
         "boot_check": {"type": "bool", "default": False},
         "instance_timeout": {"type": "int", "default": 600},
         "key_name": {"type": "str", "no_log": False},
@@ -246,19 +209,11 @@ def main() -> None:
     )
     p = module.params
     name = p["vm_name"] or p["vm_uuid"] or p["vm_moref"]
-    conv = p["conversion"]
     settings = CutoverSettings(
         sync=mparams.sync_settings(p),
         shutdown_timeout=p["shutdown_timeout"],
         power_off_fallback=p["power_off_fallback"],
-        conversion=ConversionOptions(
-            skip=conv["skip"],
-            run_scripts=list(conv["run_scripts"]),
-            firstboot_scripts=list(conv["firstboot_scripts"]),
-            timeout_s=conv["timeout"],
-            virtio_win=conv["virtio_win"],
-            log_dir=os.path.join(p["state_dir"], "conversion"),
-        ),
+        conversion=mparams.conversion_options(p),
         boot_check=p["boot_check"],
         instance_timeout=p["instance_timeout"],
         key_name=p["key_name"],

@@ -119,6 +119,12 @@ migrations:
         - Steps are C(shutdown), C(final_sync), C(converted), C(boot_checked), C(instance), C(completed).
       type: dict
       sample: {"shutdown": 21, "final_sync": 14, "converted": 240, "instance": 19}
+    test:
+      description:
+        - The last test migration (see M(xms.warm_migration.migration_test)) - when its clones were taken, the
+          result (C(passed), C(failed), C(removed)), its server, seconds per step - or null.
+      type: dict
+      sample: {"at": "2026-11-24T04:00:00Z", "result": "passed", "instance_id": "5d1c...", "timings": {"cloned": 12}}
     disks:
       description: Per disk - key, label, volume id, recorded change id.
       type: list

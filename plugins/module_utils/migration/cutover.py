@@ -383,7 +383,7 @@ def _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome, 
             availability_zone=target.availability_zone,
             key_name=settings.key_name,
             security_groups=settings.security_groups,
-            image_properties=_image_properties(inv),
+            image_properties=image_properties(inv),
             timeout=settings.instance_timeout,
         )
         state.instance_id = server.id
@@ -399,7 +399,7 @@ def _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome, 
     _done(openstack, state, "completed", outcome)
 
 
-def _image_properties(inv) -> Dict[str, str]:
+def image_properties(inv) -> Dict[str, str]:
     """What Nova needs to know to run the converted guest: virtio disk and NIC, the OS family."""
     return {
         "hw_disk_bus": "virtio",

@@ -53,7 +53,8 @@ def host_lock(state_dir: str, migration_id: str) -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "another process"
             raise MigrationBusyError(
-                f"another sync or cutover of migration {migration_id} is running on this host ({holder})",
+                f"another run of migration {migration_id} (a sync, cutover, seed export or import, or test)"
+                f" is running on this host ({holder})",
                 hint="Wait for it to finish (see migration_info for its progress), then run again",
             ) from None
         os.ftruncate(fd, 0)

@@ -6,8 +6,10 @@ argument_spec.py); this is the one place that turns them into objects.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict
 
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import ConversionOptions
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import (
     NetworkMapping,
     TargetSettings,
@@ -82,4 +84,16 @@ def sync_settings(params: Params) -> SyncSettings:
         force_full=bool(params.get("force_full")),
         only_when_due=bool(params.get("only_when_due")),
         verify=bool(params.get("verify")),
+    )
+
+
+def conversion_options(params: Params) -> ConversionOptions:
+    conv = params["conversion"]
+    return ConversionOptions(
+        skip=conv["skip"],
+        run_scripts=list(conv["run_scripts"]),
+        firstboot_scripts=list(conv["firstboot_scripts"]),
+        timeout_s=conv["timeout"],
+        virtio_win=conv["virtio_win"],
+        log_dir=os.path.join(params["state_dir"], "conversion"),
     )

@@ -9,7 +9,8 @@ stores them under ``xms_``-prefixed keys.
 
 Who writes what (one owner per field): the operator (migration_schedule) writes
 only ``paused`` and ``cadence`` (OPERATOR_FIELDS, versioned by
-``operator_revision``); whoever holds the migration - a sync, a cutover or a
+``operator_revision``); a test migration (migration_test) only ``test``
+(TEST_FIELDS: its newest copy wins, by the time it names); whoever holds the migration - a sync, a cutover or a
 rollback, one at a time under the host lock - writes the rest (RUN_FIELDS,
 versioned by ``revision``), and while it runs a timer refreshes its heartbeat
 (HEARTBEAT_FIELDS). A pause set while a sync runs is therefore never lost when
@@ -55,8 +56,12 @@ class Phase(str, Enum):
 CADENCES = {"manual": None, "15m": 15 * 60, "hourly": 3600, "daily": 86400}
 IDENTITY_FIELDS = ("migration_id", "vm_name")  # written once, at init
 OPERATOR_FIELDS = ("paused", "cadence", "operator_revision")
+TEST_FIELDS = ("test",)  # the last test migration: written by migration_test alone, syncs go on meanwhile
 HEARTBEAT_FIELDS = ("owner", "heartbeat", "progress", "rate")
 HEARTBEAT_STALE_S = 600  # a sync that has not reported for this long is presumed dead
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def utcnow() -> datetime:
@@ -97,6 +102,44 @@ def format_marks(marks: Dict[str, datetime]) -> str:
 
 def parse_marks(text: str) -> Dict[str, datetime]:
     return {m: parse_time(t) for m, t in _parse_named(text, CUTOVER_MARKS).items()}
+
+
+# A test migration's steps, in order (seconds each, from the end of the step before).
+TEST_STEPS = ("cloned", "converted", "boot_checked", "instance")
+
+
+@dataclass
+class MigrationTestRun:
+    """The last test migration: a clone of the replica converted and booted while syncs went on."""
+
+    at: datetime  # when its clones were taken: the point of the replica it booted
+    result: str  # passed | failed | removed (its instance and clones deleted since)
+    instance_id: str = ""
+    timings: Dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> Dict[str, object]:
+        return {"at": format_time(self.at), "result": self.result, "instance_id": self.instance_id or None,
+                "timings": self.timings}  # fmt: skip
+
+
+def format_test(run: Optional[MigrationTestRun]) -> str:
+    if run is None:
+        return ""
+    values = {"at": format_time(run.at), "result": run.result, "server": run.instance_id}
+    values.update({step: str(s) for step, s in run.timings.items()})
+    return _format_named(values, ("at", "result", "server", *TEST_STEPS))
+
+
+def parse_test(text: str) -> Optional[MigrationTestRun]:
+    values = _parse_named(text, ("at", "result", "server", *TEST_STEPS))
+    try:
+        at = parse_time(values.get("at", ""))
+        timings = {step: int(values[step]) for step in TEST_STEPS if step in values}
+    except ValueError:
+        return None  # a hand-edited value: no test on record
+    if at is None or "result" not in values:
+        return None
+    return MigrationTestRun(at=at, result=values["result"], instance_id=values.get("server", ""), timings=timings)
 
 
 def format_estimates(estimates: Dict[str, float]) -> str:
@@ -156,6 +199,7 @@ class MigrationState:
     needs_full_resync: bool = False  # the volumes were changed outside a sync (e.g. converted, then rolled back)
     instance_id: str = ""
     last_error: str = ""
+    test: Optional[MigrationTestRun] = None  # the last test migration (TEST_FIELDS)
     revision: int = 0  # bumped on every write of the run fields; the highest copy wins
     operator_revision: int = 0  # bumped on every write of the operator's fields; the highest copy wins
     disks: List[DiskState] = field(default_factory=list)
@@ -244,6 +288,7 @@ class MigrationState:
             "converted": self.converted,
             "instance_id": self.instance_id or None,
             "last_error": self.last_error or None,
+            "test": self.test.as_dict() if self.test else None,
             "disks": [
                 {"disk_key": d.disk_key, "label": d.label, "volume_id": d.volume_id, "change_id": d.change_id or None}
                 for d in self.disks
@@ -275,16 +320,21 @@ class MigrationState:
             "needs_full_resync": "true" if self.needs_full_resync else "false",
             "instance_id": self.instance_id,
             "last_error": self.last_error[:250],
+            "test": format_test(self.test),
             "revision": str(self.revision),
             "operator_revision": str(self.operator_revision),
         }
 
     def run_fields(self) -> Dict[str, str]:
         """What the holder of the migration (sync, cutover, rollback) writes: all but identity and operator."""
-        return {k: v for k, v in self.common_fields().items() if k not in IDENTITY_FIELDS + OPERATOR_FIELDS}
+        owned_elsewhere = IDENTITY_FIELDS + OPERATOR_FIELDS + TEST_FIELDS
+        return {k: v for k, v in self.common_fields().items() if k not in owned_elsewhere}
 
     def operator_fields(self) -> Dict[str, str]:
         return {k: v for k, v in self.common_fields().items() if k in OPERATOR_FIELDS}
+
+    def test_fields(self) -> Dict[str, str]:
+        return {k: v for k, v in self.common_fields().items() if k in TEST_FIELDS}
 
     def heartbeat_fields(self) -> Dict[str, str]:
         return {k: v for k, v in self.common_fields().items() if k in HEARTBEAT_FIELDS}
@@ -338,6 +388,7 @@ class MigrationState:
             needs_full_resync=newest.get("needs_full_resync") == "true",
             instance_id=newest.get("instance_id", ""),
             last_error=newest.get("last_error", ""),
+            test=max((parse_test(r.get("test", "")) for r in records), key=lambda t: t.at if t else _EPOCH),
             revision=int(newest.get("revision") or 0),
             operator_revision=int(operator.get("operator_revision") or 0),
         )

@@ -122,6 +122,16 @@ def save_operator(client, state: MigrationState) -> None:
             os_volumes.update_record(client, disk.volume_id, fields)
 
 
+def save_test(client, state: MigrationState) -> None:
+    """Write the last test migration (``test``) to every volume; only migration_test calls this.
+
+    No revision: a sync or cutover may hold the migration meanwhile, and never writes this field."""
+    with _WRITES:
+        fields = state.test_fields()
+        for disk in state.disks:
+            os_volumes.update_record(client, disk.volume_id, fields)
+
+
 def save_disk(client, state: MigrationState, disk: DiskState) -> None:
     """Write one disk's own fields (its change id) to its volume."""
     with _WRITES:

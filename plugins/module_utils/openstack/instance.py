@@ -13,7 +13,7 @@ server left without its ports is replaced, never kept.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.common.waiter import WaitTimeout, wait_for
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.errors import (
@@ -26,6 +26,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.prefl
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.volumes import find_volumes
 
 SERVER_TAG = "xms_migration_id"
+TEST_TAG = "xms_test_of"  # a test migration's server, ports' names and cloned volumes: never the migration's own
 POSTED_GRACE_S = 30.0  # how long a create whose answer was lost is looked for before it counts as not made
 
 
@@ -76,13 +77,111 @@ def create_instance(
 ) -> ServerInfo:
     """Boot the migration's instance from its volumes (boot disk first) and wait until it is ACTIVE."""
     _ensure_cutover(client, migration_id, volume_ids)
-    conn = client.conn
     existing = find_server(client, migration_id)
     if existing is not None and existing.status == "ACTIVE" and _holds_ports(client, existing, migration_id, nics):
         return _info(client, existing)
     if existing is not None:  # a failed earlier attempt, or one without its ports: start over from the volumes
         _delete_server(client, existing.id, timeout)
-    chosen = resolve_flavor(client, flavor, vcpus, ram_mb)
+    return _boot(
+        client,
+        name=name,
+        flavor=resolve_flavor(client, flavor, vcpus, ram_mb),
+        volume_ids=volume_ids,
+        ports=[lambda nic=nic: _port(client, migration_id, nic, security_groups) for nic in nics],
+        tag={SERVER_TAG: migration_id},
+        find=lambda: find_server(client, migration_id),
+        availability_zone=availability_zone,
+        key_name=key_name,
+        image_properties=image_properties,
+        timeout=timeout,
+    )
+
+
+def find_test_server(client, migration_id: str):
+    for server in client.conn.compute.servers(details=True):
+        if (server.metadata or {}).get(TEST_TAG) == migration_id:
+            return server
+    return None
+
+
+def test_port_name(migration_id: str, index: int) -> str:
+    return f"xms-test-{migration_id}-{index}"
+
+
+def create_test_instance(
+    client,
+    migration_id: str,
+    *,
+    name: str,
+    flavor,
+    volume_ids: List[str],
+    network: str,
+    subnet: Optional[str],
+    nic_count: int,
+    availability_zone: Optional[str] = None,
+    key_name: Optional[str] = None,
+    security_groups: List[str] = (),
+    image_properties: Optional[Dict[str, str]] = None,
+    timeout: float = 600,
+) -> ServerInfo:
+    """Boot a test migration's server from the clones ``volume_ids``, one port per source NIC on ``network``.
+
+    The ports get the MACs Neutron picks, never the source's: the source (with its MACs) runs on,
+    and its network may be reachable from the test network. Tagged TEST_TAG, so nothing that looks
+    for the migration's own instance (cutover, rollback) ever finds it."""
+    return _boot(
+        client,
+        name=name,
+        flavor=flavor,
+        volume_ids=volume_ids,
+        ports=[
+            lambda i=i: _test_port(client, migration_id, i, network, subnet, security_groups) for i in range(nic_count)
+        ],
+        tag={TEST_TAG: migration_id},
+        find=lambda: find_test_server(client, migration_id),
+        availability_zone=availability_zone,
+        key_name=key_name,
+        image_properties=image_properties,
+        timeout=timeout,
+    )
+
+
+def _test_port(client, migration_id: str, index: int, network_name: str, subnet: Optional[str], security_groups):
+    network = client.conn.network
+    net = network.find_network(network_name, ignore_missing=False)
+    args = {"network_id": net.id, "name": test_port_name(migration_id, index)}
+    if subnet:
+        args["fixed_ips"] = [{"subnet_id": network.find_subnet(subnet, ignore_missing=False).id}]
+    if security_groups:
+        args["security_group_ids"] = [network.find_security_group(g, ignore_missing=False).id for g in security_groups]
+    return network.create_port(**args), True
+
+
+def delete_test_instance(client, migration_id: str, timeout: float = 600) -> List[str]:
+    """Delete a test migration's server and ports; returns what was deleted (``server:<id>``, ``port:<id>``)."""
+    deleted = []
+    server = find_test_server(client, migration_id)
+    if server is not None:
+        _delete_server(client, server.id, timeout)
+        deleted.append(f"server:{server.id}")
+    prefix = test_port_name(migration_id, 0)[:-1]
+    for port in client.conn.network.ports():
+        if (port.name or "").startswith(prefix):
+            client.conn.network.delete_port(port.id, ignore_missing=True)
+            deleted.append(f"port:{port.id}")
+    return deleted
+
+
+def _boot(
+    client, *, name: str, flavor, volume_ids: List[str], ports: List[Callable[[], Tuple[object, bool]]],
+    tag: Dict[str, str], find: Callable[[], object], availability_zone: Optional[str], key_name: Optional[str],
+    image_properties: Optional[Dict[str, str]], timeout: float,
+) -> ServerInfo:  # fmt: skip
+    """Boot a server from ``volume_ids`` (boot disk first) with a port from each of ``ports``, tagged ``tag``.
+
+    On failure, what this call created (ports, the server) is deleted and the boot volume is
+    not bootable again; the volumes themselves are never touched."""
+    conn = client.conn
     storage = conn.block_storage
     storage.set_volume_bootable_status(volume_ids[0], True)
     if image_properties:
@@ -90,10 +189,10 @@ def create_instance(
     created_ports: List[str] = []
     server = None
     try:
-        ports = []
-        for nic in nics:
-            port, created = _port(client, migration_id, nic, security_groups)
-            ports.append(port)
+        made = []
+        for make in ports:
+            port, created = make()
+            made.append(port)
             if created:
                 created_ports.append(port.id)
         mappings = [
@@ -103,10 +202,10 @@ def create_instance(
         ]  # fmt: skip
         args = {
             "name": name,
-            "flavor_id": chosen.id,
-            "networks": [{"port": p.id} for p in ports] or "none",
+            "flavor_id": flavor.id,
+            "networks": [{"port": port.id} for port in made] or "none",
             "block_device_mapping_v2": mappings,
-            "metadata": {SERVER_TAG: migration_id},
+            "metadata": tag,
         }
         if availability_zone:
             args["availability_zone"] = availability_zone
@@ -115,7 +214,7 @@ def create_instance(
         try:
             server = conn.compute.create_server(**args)
         except Exception as err:
-            server = _created_anyway(client, migration_id, err)
+            server = _created_anyway(find, err)
             if server is None:
                 raise
         server = wait_for(
@@ -135,11 +234,11 @@ def create_instance(
             raise
         raise InstanceError(
             f"creating instance {name} failed: {getattr(err, 'details', None) or err}",
-            hint="The volumes are intact; fix the cause and run the cutover again",
+            hint="The volumes are intact; fix the cause and run again",
         ) from None
 
 
-def _created_anyway(client, migration_id: str, err: Exception):
+def _created_anyway(find: Callable[[], object], err: Exception):
     """The server of a create whose answer never came: Nova may have accepted the POST.
 
     A refusal (4xx) made nothing. Otherwise (a timeout, a dropped connection, a 5xx from a
@@ -149,7 +248,7 @@ def _created_anyway(client, migration_id: str, err: Exception):
     if status is not None and 400 <= status < 500:
         return None
     try:
-        return wait_for(lambda: find_server(client, migration_id), timeout=POSTED_GRACE_S, what="the posted server")
+        return wait_for(find, timeout=POSTED_GRACE_S, what="the posted server")
     except WaitTimeout:  # not there: the POST did not take; the caller raises the original error
         return None
 

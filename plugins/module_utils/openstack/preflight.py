@@ -276,10 +276,32 @@ def instance_checks(
             checks.append(_limit_check(key, wanted, getattr(quota, key, None), int(usage.get(key, 0))))
     new_ports = sum(1 for nic in nics if not list(conn.network.ports(name=port_name(migration_id, nic.mac))))
     if new_ports:
-        ports = conn.network.get_quota(project, details=True).ports or {}
-        used = int(ports.get("used", 0)) + int(ports.get("reserved", 0))
-        checks.append(_limit_check("ports", new_ports, ports.get("limit"), used))
+        checks.append(_ports_check(client, new_ports))
     return checks
+
+
+def test_network_checks(client, *, network: str, subnet: Optional[str], ports: int) -> List[Check]:
+    """A test migration's network: it exists, the subnet is on it, and the project may create ``ports`` more."""
+    conn = client.conn
+    net = conn.network.find_network(network, ignore_missing=True)
+    if net is None:
+        return [Check("test_network", False, f"network '{network}' does not exist", parameter="test_network")]
+    checks = [Check("test_network", True, f"network '{network}' exists")]
+    if subnet:
+        found = conn.network.find_subnet(subnet, ignore_missing=True)
+        ok = found is not None and found.network_id == net.id
+        verdict = "is on" if ok else "is not on"
+        checks.append(Check("test_subnet", ok, f"subnet '{subnet}' {verdict} network '{network}'",
+                            parameter=None if ok else "test_subnet"))  # fmt: skip
+    if ports:
+        checks.append(_ports_check(client, ports))
+    return checks
+
+
+def _ports_check(client, wanted: int) -> Check:
+    quota = client.conn.network.get_quota(client.conn.current_project_id, details=True).ports or {}
+    used = int(quota.get("used", 0)) + int(quota.get("reserved", 0))
+    return _limit_check("ports", wanted, quota.get("limit"), used)
 
 
 def _limit_check(key: str, wanted: int, limit, used: int, parameter: Optional[str] = "cloud") -> Check:

@@ -144,6 +144,41 @@ def ensure_volumes(
     return find_volumes(client, migration_id), created
 
 
+def clone_volumes(client, migration_id: str, volumes: List[TargetVolume], tag: str, timeout: float = 600) -> List[str]:
+    """Clone ``volumes`` through Cinder (volume from volume, same type and zone), in their order.
+
+    The clones carry ``tag`` = the migration id and no record: nothing treats them as replicas.
+    Cinder only reads the replicas. If any clone fails, the clones made are deleted again."""
+    storage = client.conn.block_storage
+    created: List[str] = []
+    try:
+        for volume in volumes:
+            clone = storage.create_volume(
+                name=f"{volume.name}-test",
+                size=max(1, math.ceil(volume.size_bytes / GiB)),
+                source_volume_id=volume.id,
+                metadata={tag: migration_id},
+                description=f"xms.warm_migration test clone of {volume.id} ({migration_id})",
+            )
+            created.append(clone.id)
+        for volume_id in created:
+            wait_for(lambda vid=volume_id: _available(client, vid), timeout=timeout,
+                     what=f"clone {volume_id} to become available", hint="Check the cinder-volume service")  # fmt: skip
+    except Exception as err:
+        delete_volumes(client, created)
+        if isinstance(err, OpenStackError):
+            raise
+        raise _volume_error(err) from None
+    return created
+
+
+def find_tagged_volumes(client, tag: str, migration_id: str) -> List[str]:
+    """Ids of the volumes whose metadata says ``tag`` = ``migration_id`` (a test migration's clones)."""
+    return [
+        v.id for v in client.conn.block_storage.volumes(details=True) if (v.metadata or {}).get(tag) == migration_id
+    ]
+
+
 def extend_volume(client, volume_id: str, size_bytes: int, timeout: float = 600) -> bool:
     """Grow the volume to hold ``size_bytes`` (whole GiB, rounded up); False when it already does.
 

@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import (
     DiskState,
     MigrationState,
+    MigrationTestRun,
     Phase,
 )
 
@@ -115,3 +116,23 @@ def test_downtime_counts_while_the_guest_is_down_and_is_null_before():
     assert state.downtime_s(T0) is None and state.metrics(T0)["cutover_timings"] is None
     state.cutover_marks = {"started": T0, "shutdown": T0 + timedelta(seconds=30)}
     assert state.downtime_s(T0 + timedelta(seconds=100)) == 70
+
+
+def test_a_test_migration_is_kept_by_its_own_writer_and_a_syncs_stale_copy_never_undoes_it():
+    """migration_test writes only ``test`` (every volume); a sync running meanwhile writes its fields, never it."""
+    state = state_with_two_disks()
+    volumes = {d.volume_id: {**state.common_fields(), **state.disk_fields(d)} for d in state.disks}
+    run = MigrationTestRun(at=T0, result="passed", instance_id="srv-1", timings={"cloned": 9, "converted": 151})
+    state.test = run
+    for record in volumes.values():
+        record.update(state.test_fields())
+    state.test, state.sync_count, state.revision = None, 4, 9  # a sync loaded before the test was recorded
+    for record in volumes.values():
+        record.update(state.run_fields())
+    back = MigrationState.from_volumes(list(volumes.items()))
+    assert back.test == run and back.sync_count == 4
+    assert back.metrics(T0)["test"] == {"at": "2026-11-22T12:00:00Z", "result": "passed", "instance_id": "srv-1",
+                                        "timings": {"cloned": 9, "converted": 151}}  # fmt: skip
+    assert "test" not in state.run_fields()
+    volumes["vol-b"]["test"] = "at=yesterday,result=passed"  # a hand-edited copy: the other one still counts
+    assert MigrationState.from_volumes(list(volumes.items())).test == run

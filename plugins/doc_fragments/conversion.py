@@ -1,0 +1,34 @@
+"""Documentation of the guest conversion option (mirrors argument_spec.conversion_argument_spec)."""
+
+
+class ModuleDocFragment:
+    DOCUMENTATION = r"""
+options:
+  conversion:
+    description:
+      - Guest conversion with virt-v2v-in-place.
+    type: dict
+    default: {}
+    suboptions:
+      skip:
+        description: Do not convert (the guest already has virtio drivers, or is converted some other way).
+        type: bool
+        default: false
+      run_scripts:
+        description: Scripts run inside the guest right after the conversion (C(virt-customize --run)).
+        type: list
+        elements: path
+        default: []
+      firstboot_scripts:
+        description: Scripts the guest runs once at its first boot on OpenStack (C(virt-customize --firstboot)).
+        type: list
+        elements: path
+        default: []
+      timeout:
+        description: Seconds the conversion may take.
+        type: int
+        default: 3600
+      virtio_win:
+        description: Path of the virtio-win drivers (ISO or directory), needed for Windows guests.
+        type: path
+"""

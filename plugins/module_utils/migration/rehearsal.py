@@ -1,0 +1,240 @@
+"""A test migration: a clone of the replica converted and booted while the syncs go on.
+
+The replica itself is never booted (it stays protected until the cutover): a test migration
+takes a consistent point of it - every volume cloned through Cinder while this host holds the
+migration's lock, so no sync of it writes meanwhile, and no other host's sync runs - and
+releases the lock as soon as the clones exist. Then the clones go through the cutover's own
+conversion step (and boot check, when asked) and boot as a server on a network the operator
+names for tests, with MACs Neutron picks, never the source's. It is a dress rehearsal of the
+cutover: its conversion and instance times become this host's measured times, which the
+downtime projection uses.
+
+What a test creates carries the migration id under TEST_TAG (server, clones) or in its name
+(ports), so ``remove_test`` finds and deletes all of it, and nothing that looks for the
+migration's own volumes or instance ever finds it. The record's ``test`` field, written by this
+module alone (a sync may hold the migration meanwhile), says when, the result, the server and
+where the time went.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion import virt_v2v
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.boot_check import boot_check
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import image_properties
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError, PreflightError
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.lock import host_lock
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import HostTimes
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import (
+    MigrationState,
+    MigrationTestRun,
+    Phase,
+    utcnow,
+)
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import SyncSettings, ensure_not_busy
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import instance as os_instance
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import preflight as os_preflight
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_for_write
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
+
+
+@dataclass
+class MigrationTestSettings:
+    """Where and how a test migration boots (module parameters, already validated)."""
+
+    sync: SyncSettings
+    network: Optional[str] = None
+    subnet: Optional[str] = None
+    instance_name: Optional[str] = None
+    flavor: Optional[str] = None
+    availability_zone: Optional[str] = None
+    key_name: Optional[str] = None
+    security_groups: List[str] = field(default_factory=list)
+    conversion: virt_v2v.ConversionOptions = field(default_factory=virt_v2v.ConversionOptions)
+    boot_check: bool = False
+    boot_check_timeout: float = 300.0
+    instance_timeout: float = 600.0
+
+
+@dataclass
+class MigrationTestOutcome:
+    changed: bool
+    state: MigrationState
+    actions: List[str] = field(default_factory=list)  # what was (in check mode: would be) done
+    instance: Optional[Dict[str, object]] = None
+    conversion: Optional[Dict[str, object]] = None
+    boot: Optional[Dict[str, object]] = None
+    timings: Dict[str, int] = field(default_factory=dict)
+    removed: List[str] = field(default_factory=list)
+
+
+def run_test(
+    vsphere, vm, openstack, migration_id: str, settings: MigrationTestSettings, *, check_mode=False
+) -> MigrationTestOutcome:
+    """Clone, convert and boot the replica of ``migration_id`` as a test (see the module doc)."""
+    state = store.load(openstack, migration_id)
+    if state.phase in (Phase.CUTOVER, Phase.COMPLETED) or not state.seeded:
+        raise PhaseError(
+            f"migration {migration_id} is in phase '{state.phase.value}'" + ("" if state.seeded else " and not seeded"),
+            hint="A test migration needs a seeded replica before the cutover (run block_sync first)",
+        )
+    server = os_instance.find_test_server(openstack, migration_id)
+    if server is not None and server.status == "ACTIVE" and state.test and state.test.result == "passed":
+        return MigrationTestOutcome(changed=False, state=state, instance={"id": server.id, "status": server.status})
+    inv = vs_inventory.inventory(vsphere, vm)
+    replicas = _replicas(openstack, state)
+    flavor = _check(openstack, state, inv, replicas, settings)
+    actions = ["clone", "convert" if not settings.conversion.skip else "no_conversion"]
+    actions += ["boot_check"] * settings.boot_check + ["instance"]
+    leftovers = server is not None or bool(
+        os_volumes.find_tagged_volumes(openstack, os_instance.TEST_TAG, migration_id)
+    )
+    if leftovers:
+        actions.insert(0, "remove_earlier_test")
+    if check_mode:
+        return MigrationTestOutcome(changed=True, state=state, actions=actions)
+    outcome = MigrationTestOutcome(changed=True, state=state, actions=actions)
+    if leftovers:
+        outcome.removed = _remove_resources(openstack, migration_id, settings.instance_timeout)
+    started = time.monotonic()
+    with host_lock(settings.sync.state_dir, migration_id):  # no sync of it runs on this host while Cinder clones
+        ensure_not_busy(store.load(openstack, migration_id))  # nor on another one
+        taken_at = utcnow()
+        clones = os_volumes.clone_volumes(openstack, migration_id, replicas, os_instance.TEST_TAG)
+    state.test = MigrationTestRun(at=taken_at.replace(microsecond=0), result="failed")
+    clock = _Clock(started, outcome.timings)
+    clock.mark("cloned")
+    try:
+        if not settings.conversion.skip or settings.boot_check:
+            _convert(openstack, clones, inv, settings, outcome, clock)
+        server_info = os_instance.create_test_instance(
+            openstack, migration_id, name=settings.instance_name or f"{inv.name}-test", flavor=flavor,
+            volume_ids=clones, network=settings.network, subnet=settings.subnet, nic_count=len(inv.nics),
+            availability_zone=settings.availability_zone, key_name=settings.key_name,
+            security_groups=settings.security_groups, image_properties=image_properties(inv),
+            timeout=settings.instance_timeout,
+        )  # fmt: skip
+        clock.mark("instance")
+        outcome.instance = server_info.as_dict()
+        state.test.result, state.test.instance_id = "passed", server_info.id
+    finally:
+        state.test.timings = outcome.timings
+        store.save_test(openstack, state)
+    HostTimes(settings.sync.state_dir).save(
+        conversion_s=outcome.timings.get("converted"), instance_s=outcome.timings["instance"]
+    )
+    return outcome
+
+
+def remove_test(openstack, migration_id: str, *, timeout: float = 600, check_mode=False) -> MigrationTestOutcome:
+    """Delete the test's server, ports and clones; the record keeps the test, as ``removed``."""
+    state = store.load(openstack, migration_id)
+    server = os_instance.find_test_server(openstack, migration_id)
+    clones = os_volumes.find_tagged_volumes(openstack, os_instance.TEST_TAG, migration_id)
+    if server is None and not clones:
+        return MigrationTestOutcome(changed=False, state=state)
+    if check_mode:
+        planned = ([f"server:{server.id}"] if server is not None else []) + [f"volume:{c}" for c in clones]
+        return MigrationTestOutcome(changed=True, state=state, removed=planned)
+    removed = _remove_resources(openstack, migration_id, timeout)
+    if state.test is not None:
+        state.test.result, state.test.instance_id = "removed", ""
+        store.save_test(openstack, state)
+    return MigrationTestOutcome(changed=True, state=state, removed=removed)
+
+
+def _remove_resources(openstack, migration_id: str, timeout: float) -> List[str]:
+    removed = os_instance.delete_test_instance(openstack, migration_id, timeout)
+    clones = os_volumes.find_tagged_volumes(openstack, os_instance.TEST_TAG, migration_id)
+    os_volumes.delete_volumes(openstack, clones)
+    return removed + [f"volume:{c}" for c in clones]
+
+
+def _replicas(openstack, state: MigrationState) -> List[os_volumes.TargetVolume]:
+    """The migration's volumes in the VM's disk order (the boot disk first)."""
+    by_id = {v.id: v for v in os_volumes.find_volumes(openstack, state.migration_id)}
+    return [by_id[d.volume_id] for d in state.disks]
+
+
+def _check(openstack, state: MigrationState, inv, replicas, settings: MigrationTestSettings):
+    """Everything the test will create, checked read-only first; returns the resolved flavor."""
+    virt_v2v.check_options(settings.conversion, guest_id=inv.guest_id)
+    clones = [
+        os_volumes.VolumeSpec(
+            disk_key=v.disk_key,
+            size_bytes=v.size_bytes,
+            volume_type=v.volume_type or None,
+            availability_zone=None,
+            name=v.name,
+        )
+        for v in replicas
+    ]
+    checks = os_preflight.preflight(
+        openstack, volumes=clones, flavor=settings.flavor, vcpus=inv.vcpus, ram_mb=inv.memory_mb,
+        availability_zone=settings.availability_zone, nics=[], migration_id=state.migration_id,
+    )  # fmt: skip
+    if settings.network is None:
+        checks.append(os_preflight.Check("test_network", False, "no test network named", parameter="test_network"))
+    else:
+        checks += os_preflight.test_network_checks(
+            openstack, network=settings.network, subnet=settings.subnet, ports=len(inv.nics)
+        )
+    flavor = None
+    if all(c.ok for c in checks if c.name == "flavor"):
+        flavor = os_preflight.resolve_flavor(openstack, settings.flavor, inv.vcpus, inv.memory_mb)
+        checks += os_preflight.instance_checks(
+            openstack, migration_id=state.migration_id, flavor=flavor, nics=[], key_name=settings.key_name,
+            security_groups=settings.security_groups, server_exists=False,
+        )  # fmt: skip
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        raise PreflightError(
+            "the test migration would fail: " + "; ".join(c.message for c in failed),
+            parameter=failed[0].parameter or "cloud",
+            hint="Nothing was created and the replica is untouched: fix the input named above, then run again",
+        )
+    return flavor
+
+
+class _Clock:
+    """Seconds per step, each from the end of the step before (as the cutover's timings)."""
+
+    def __init__(self, started: float, timings: Dict[str, int]) -> None:
+        self.last, self.timings = started, timings
+
+    def mark(self, step: str) -> None:
+        now = time.monotonic()
+        self.timings[step], self.last = round(now - self.last), now
+
+
+def _convert(
+    openstack, clones: List[str], inv, settings: MigrationTestSettings, outcome: MigrationTestOutcome, clock: _Clock
+) -> None:
+    """The cutover's conversion (and boot check) on the clones, attached as files."""
+    with ExitStack() as stack:
+        devices = [
+            stack.enter_context(
+                attach_for_write(
+                    openstack,
+                    clone,
+                    mode=settings.sync.attach_mode,
+                    server_id=settings.sync.conversion_server,
+                    as_file=True,
+                )
+            )
+            for clone in clones
+        ]
+        if not settings.conversion.skip:
+            outcome.conversion = virt_v2v.convert_in_place(
+                devices, settings.conversion, name=f"{inv.name}-test"
+            ).as_dict()
+            clock.mark("converted")
+        if settings.boot_check:
+            outcome.boot = boot_check(devices, mac=None, timeout_s=settings.boot_check_timeout).as_dict()
+            clock.mark("boot_checked")

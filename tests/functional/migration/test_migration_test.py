@@ -1,0 +1,146 @@
+"""A test migration (both labs): a clone of the lab guest's replica converted, boot-checked and booted on a
+test network while the guest writes and a sync runs; the replica stays equal to the source, and removing
+the test leaves nothing behind. Bad input is refused before anything is created.
+"""
+
+import threading
+import time
+
+import pytest
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import ConversionOptions
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PreflightError
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import HostTimes
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.rehearsal import (
+    MigrationTestSettings,
+    remove_test,
+    run_test,
+)
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import instance as os_instance
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
+
+from .conftest import Writer, assert_volumes_equal_source, power_state, reset_vm
+
+GUEST = "lab-vm-linux"
+
+
+@pytest.fixture
+def guest(vsphere, openstack):
+    vm = inventory.find_vm(vsphere, name=GUEST)
+    reset_vm(vsphere, vm, openstack)
+    yield vm
+    reset_vm(vsphere, vm, openstack)
+
+
+def leftovers(openstack, migration_id):
+    """What the test migration made that is still there: server, ports, clones."""
+    server = os_instance.find_test_server(openstack, migration_id)
+    ports = [p.id for p in openstack.conn.network.ports() if (p.name or "").startswith(f"xms-test-{migration_id}-")]
+    clones = os_volumes.find_tagged_volumes(openstack, os_instance.TEST_TAG, migration_id)
+    return ([server.id] if server else []) + ports + clones
+
+
+def clones_available(openstack, migration_id):
+    clones = os_volumes.find_tagged_volumes(openstack, os_instance.TEST_TAG, migration_id)
+    return len(clones) == 2 and all(openstack.conn.block_storage.get_volume(c).status == "available" for c in clones)
+
+
+def test_a_clone_of_the_replica_boots_while_the_guest_writes_and_syncs_go_on(
+    vsphere, guest, openstack, target, settings
+):
+    migration_id = initialize(vsphere, guest, openstack, target).migration_id
+    run_sync(vsphere, guest, openstack, migration_id, settings)
+    data_disk = str(store.load(openstack, migration_id).disks[1].disk_key)
+    conversion = ConversionOptions(timeout_s=1800, log_dir=settings.state_dir)
+    test = MigrationTestSettings(
+        sync=settings, network="lab-net-b", boot_check=True, boot_check_timeout=900, conversion=conversion
+    )
+    predicted = run_test(vsphere, guest, openstack, migration_id, test, check_mode=True)
+    assert predicted.changed and predicted.actions == ["clone", "convert", "boot_check", "instance"]
+    assert leftovers(openstack, migration_id) == []
+
+    outcome = {}
+
+    def test_in_background():
+        outcome["done"] = run_test(vsphere, guest, openstack, migration_id, test)
+
+    worker = threading.Thread(target=test_in_background, daemon=True)
+    with Writer(GUEST, data_disk, 500_000):  # the guest writes its data disk throughout
+        worker.start()
+        while not clones_available(openstack, migration_id):
+            time.sleep(1)
+        time.sleep(10)  # the clones exist and the conversion runs: a sync of the replica goes on meanwhile
+        own = OpenStackClient.connect(cloud="xms-lab")  # the test's thread has its own connection
+        synced = run_sync(vsphere, guest, own, migration_id, settings)
+        assert synced.kind == "incremental" and synced.bytes_copied > 0
+        worker.join(1800)
+    done = outcome["done"]
+    assert done.instance["status"] == "ACTIVE" and done.conversion["converted"] and done.boot["reached_userspace"]
+    assert list(done.timings) == ["cloned", "converted", "boot_checked", "instance"]
+    state = store.load(openstack, migration_id)
+    assert state.test.result == "passed" and state.test.instance_id == done.instance["id"]
+    assert state.test.timings == done.timings and state.phase.value == "ready" and not state.converted
+    assert HostTimes(settings.state_dir).load()["conversion_s"] == done.timings["converted"]
+    assert not any(p["mac"].startswith("00:50:56") for p in done.instance["ports"])  # never the source's MAC
+    assert os_instance.find_server(openstack, migration_id) is None  # the migration itself has no instance
+    assert power_state(vsphere, guest) == "poweredOn"
+
+    again = run_test(vsphere, guest, openstack, migration_id, test)
+    assert not again.changed
+    # The replica was never touched by the test: after one more sync it equals the source.
+    run_sync(vsphere, guest, openstack, migration_id, settings)
+    assert_volumes_equal_source(vsphere, guest, openstack, store.load(openstack, migration_id))
+
+    removed = remove_test(openstack, migration_id)
+    assert removed.changed and leftovers(openstack, migration_id) == []
+    assert store.load(openstack, migration_id).test.result == "removed"
+    assert not remove_test(openstack, migration_id).changed
+    print(f"test migration of the lab guest: {done.timings}")
+
+
+@pytest.mark.parametrize(
+    "change, parameter, words",
+    [
+        ({"network": "no-such-net"}, "test_network", "network 'no-such-net' does not exist"),
+        ({"subnet": "lab-net-a-subnet"}, "test_subnet", "is not on network 'lab-net-b'"),
+        ({"flavor": "no-such-flavor"}, "flavor", "flavor 'no-such-flavor' does not exist"),
+        ({"key_name": "no-such-key"}, "key_name", "key pair 'no-such-key' does not exist"),
+    ],
+)
+def test_bad_input_is_refused_before_anything_is_created(
+    vsphere, guest, openstack, target, settings, change, parameter, words
+):
+    migration_id = initialize(vsphere, guest, openstack, target).migration_id
+    run_sync(vsphere, guest, openstack, migration_id, settings)
+    test = MigrationTestSettings(sync=settings, network="lab-net-b", conversion=ConversionOptions(skip=True))
+    for key, value in change.items():
+        setattr(test, key, value)
+    with pytest.raises(PreflightError) as err:
+        run_test(vsphere, guest, openstack, migration_id, test)
+    assert err.value.parameter == parameter and words in str(err.value)
+    assert leftovers(openstack, migration_id) == [] and store.load(openstack, migration_id).test is None
+
+
+def test_a_project_without_volume_quota_for_the_clones_is_refused(vsphere, guest, openstack, target, settings):
+    """The project's gigabytes quota set (by the lab's admin) to what it uses: no room for the clones."""
+    migration_id = initialize(vsphere, guest, openstack, target).migration_id
+    run_sync(vsphere, guest, openstack, migration_id, settings)
+    project = openstack.conn.current_project_id
+    admin = OpenStackClient.connect(cloud="xms-admin").conn.block_storage
+    quota = admin.get_quota_set(project, usage=True)
+    used = int((quota.usage or {}).get("gigabytes", 0)) + int((quota.reservation or {}).get("gigabytes", 0))
+    limit = quota.gigabytes
+    admin.update_quota_set(project, gigabytes=used)
+    try:
+        test = MigrationTestSettings(sync=settings, network="lab-net-b", conversion=ConversionOptions(skip=True))
+        with pytest.raises(PreflightError) as err:
+            run_test(vsphere, guest, openstack, migration_id, test)
+        assert "quota gigabytes" in str(err.value) and "too little" in str(err.value)
+        assert leftovers(openstack, migration_id) == []
+    finally:
+        admin.update_quota_set(project, gigabytes=limit)
