@@ -83,13 +83,19 @@ def test_a_carried_seed_that_cannot_be_used_is_refused_before_anything_changes(
         assert not any(d.change_id or d.pending_change_id for d in state.disks) and state.sync_count == 0
         assert state.phase is Phase.INITIALIZING
 
-    other = courier(tmp_path / "source-site", tmp_path, "another-vm")
-    with open(os.path.join(other, MANIFEST)) as handle:
-        manifest = json.load(handle)
-    manifest.update(migration_id="vm-00000000-0000-0000-0000-000000000000", vm_name="another-vm")
-    with open(os.path.join(other, MANIFEST), "w") as handle:
-        json.dump(manifest, handle)
-    refused(other, "holds the export of VM 'another-vm'")
+    def edited(name, change):
+        """A carried copy whose manifest says something else (what another export would have written)."""
+        directory = courier(tmp_path / "source-site", tmp_path, name)
+        with open(os.path.join(directory, MANIFEST)) as handle:
+            manifest = json.load(handle)
+        change(manifest)
+        with open(os.path.join(directory, MANIFEST), "w") as handle:
+            json.dump(manifest, handle)
+        return directory
+
+    another = {"migration_id": "vm-00000000-0000-0000-0000-000000000000", "vm_name": "another-vm"}
+    refused(edited("another-vm", lambda m: m.update(another)), "holds the export of VM 'another-vm'")
+    refused(edited("one-disk", lambda m: m.update(disks=m["disks"][:1])), "the export holds disks")
 
     damaged = courier(tmp_path / "source-site", tmp_path, "damaged")
     with open(os.path.join(damaged, first.file), "r+b") as handle:
