@@ -25,10 +25,9 @@ import os
 import shutil
 import subprocess
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Dict, Iterator, List
+from typing import Dict, List
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.common.errors import WarmMigrationError
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy import layer, nbd_source
@@ -205,7 +204,7 @@ def _export_locked(vsphere, vm, inv, directory: str, planned: Manifest, settings
                 open_disk(
                     vsphere, vm, snap, source, vddk_libdir=settings.vddk_libdir, transports=settings.vddk_transports
                 ) as uri,
-                _file_view(path, fmt) as dest,
+                layer.plain_view(path, layer.VolumeFormat(fmt)) as dest,
             ):
                 options = CopyOptions(bandwidth_limit=settings.bandwidth_limit)
                 stats = copy_extents(uri, dest, allocated, size=capacity, options=options)
@@ -237,16 +236,6 @@ def _create(path: str, fmt: str, capacity: int) -> None:
     if done.returncode:
         raise SeedFileError(f"qemu-img cannot create {path}: {done.stderr.strip()}", parameter="directory",
                             hint="Check the directory's free space and rights")  # fmt: skip
-
-
-@contextmanager
-def _file_view(path: str, fmt: str) -> Iterator[str]:
-    """The image's guest view: a raw file is its own, a qcow2 one is served over NBD by QEMU."""
-    if fmt == "raw":
-        yield path
-        return
-    with layer.nbd_view(path, layer.VolumeFormat.QCOW2) as uri:
-        yield uri
 
 
 def _write_manifest(directory: str, manifest: Manifest) -> None:
@@ -337,7 +326,7 @@ def _check_file(directory: str, fmt: str, carried: ShippedDisk, name) -> None:
     if os.path.basename(carried.file) != carried.file or not os.path.isfile(path):
         raise SeedFileError(f"the file {carried.file} of disk {name} is missing from {directory}",
                             parameter="directory", hint="Carry the whole directory seed_export wrote")  # fmt: skip
-    with _file_view(path, fmt) as view:
+    with layer.plain_view(path, layer.VolumeFormat(fmt)) as view:
         size = _size(view)
         if size < carried.capacity:
             raise SeedFileError(
