@@ -27,6 +27,7 @@ from typing import Callable, Deque, Dict, List, NamedTuple, Optional, Tuple
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy import nbd_source
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.errors import (
+    CopyStopped,
     PlanError,
     ReadError,
     SourceUnreachableError,
@@ -46,6 +47,30 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.copy.targets im
 MiB = 1 << 20
 
 
+class RateCap:
+    """An upper bound on bytes read per second, shared by every copy given it.
+
+    The disks of one sync are copied at once; the operator's ``bandwidth_limit`` bounds what the
+    sync takes from the source, not each disk, so they draw on one budget. The clock starts at
+    the first read, not at construction (attaching the volumes first must not bank a burst)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.started: Optional[float] = None
+        self.submitted = 0
+        self.lock = threading.Lock()
+
+    def wait(self, length: int, now: float) -> float:
+        """Seconds to wait before reading ``length`` more bytes; 0 or less means go (and it is counted)."""
+        with self.lock:
+            if self.started is None:
+                self.started = now
+            wait = (self.submitted + length) / self.limit - (now - self.started)
+            if wait <= 0:
+                self.submitted += length
+            return wait
+
+
 @dataclass
 class CopyOptions:
     """Tuning of one copy. The defaults were measured on this project's benchmark (bench/).
@@ -58,7 +83,7 @@ class CopyOptions:
     request_size: int = 1 * MiB
     max_in_flight: int = 64  # reads in flight over all connections
     connections: int = 4  # used only when the server advertises multi-conn
-    bandwidth_limit: Optional[int] = None  # bytes/s
+    rate_cap: Optional[RateCap] = None  # bytes/s, shared with the copies running beside this one
     retries: int = 5
     retry_delay: float = 0.2  # first backoff; doubles per attempt
     checkpoint_bytes: int = 1024 * MiB  # journal at least this often...
@@ -127,6 +152,7 @@ def copy_extents(
     journal_path: Optional[str] = None,
     progress: Optional[ProgressCallback] = None,
     source_zeros: Optional[List[Extent]] = None,
+    stop: Optional[threading.Event] = None,
 ) -> CopyStats:
     """Copy ``extents`` of the NBD export ``source_uri`` to the same offsets of ``target``.
 
@@ -137,15 +163,20 @@ def copy_extents(
     flushed. ``source_zeros`` are parts of the plan the source's own map says
     hold nothing (vSphere's allocated-areas answer): they are made zero on the
     target without being read, like the holes the NBD source reports.
+    Setting ``stop`` ends the copy early with CopyStopped.
+
+    A copy that fails or stops journals what it had flushed, so the rerun resumes from
+    there rather than from the last periodic checkpoint.
     """
     return _Copy(
-        source_uri, target, extents, size, options or CopyOptions(), journal_path, progress, source_zeros
+        source_uri, target, extents, size, options or CopyOptions(), journal_path, progress, source_zeros, stop
     ).run()
 
 
 class _Copy:
-    def __init__(self, source_uri, target, extents, size, options, journal_path, progress, source_zeros):
+    def __init__(self, source_uri, target, extents, size, options, journal_path, progress, source_zeros, stop):
         self.source_uri = source_uri
+        self.stop = stop
         self.options = options
         self.progress = progress
         self.plan = merge_extents(extents)
@@ -206,8 +237,24 @@ class _Copy:
             self._zero(subtract_extents(todo, data))
             self._copy_data(split_extents(data, self.options.request_size))
             return self._finish(flush=True)
+        except BaseException:
+            self._save_progress()
+            raise
         finally:
             self.close()
+
+    def _save_progress(self) -> None:
+        """After a failure: flush and journal what was written, so the rerun need not write it again.
+
+        Quiet: the failure being raised matters more, and when the flush itself fails nothing
+        new is recorded (only flushed data may be called done)."""
+        if not (self.journal and self.done and self.target is not None):
+            return
+        with contextlib.suppress(Exception):
+            self.target.flush()
+            self.journaled = merge_extents(self.journaled + self.done)
+            self.done = []
+            self.journal.checkpoint(self.journaled)
 
     def _finish(self, flush: bool) -> CopyStats:
         if flush:
@@ -232,6 +279,7 @@ class _Copy:
     # --- zeros -------------------------------------------------------------------------
     def _zero(self, zeros: List[Extent]) -> None:
         for ext in zeros:
+            self._check_stop()
             if self.target.reads_zero(ext.offset, ext.length):
                 self.stats.bytes_skipped_zero += ext.length
             else:
@@ -254,7 +302,6 @@ class _Copy:
         workers = opts.connections if self.handle.can_multi_conn() else 1
         workers = max(1, min(workers, len(pieces), opts.max_in_flight))
         self.queue: Deque[_Queued] = collections.deque(_Queued(p, 0, False) for p in pieces)
-        self.submitted = 0
         self.failure: Optional[BaseException] = None
         handles = [self.handle] + [
             nbd_source.connect(self.source_uri, meta_contexts=("base:allocation",)) for _worker in range(workers - 1)
@@ -296,6 +343,7 @@ class _Copy:
         next_tag = 0
         not_before = 0.0  # after a failure or under the bandwidth cap: no new reads before this time
         while not self.failure:
+            self._check_stop()
             now = time.monotonic()
             draining = False  # the next read must go alone: wait for the ones in flight
             while free and now >= not_before and not _alone(inflight):
@@ -352,6 +400,10 @@ class _Copy:
                 self._land(read.piece, read.buffer, pool[read.slot][: read.piece.length])
             completed.clear()
 
+    def _check_stop(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise CopyStopped("the copy was stopped", hint="Run again: it resumes from what was flushed")
+
     def _land(self, piece: Extent, buffer, view) -> None:
         """Write one read to the target: as data, or as zeros when it read all zero."""
         if buffer.is_zero():
@@ -370,12 +422,8 @@ class _Copy:
 
     def _throttle(self, length: int, now: float) -> float:
         """Seconds to wait before reading ``length`` more bytes so the average rate stays under the cap."""
-        with self.lock:
-            limit = self.options.bandwidth_limit
-            wait = (self.submitted + length) / limit - (now - self.started) if limit else 0.0
-            if wait <= 0:
-                self.submitted += length
-            return wait
+        cap = self.options.rate_cap
+        return cap.wait(length, now) if cap else 0.0
 
     def _retry(self, read: _Read, cause: str) -> float:
         """Queue a failed read again after a backoff, or give up on it with a ReadError."""

@@ -54,6 +54,10 @@ class WriteError(IOFailure):
     side = "writing the target"
 
 
+class CopyStopped(CopyError):
+    """The copy was told to stop (another disk of the same sync failed); what it had flushed is journaled."""
+
+
 class VerifyError(CopyError):
     """Source and target differ after a copy."""
 

@@ -12,8 +12,9 @@ import time
 import pytest
 from storage_daemon import StorageDaemon
 
-from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier import CopyOptions, copy_extents
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier import CopyOptions, RateCap, copy_extents
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.errors import (
+    CopyStopped,
     InvalidUriError,
     PlanError,
     ReadError,
@@ -295,10 +296,61 @@ def test_bandwidth_cap_is_respected(servers, tmp_path):
     target = blank(tmp_path / "disk.img", 16 * MiB)
     cap = 8 * MiB  # bytes/s: 16 MiB must take about 2 s
     stats = copy_extents(
-        source, target, [Extent(0, 16 * MiB)], options=CopyOptions(bandwidth_limit=cap, request_size=256 << 10)
+        source, target, [Extent(0, 16 * MiB)], options=CopyOptions(rate_cap=RateCap(cap), request_size=256 << 10)
     )
     # A lower bound that follows from the cap itself, not an absolute timing.
     assert stats.elapsed_s >= (16 * MiB - (256 << 10)) / cap * 0.9
+    assert sha256_file(target) == sha256_nbd(source)
+
+
+def test_one_cap_shared_by_two_copies_bounds_their_sum(servers, tmp_path):
+    """The disks of a sync copy at once under one bandwidth_limit: the cap holds for the sync, not per disk."""
+    sources = [servers.nbdkit("pattern", "size=8M"), servers.nbdkit("pattern", "size=8M")]
+    targets = [blank(tmp_path / f"disk{i}.img", 8 * MiB) for i in range(2)]
+    cap = RateCap(8 * MiB)  # 16 MiB in all: about 2 s together (1 s each if the cap were per copy)
+    results = []
+    copies = [
+        threading.Thread(target=lambda s=s, t=t: results.append(copy_extents(
+            s, t, [Extent(0, 8 * MiB)], options=CopyOptions(rate_cap=cap, request_size=256 << 10))))
+        for s, t in zip(sources, targets)
+    ]  # fmt: skip
+    started = time.monotonic()
+    for copy in copies:
+        copy.start()
+    for copy in copies:
+        copy.join()
+    # A lower bound that follows from the cap itself, not an absolute timing.
+    assert time.monotonic() - started >= (16 * MiB - 2 * (256 << 10)) / cap.limit * 0.9
+    assert len(results) == 2
+    assert all(sha256_file(t) == sha256_nbd(s) for s, t in zip(sources, targets))
+
+
+def test_a_stopped_copy_journals_what_it_flushed_and_the_rerun_copies_only_the_rest(servers, tmp_path):
+    """What a sync does to its other disks when one fails: they stop, and lose nothing they wrote."""
+    params = ("sparse-random", "size=64M", "percent=50", "seed=5")
+    slow = servers.nbdkit("--filter=delay", *params, "rdelay=10ms")
+    target = blank(tmp_path / "disk.img", 64 * MiB)
+    journal = str(tmp_path / "j")
+    stop = threading.Event()
+    seen = []
+
+    def stop_part_way(progress):  # reports come every half second: stop at the second one
+        seen.append(progress.done)
+        if len(seen) == 2:
+            stop.set()
+
+    # About 1.3 s of reads; no periodic checkpoint can happen: whatever the journal holds, the stop wrote.
+    options = CopyOptions(request_size=64 << 10, max_in_flight=4, checkpoint_bytes=1 << 40, checkpoint_seconds=3600)
+    with pytest.raises(CopyStopped):
+        copy_extents(slow, target, plan_allocated(slow), options=options, journal_path=journal, progress=stop_part_way,
+                     stop=stop)  # fmt: skip
+    saved = _journal_done(journal)
+    assert saved >= max(seen) > 0
+    assert remaining_extents(journal)
+
+    source = servers.nbdkit(*params)
+    again = copy_extents(source, target, plan_allocated(source), journal_path=journal)
+    assert again.resumed_bytes == saved and again.bytes_read <= again.bytes_total - saved
     assert sha256_file(target) == sha256_nbd(source)
 
 
