@@ -72,6 +72,7 @@ def data_path_argument_spec() -> Dict[str, Any]:
         "attach_mode": {"type": "str", "default": "brick", "choices": ["brick", "nova"]},
         "conversion_server": {"type": "str"},
         "bandwidth_limit": {"type": "int"},
+        "parallel_disks": {"type": "int", "default": 4},
     }
 
 

@@ -13,8 +13,11 @@ description:
   - Takes one snapshot of the source VM (all disks at one point in time), asks vSphere which areas of
     each disk changed since the change id recorded for its volume (all allocated areas for the seed),
     copies only those into the Cinder volumes at the same offsets, and removes the snapshot.
-  - A disk's change id advances only after its data is written and flushed. A sync that stops part-way
-    (killed, failed) is resumed by the next run from its journal, not started over.
+  - The disks are copied at once (see O(parallel_disks)), all from the one snapshot. A disk's change id
+    advances only after its data is written and flushed. A sync that stops part-way (killed, or one disk
+    failed, which stops the others) is resumed by the next run from each disk's journal, not started over.
+  - A disk with nothing changed costs no attachment and no nbdkit; a sync of an idle VM is a snapshot,
+    one query per disk, the snapshot's removal and the record.
   - When CBT was reset on the source, the disk is copied whole, with a warning.
   - Refuses while another sync or the cutover of the same migration runs; skips a completed migration.
   - Honors pause (see M(xms.warm_migration.migration_schedule)); with O(only_when_due) it syncs only
@@ -106,6 +109,14 @@ rate_bytes_per_s:
   returned: always
   type: float
   sample: 5872025.6
+snapshot_seconds:
+  description:
+    - How long the sync's snapshot lived, from asking for it to the end of its removal (0 when no sync ran).
+    - vSphere writes the guest's changes to a delta file for that long and merges them back at the removal,
+      so this is the sync's cost on the source; with O(parallel_disks) it is close to the largest disk's copy time.
+  returned: always
+  type: float
+  sample: 14.2
 disks:
   description: Per disk, what was planned and copied.
   returned: always
@@ -166,6 +177,7 @@ def main() -> None:
             "bytes_copied": outcome.bytes_copied,
             "duration_s": round(outcome.duration_s, 3),
             "rate_bytes_per_s": round(outcome.rate, 1),
+            "snapshot_seconds": round(outcome.snapshot_s, 3),
             "disks": outcome.disks,
             "migration": outcome.state.metrics() if outcome.state else {},
         }

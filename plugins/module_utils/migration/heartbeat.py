@@ -11,8 +11,9 @@ aborts the work it reports on; the failures are counted and the last one kept.
 from __future__ import annotations
 
 import threading
-from typing import List, Optional
+from typing import Callable, Dict, List, Optional
 
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier import Progress
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import MigrationState, utcnow
 
@@ -25,7 +26,9 @@ class Heartbeat:
     def __init__(self, client, state: MigrationState, every: Optional[float] = None) -> None:
         self.client, self.state = client, state
         self.every = EVERY_S if every is None else every
-        self.base = 0
+        self._done: Dict[int, int] = {}  # per disk: bytes handled
+        self._rates: Dict[int, float] = {}  # per disk: bytes per second now
+        self._lock = threading.Lock()
         self.failures = 0
         self.last_failure = ""
         self._stop = threading.Event()
@@ -59,14 +62,27 @@ class Heartbeat:
             return []
         return [f"{self.failures} progress report(s) to the migration record failed (last: {self.last_failure})"]
 
-    # --- progress, from the copy engine (numbers only) -----------------------------------------
+    # --- progress, from the copy engines (numbers only) -----------------------------------------
     def expect(self, total: int) -> None:
-        self.base = 0
+        """A new run of copies will handle ``total`` bytes (the progress total)."""
+        with self._lock:
+            self._done, self._rates = {}, {}
         self.state.progress_done, self.state.progress_total = 0, total
 
-    def disk_done(self, nbytes: int) -> None:
-        self.base += nbytes
+    def disk(self, key: int) -> Callable[[Progress], None]:
+        """The progress callback of one disk's copy; the disks of a sync copy at once, so they add up."""
 
-    def __call__(self, progress) -> None:
-        self.state.progress_done = self.base + progress.done
-        self.state.rate = progress.rate
+        def report(progress: Progress) -> None:
+            self._note(key, progress.done, progress.rate)
+
+        return report
+
+    def disk_done(self, key: int, nbytes: int) -> None:
+        """Disk ``key`` handled all its ``nbytes``; it no longer adds to the rate."""
+        self._note(key, nbytes, 0.0)
+
+    def _note(self, key: int, done: int, rate: float) -> None:
+        with self._lock:
+            self._done[key], self._rates[key] = done, rate
+            self.state.progress_done = sum(self._done.values())
+            self.state.rate = sum(self._rates.values())

@@ -10,6 +10,7 @@ import os
 from typing import Any, Dict
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import ConversionOptions
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PreflightError
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import (
     NetworkMapping,
     TargetSettings,
@@ -73,6 +74,17 @@ def target_settings(params: Params) -> TargetSettings:
 
 
 def sync_settings(params: Params) -> SyncSettings:
+    """The data path's settings; numbers out of range are refused here, before anything runs."""
+    if params["parallel_disks"] < 1:
+        raise PreflightError(
+            f"parallel_disks is {params['parallel_disks']}", parameter="parallel_disks",
+            hint="Use 1 (one disk after the other) or more",
+        )  # fmt: skip
+    if params.get("bandwidth_limit") is not None and params["bandwidth_limit"] <= 0:
+        raise PreflightError(
+            f"bandwidth_limit is {params['bandwidth_limit']} bytes per second", parameter="bandwidth_limit",
+            hint="Give a positive number of bytes per second, or leave it out for no limit",
+        )  # fmt: skip
     return SyncSettings(
         state_dir=params["state_dir"],
         vddk_libdir=params["vddk_libdir"],
@@ -84,6 +96,7 @@ def sync_settings(params: Params) -> SyncSettings:
         force_full=bool(params.get("force_full")),
         only_when_due=bool(params.get("only_when_due")),
         verify=bool(params.get("verify")),
+        parallel_disks=params["parallel_disks"],
     )
 
 

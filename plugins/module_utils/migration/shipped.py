@@ -31,7 +31,7 @@ from typing import Dict, List
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.common.errors import WarmMigrationError
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy import layer, nbd_source
-from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier import CopyOptions, copy_extents
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier import copy_extents
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents import (
     Extent,
     merge_extents,
@@ -55,6 +55,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.recor
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import (
     SyncOutcome,
     SyncSettings,
+    copy_options,
     ensure_not_busy,
     holding,
     journal_path,
@@ -206,8 +207,7 @@ def _export_locked(vsphere, vm, inv, directory: str, planned: Manifest, settings
                 ) as uri,
                 layer.plain_view(path, layer.VolumeFormat(fmt)) as dest,
             ):
-                options = CopyOptions(bandwidth_limit=settings.bandwidth_limit)
-                stats = copy_extents(uri, dest, allocated, size=capacity, options=options)
+                stats = copy_extents(uri, dest, allocated, size=capacity, options=copy_options(settings))
                 digest = digest_extents(dest, allocated)
             outcome.bytes_written += stats.bytes_written
             planned.disks.append(ShippedDisk(
@@ -378,14 +378,14 @@ def _import_owned(openstack, state, manifest: Manifest, directory: str, settings
             ):
                 stats = copy_extents(
                     uri, device, carried.data + zeros, size=carried.capacity, journal_path=jpath,
-                    options=CopyOptions(bandwidth_limit=settings.bandwidth_limit), progress=heartbeat,
+                    options=copy_options(settings), progress=heartbeat.disk(disk.disk_key),
                     source_zeros=zeros,
                 )  # fmt: skip
             disk.change_id, disk.pending_change_id, disk.capacity = carried.change_id, "", carried.capacity
             store.save_disk(openstack, state, disk)
             if os.path.exists(jpath):
                 os.unlink(jpath)
-            heartbeat.disk_done(carried.capacity)
+            heartbeat.disk_done(disk.disk_key, carried.capacity)
             copied += stats.bytes_read
             copy_s += stats.elapsed_s
             outcome.disks.append({"disk_key": disk.disk_key, "label": disk.label, "volume_id": disk.volume_id,

@@ -25,6 +25,7 @@ import binascii
 import glob
 import os
 import socket
+import threading
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
@@ -33,6 +34,9 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.copy import lay
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.errors import AttachError
 
 ATTACH_TIMEOUT = 300.0
+# The disks of a sync attach side by side, but os-brick's connect and disconnect run one at a time:
+# two volumes on one NFS share would otherwise race to mount (or unmount) it.
+_BRICK = threading.Lock()
 
 
 @contextmanager
@@ -100,7 +104,8 @@ def _brick(client, volume_id: str, as_file: bool) -> Iterator[str]:
         brick = connector.InitiatorConnector.factory(
             protocol, None, use_multipath=False, nfs_mount_point_base=info.get("mount_point_base")
         )
-        device = brick.connect_volume(info)
+        with _BRICK:
+            device = brick.connect_volume(info)
     except Exception as err:
         _detach(storage, attachment.id, volume_id)
         raise AttachError(f"os-brick could not connect volume {volume_id} ({protocol}): {_text(err)}") from None
@@ -117,7 +122,8 @@ def _brick(client, volume_id: str, as_file: bool) -> Iterator[str]:
             yield view
     finally:
         try:
-            brick.disconnect_volume(info, device)
+            with _BRICK:
+                brick.disconnect_volume(info, device)
         finally:
             _detach(storage, attachment.id, volume_id)
 

@@ -8,7 +8,7 @@ import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents import Extent
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import DiskState
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import SyncPlan, plan_disk
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import SyncPlan, busy_seconds, plan_disk
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import CbtResetError
 
 GiB, MiB = 1 << 30, 1 << 20
@@ -93,3 +93,10 @@ def test_one_plan_says_the_kind_and_whether_anything_changes_for_run_and_check_m
     assert (SyncPlan([(disk(), nothing)]).kind, SyncPlan([(disk(), nothing)]).changes) == ("incremental", False)
     assert SyncPlan([(disk(), nothing), (disk(), resume)]).kind == "resume"
     assert SyncPlan([(disk(), resume), (disk(), whole)]).kind == "full_resync"
+
+
+def test_the_copy_time_of_disks_copied_at_once_is_the_time_any_of_them_ran():
+    """It feeds the projection's copy rate: overlapping copies count once, gaps not at all."""
+    assert busy_seconds([]) == 0
+    assert busy_seconds([(0.0, 10.0), (2.0, 6.0)]) == 10.0
+    assert busy_seconds([(0.0, 4.0), (3.0, 8.0), (10.0, 11.0)]) == 9.0

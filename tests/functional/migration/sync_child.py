@@ -1,0 +1,32 @@
+"""Run one sync of a lab VM in its own process, so a test can kill -9 it part-way.
+
+Usage: python sync_child.py LAB_JSON CLOUDS_YAML VM_NAME MIGRATION_ID STATE_DIR BANDWIDTH_LIMIT
+
+The one change to the collection's behaviour (named here, as a test's own setting): its disks
+checkpoint their journals every half second instead of every 30 s, so a kill a few seconds in
+lands after each disk recorded progress, as one an hour into a real seed does.
+"""
+
+import json
+import os
+import sys
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier import CopyOptions, RateCap
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import sync
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.client import VSphereClient, VSphereConnection
+
+if __name__ == "__main__":
+    lab_json, clouds, vm_name, migration_id, state_dir, limit = sys.argv[1:7]
+    with open(lab_json) as handle:
+        lab = json.load(handle)
+    sync.copy_options = lambda settings: CopyOptions(rate_cap=RateCap(settings.bandwidth_limit), checkpoint_seconds=0.5)
+    os.environ["OS_CLIENT_CONFIG_FILE"] = clouds
+    openstack = OpenStackClient.connect(cloud="xms-lab")
+    connection = VSphereConnection(hostname=lab["hostname"], username=lab["username"], password=lab["password"],
+                                   port=lab["port"], validate_certs=False)  # fmt: skip
+    with VSphereClient.connect(connection) as vsphere:
+        vm = inventory.find_vm(vsphere, name=vm_name)
+        settings = sync.SyncSettings(state_dir=state_dir, vddk_libdir=state_dir, bandwidth_limit=int(limit))
+        sync.run_sync(vsphere, vm, openstack, migration_id, settings)

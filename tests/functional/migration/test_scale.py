@@ -1,0 +1,180 @@
+"""A VM's disks copied at once, and a sync that pays only for what changed (issue: waves at scale).
+
+lab-vm-2 has two disks (48 and 32 MiB); what follows proves on the labs that they are copied side
+by side from one snapshot, that a failure or a kill -9 part-way is resumed disk by disk, and that
+a sync of an idle VM attaches nothing (Cinder's own table of attachments says so).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier import CopyOptions, RateCap
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.errors import ReadError
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store, sync
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
+
+from ..openstack.conftest import CLOUDS
+from .conftest import assert_volumes_equal_source, lab_cmd
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+COLLECTION_PARENT = sys.modules["ansible_collections"].__path__[0].rsplit("/ansible_collections", 1)[0]
+
+
+def attachments_since(volume_ids, since: datetime) -> int:
+    """Attachments Cinder made of ``volume_ids`` since ``since``, deleted ones included (its own table)."""
+    ids = ",".join(f"'{v}'" for v in volume_ids)
+    query = (f"SELECT COUNT(*) FROM volume_attachment WHERE volume_id IN ({ids})"
+             f" AND created_at >= '{since:%Y-%m-%d %H:%M:%S}'")  # fmt: skip
+    done = subprocess.run(["mysql", "-uroot", "-N", "cinder", "-e", query], capture_output=True, text=True, check=True)
+    return int(done.stdout.strip())
+
+
+def journal_progress(state_dir, migration_id) -> dict:
+    """Bytes each disk's resume journal records as flushed, by journal file name."""
+    found = {}
+    for path in (state_dir / migration_id).glob("*.journal"):
+        try:
+            found[path.name] = sum(length for _offset, length in json.loads(path.read_text())["done"])
+        except (OSError, ValueError, KeyError):
+            continue
+    return found
+
+
+def wait_for_both_disks_to_journal(state_dir, migration_id, alive, child=None) -> None:
+    deadline = time.monotonic() + 120
+    while alive() and time.monotonic() < deadline:
+        progress = journal_progress(state_dir, migration_id)
+        if len(progress) == 2 and all(progress.values()):
+            return
+        time.sleep(0.1)
+    said = child.communicate()[0][-3000:] if child and child.poll() is not None else ""
+    pytest.fail(f"the disks did not both record progress: {journal_progress(state_dir, migration_id)} {said}")
+
+
+@pytest.fixture
+def often_checkpointed(monkeypatch):
+    """A test setting: journals every half second (not every 30 s), so a fault a few seconds in lands
+    after each disk recorded progress, as one an hour into a real seed does."""
+    monkeypatch.setattr(
+        sync, "copy_options", lambda s: CopyOptions(rate_cap=RateCap(s.bandwidth_limit), checkpoint_seconds=0.5)
+    )
+
+
+def test_the_disks_are_copied_at_once_and_an_idle_sync_attaches_nothing(vsphere, source, openstack, target, settings):
+    migration_id = initialize(vsphere, source, openstack, target).migration_id
+    volume_ids = [d.volume_id for d in store.load(openstack, migration_id).disks]
+    attached_at_once = []
+    seeding = threading.Event()
+
+    def watch_cinder():  # how many of the migration's volumes Cinder shows attached, every 0.2 s
+        while not seeding.is_set():
+            volumes = [openstack.conn.block_storage.get_volume(v) for v in volume_ids]
+            attached_at_once.append(sum(1 for v in volumes if v.attachments))
+            seeding.wait(0.2)
+
+    settings.bandwidth_limit = 2 << 20  # a few seconds of seed, shared by both disks
+    watcher = threading.Thread(target=watch_cinder, daemon=True)
+    watcher.start()
+    seed = run_sync(vsphere, source, openstack, migration_id, settings)
+    seeding.set()
+    watcher.join()
+    assert seed.kind == "seed" and max(attached_at_once) == 2, attached_at_once
+    assert seed.snapshot_s >= max(d["stats"]["elapsed_s"] for d in seed.disks)  # one snapshot held for all copies
+    assert_volumes_equal_source(vsphere, source, openstack, store.load(openstack, migration_id))
+
+    since = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    idle = run_sync(vsphere, source, openstack, migration_id, settings)
+    assert idle.kind == "incremental" and not idle.changed and idle.bytes_copied == 0
+    assert attachments_since(volume_ids, since) == 0  # Cinder made no attachment: nothing was connected
+    assert all("stats" not in d for d in idle.disks)  # and no copy engine (nor nbdkit) ran
+    state = store.load(openstack, migration_id)
+    assert state.sync_count == 2 and all(d.change_id and not d.pending_change_id for d in state.disks)
+    # The query does see attachments: a change in one disk attaches that disk's volume, and only it.
+    since = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    lab_cmd("write", "lab-vm-2", "204", "4", str(256 << 10))
+    changed = run_sync(vsphere, source, openstack, migration_id, settings)
+    written = next(d.volume_id for d in state.disks if d.disk_key == 204)
+    assert changed.changed and attachments_since(volume_ids, since) == attachments_since([written], since) == 1
+    assert_volumes_equal_source(vsphere, source, openstack, store.load(openstack, migration_id))
+
+
+def test_one_disk_failing_stops_the_others_and_the_rerun_resumes_every_disk(
+    vsphere, source, openstack, target, settings, lab, often_checkpointed
+):
+    """The source of disk 204 dies part-way (its NBD server is killed, as an NFC connection to a lost
+    ESXi host goes); disk 203, still copying, is stopped and keeps what it flushed."""
+    migration_id = initialize(vsphere, source, openstack, target).migration_id
+    whole = planned_per_disk(run_sync(vsphere, source, openstack, migration_id, settings, check_mode=True))
+    settings.bandwidth_limit = 1 << 20
+    failure = []
+    seed = threading.Thread(
+        target=lambda: failure.append(_raised(run_sync, vsphere, source, openstack, migration_id, settings))
+    )
+    seed.start()
+    state_dir = Path(settings.state_dir)
+    wait_for_both_disks_to_journal(state_dir, migration_id, seed.is_alive)
+    image = lab["vms"]["lab-vm-2"]["disks"]["204"]["image"]
+    subprocess.run(["pkill", "-KILL", "-f", f"qemu-nbd .*--load-snapshot.*{image}"], check=True)
+    seed.join(120)
+    err = failure[0]
+    state = store.load(openstack, migration_id)
+    label = next(d.label for d in state.disks if d.disk_key == 204)
+    assert isinstance(err, ReadError) and f"disk {label}:" in str(err), err
+    assert not state.seeded and all(d.pending_change_id for d in state.disks) and state.last_error
+    saved = journal_progress(state_dir, migration_id)
+    assert len(saved) == 2 and all(saved.values()), saved
+
+    rerun = run_sync(vsphere, source, openstack, migration_id, settings)
+    assert_resumed(rerun, whole)
+    assert_volumes_equal_source(vsphere, source, openstack, store.load(openstack, migration_id))
+
+
+def test_a_sync_killed_while_its_disks_copy_resumes_every_disk(vsphere, source, openstack, target, settings, lab):
+    migration_id = initialize(vsphere, source, openstack, target).migration_id
+    whole = planned_per_disk(run_sync(vsphere, source, openstack, migration_id, settings, check_mode=True))
+    state_dir = Path(settings.state_dir)
+    lab_json = os.path.join(os.environ["XMS_LAB_DIR"], "vsphere", "lab.json")
+    child = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "sync_child.py"), lab_json, CLOUDS, "lab-vm-2", migration_id,
+         str(state_dir), str(1 << 20)],
+        env={**os.environ, "PYTHONPATH": COLLECTION_PARENT}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    wait_for_both_disks_to_journal(state_dir, migration_id, lambda: child.poll() is None, child)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    state = store.load(openstack, migration_id)
+    assert not state.seeded and all(d.pending_change_id for d in state.disks)
+
+    rerun = run_sync(vsphere, source, openstack, migration_id, settings)
+    assert_resumed(rerun, whole)
+    assert_volumes_equal_source(vsphere, source, openstack, store.load(openstack, migration_id))
+
+
+def planned_per_disk(outcome) -> dict:
+    return {d["disk_key"]: d["planned_bytes"] for d in outcome.disks}
+
+
+def assert_resumed(rerun, whole) -> None:
+    """Every disk resumed: it copies less than its whole seed (what its journal held is not copied again)."""
+    assert rerun.kind == "resume"
+    again = planned_per_disk(rerun)
+    assert all(again[key] < whole[key] for key in whole), (again, whole)
+
+
+def _raised(func, *args):
+    try:
+        func(*args)
+    except Exception as err:  # the test looks at it
+        return err
+    return None
