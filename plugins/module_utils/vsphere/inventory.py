@@ -8,7 +8,7 @@ snapshots) are simply absent instead of an error.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import VmNotFoundError
 
@@ -106,11 +106,7 @@ def find_vm(client, *, name=None, datacenter=None, folder=None, uuid=None, moref
         if not isinstance(found, vim.Folder):
             raise VmNotFoundError(f"no VM folder at '{folder}'", parameter="folder")
         root = found
-    view = content.viewManager.CreateContainerView(root, [vim.VirtualMachine], True)
-    try:
-        matches = [vm for vm in view.view if _props(client, vm, ["name"]).get("name") == name]
-    finally:
-        view.Destroy()
+    matches = [vm for vm, props in objects_in(client, root, vim.VirtualMachine, ["name"]) if props.get("name") == name]
     if not matches:
         where = f" in datacenter '{datacenter}'" if datacenter else ""
         raise VmNotFoundError(
@@ -123,6 +119,31 @@ def find_vm(client, *, name=None, datacenter=None, folder=None, uuid=None, moref
             hint="Narrow it with datacenter or folder, or use vm_uuid",
         )
     return matches[0]
+
+
+def objects_in(client, root, kind, paths: List[str]) -> List[Tuple[Any, Dict[str, Any]]]:
+    """Every ``kind`` object under ``root`` with its ``paths``, in one property-collector query.
+
+    Not one call per object: a vCenter holds thousands of VMs and hundreds of port groups, and a
+    lookup by name that asked each of them would cost a round trip apiece on every sync. Large
+    answers come in pages (RetrievePropertiesEx, then ContinueRetrievePropertiesEx)."""
+    pc = client.content.propertyCollector
+    view = client.content.viewManager.CreateContainerView(root, [kind], True)
+    try:
+        traverse = vmodl.query.PropertyCollector.TraversalSpec(name="view", path="view", skip=False,
+                                                               type=vim.view.ContainerView)  # fmt: skip
+        spec = vmodl.query.PropertyCollector.FilterSpec(
+            objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=view, skip=True, selectSet=[traverse])],
+            propSet=[vmodl.query.PropertyCollector.PropertySpec(type=kind, pathSet=paths)],
+        )
+        found: List[Tuple[Any, Dict[str, Any]]] = []
+        page = pc.RetrievePropertiesEx([spec], vmodl.query.PropertyCollector.RetrieveOptions())
+        while page:
+            found.extend((o.obj, {p.name: p.val for p in o.propSet or []}) for o in page.objects or [])
+            page = pc.ContinueRetrievePropertiesEx(page.token) if page.token else None
+        return found
+    finally:
+        view.Destroy()
 
 
 def _props(client, obj, paths: List[str]) -> Dict[str, Any]:
@@ -209,16 +230,8 @@ def _network_name(client, backing) -> str:
     """The port group or network a NIC is on, by name (what a network map is written in)."""
     if isinstance(backing, vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo):
         key = backing.port.portgroupKey
-        view = client.content.viewManager.CreateContainerView(
-            client.content.rootFolder, [vim.dvs.DistributedVirtualPortgroup], True
-        )
-        try:
-            for portgroup in view.view:
-                if _props(client, portgroup, ["key"]).get("key") == key:
-                    return _props(client, portgroup, ["name"]).get("name", "")
-        finally:
-            view.Destroy()
-        return ""
+        portgroups = objects_in(client, client.content.rootFolder, vim.dvs.DistributedVirtualPortgroup, ["key", "name"])
+        return next((props.get("name", "") for _pg, props in portgroups if props.get("key") == key), "")
     return getattr(backing, "deviceName", "") or ""
 
 
