@@ -1,0 +1,123 @@
+"""A wave spread over two conversion hosts reached over real SSH, through the collection's playbooks.
+
+The hosts are network namespaces with their own sshd, address, hostname and state_dir
+(conversion_hosts.py). No VM names its host: the conversion_host filter spreads them. Each VM's
+seed, syncs and cutover run on its host, its lock lives there, and while one host syncs a
+migration the other is refused.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import migration_id_for
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
+
+from ..openstack.conftest import CLOUDS
+from .conftest import assert_volumes_equal_source, lab_cmd, reset_vm
+from .conversion_hosts import ConversionHosts
+
+WAVE = {"lab-vm-1": "conv-a", "lab-vm-2": "conv-b"}  # what the filter picks: name order, fewest VMs first
+
+
+@pytest.fixture
+def wave(vsphere, openstack):
+    vms = {name: inventory.find_vm(vsphere, name=name) for name in WAVE}
+    for vm in vms.values():
+        reset_vm(vsphere, vm, openstack)
+    yield vms
+    for vm in vms.values():
+        reset_vm(vsphere, vm, openstack)
+
+
+@pytest.fixture
+def hosts(tmp_path):
+    env = {**os.environ, "OS_CLIENT_CONFIG_FILE": CLOUDS}
+    with ConversionHosts(str(tmp_path / "hosts"), ["conv-a", "conv-b"], env) as made:
+        yield made
+
+
+def test_a_wave_runs_across_two_conversion_hosts_over_ssh(vsphere, openstack, lab, wave, hosts, tmp_path):
+    secrets = tmp_path / "vcenter.json"
+    secrets.write_text(json.dumps({"vcenter_password": lab["password"]}))
+    secrets.chmod(0o600)
+    vcenter = {k: lab[k] for k in ("hostname", "port", "username")}
+    inventory_doc = {"all": {
+        "vars": {
+            "warm_migration_vcenter": {**vcenter, "password": "{{ vcenter_password }}", "validate_certs": False},
+            "warm_migration_cloud": {"cloud": "xms-lab"},
+            "warm_migration_data_path": {"vddk_libdir": "/tmp"},  # state_dir: the default, private per host
+        },
+        "children": {
+            "conversion_hosts": {"hosts": {h.name: h.inventory_vars(hosts.key) for h in hosts.hosts}},
+            "wave1": {
+                "hosts": {name: {} for name in WAVE},
+                "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+                         "warm_migration_volume_type": "standard-ssd", "warm_migration_availability_zone": "az1",
+                         "warm_migration_network_map": [{"source": "DC0_DVPG0", "network": "lab-net-a"}],
+                         "cutover_conversion": {"skip": True}, "seed_poll_interval": 2, "sync_poll_interval": 2,
+                         "cutover_poll_interval": 2},
+            },
+        },
+    }}  # fmt: skip
+    inventory_path = tmp_path / "inventory.json"
+    inventory_path.write_text(json.dumps(inventory_doc))
+    collections = sys.modules["ansible_collections"].__path__[0].rsplit("/ansible_collections", 1)[0]
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": collections, "ANSIBLE_LOCALHOST_WARNING": "false",
+           "ANSIBLE_PIPELINING": "true", "ANSIBLE_HOST_KEY_CHECKING": "false"}  # fmt: skip
+
+    def playbook(name, *extra, check=True):
+        argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", str(inventory_path),
+                "-e", f"@{secrets}", "-e", "wave=wave1", *extra, f"xms.warm_migration.{name}"]  # fmt: skip
+        run = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        assert lab["password"] not in run.stdout + run.stderr
+        if check:
+            assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]
+        return run
+
+    ids = {name: migration_id_for(inventory.inventory(vsphere, vm)) for name, vm in wave.items()}
+    by_name = {h.name: h for h in hosts.hosts}
+    playbook("seed")
+    for name, host in WAVE.items():
+        state = store.load(openstack, ids[name])
+        assert state.seeded and state.sync_count == 1
+        # The migration's lock and journal directory are on its host, and only there.
+        mine, other = by_name[host], next(h for h in hosts.hosts if h.name != host)
+        assert os.path.exists(os.path.join(mine.state_dir, f"{ids[name]}.lock")), os.listdir(mine.state_dir)
+        assert not os.path.exists(os.path.join(other.state_dir, f"{ids[name]}.lock"))
+
+    for name in wave:
+        lab_cmd("write", name, str(state_disk_key(openstack, ids[name])), "4", str(256 << 10))
+    playbook("sync")
+    for name, vm in wave.items():
+        state = store.load(openstack, ids[name])
+        assert state.sync_count == 2 and state.bytes_incr > 0
+        assert_volumes_equal_source(vsphere, vm, openstack, state)
+
+    # lab-vm-2 copied whole and slowly on its host, conv-b; meanwhile conv-a is asked to sync it.
+    slow = {"vddk_libdir": "/tmp", "bandwidth_limit": 4 << 20}
+    first = {}
+    racing = threading.Thread(target=lambda: first.update(run=playbook(
+        "sync", "--limit", "lab-vm-2", "-e", "sync_force_full=true", "-e",
+        json.dumps({"warm_migration_data_path": slow}))))  # fmt: skip
+    racing.start()
+    while racing.is_alive() and not store.load(openstack, ids["lab-vm-2"]).owner:
+        racing.join(0.2)
+    second = playbook("sync", "--limit", "lab-vm-2", "-e", "warm_migration_conversion_host=conv-a", check=False)
+    racing.join()
+    assert first["run"].returncode == 0
+    assert second.returncode != 0 and "is being synced by conv-b:" in second.stdout, second.stdout[-3000:]
+
+    playbook("cutover")
+    for name in WAVE:
+        state = store.load(openstack, ids[name])
+        assert state.phase == "completed" and state.owner == "", (name, state.phase, state.last_error)
+
+
+def state_disk_key(openstack, migration_id) -> int:
+    return store.load(openstack, migration_id).disks[0].disk_key
