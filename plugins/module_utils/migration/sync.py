@@ -372,31 +372,37 @@ def _sync_owned(vsphere, vm, openstack, state: MigrationState, settings: SyncSet
         if warning:
             outcome.warnings.append(warning)
         snapshot_time = utcnow()
-        snapshot_started = time.monotonic()
-        with vs_cbt.sync_snapshot(vsphere, vm, quiesce=settings.quiesce) as snap:
-            for disk in state.disks:
-                if not snap.change_ids.get(disk.disk_key):
-                    raise VSphereError(
-                        f"disk {disk.label or disk.disk_key} of VM '{inv.name}' has no change id in the sync"
-                        " snapshot: CBT is not active on it",
-                        hint="Check that CBT is enabled on the VM (ctkEnabled) and that the disk is not independent",
-                    )
-            sync_plan = plan_sync(vsphere, vm, snap, state, settings)
-            outcome.kind = sync_plan.kind
-            outcome.warnings.extend(sync_plan.warnings)
-            # Every volume is large enough before the first byte is copied: a volume that cannot grow
-            # stops the sync with nothing copied and nothing recorded. A disk not larger than recorded
-            # fits its volume already (Cinder never shrinks one): no call for it.
-            for disk, _plan in sync_plan.disks:
-                if snap.capacities[disk.disk_key] > disk.capacity:
-                    os_volumes.extend_volume(openstack, disk.volume_id, snap.capacities[disk.disk_key])
-            heartbeat.expect(sum(plan.bytes for _disk, plan in sync_plan.disks))
-            copies = _DiskCopies(vsphere, vm, openstack, snap, state, settings, heartbeat, disks_by_key)
-            for disk, plan in sync_plan.disks:
-                if not plan.bytes:
-                    copies.advance_idle(disk)
-            done = copies.run([(disk, plan) for disk, plan in sync_plan.disks if plan.bytes])
-        outcome.snapshot_s = time.monotonic() - snapshot_started
+        with _Attachments(openstack, settings) as attachments:
+            for disk in state.disks:  # copied whole for sure: attached before the snapshot exists
+                if _copied_whole(disk, state, settings) and disks_by_key[disk.disk_key].capacity <= disk.capacity:
+                    attachments.device(disk)
+            snapshot_started = time.monotonic()
+            with vs_cbt.sync_snapshot(vsphere, vm, quiesce=settings.quiesce) as snap:
+                for disk in state.disks:
+                    if not snap.change_ids.get(disk.disk_key):
+                        raise VSphereError(
+                            f"disk {disk.label or disk.disk_key} of VM '{inv.name}' has no change id in the sync"
+                            " snapshot: CBT is not active on it",
+                            hint="Check that CBT is enabled on the VM (ctkEnabled) and that the disk is not"
+                            " independent",
+                        )
+                sync_plan = plan_sync(vsphere, vm, snap, state, settings)
+                outcome.kind = sync_plan.kind
+                outcome.warnings.extend(sync_plan.warnings)
+                # Every volume is large enough before the first byte is copied: a volume that cannot grow
+                # stops the sync with nothing copied and nothing recorded. A disk not larger than recorded
+                # fits its volume already (Cinder never shrinks one): no call for it.
+                for disk, _plan in sync_plan.disks:
+                    if snap.capacities[disk.disk_key] > disk.capacity:
+                        attachments.release(disk)  # grown since it was attached: Cinder extends only a free one
+                        os_volumes.extend_volume(openstack, disk.volume_id, snap.capacities[disk.disk_key])
+                heartbeat.expect(sum(plan.bytes for _disk, plan in sync_plan.disks))
+                copies = _DiskCopies(vsphere, vm, openstack, snap, state, settings, heartbeat, disks_by_key)
+                for disk, plan in sync_plan.disks:
+                    if not plan.bytes:
+                        copies.advance_idle(disk)
+                done = copies.run([(disk, plan) for disk, plan in sync_plan.disks if plan.bytes], attachments)
+            outcome.snapshot_s = time.monotonic() - snapshot_started
         bytes_full = sum(c.stats.bytes_read for c in done if c.plan.kind in ("seed", "full_resync"))
         bytes_incr = sum(c.stats.bytes_read for c in done if c.plan.kind not in ("seed", "full_resync"))
         zeroed = sum(c.stats.bytes_zeroed for c in done)
@@ -471,8 +477,9 @@ class _DiskCopies:
     """The copies of one sync: all from its one snapshot, up to ``parallel_disks`` at once.
 
     The calling thread does everything but moving bytes: it records each disk's pending change
-    id, starts its nbdkit, attaches its volume, and afterwards detaches and advances the change
-    id; one thread per disk only runs the copy engine (and the verification). So os-brick,
+    id, attaches its volume (through _Attachments, which detaches after the snapshot is gone),
+    starts its nbdkit, and afterwards stops it and advances the change id; one thread per disk
+    only runs the copy engine (and the verification). So os-brick,
     Cinder's and the record's calls, and the processes whose lifetime is tied to the thread that
     started them (nbdkit's --exit-with-parent) all stay on one thread. Each disk keeps the sync's
     order of writes (pending change id, copy, flush, change id), so no disk's record depends on
@@ -496,8 +503,9 @@ class _DiskCopies:
         if stale:
             _remove(stale)
 
-    def run(self, work: List[Tuple[DiskState, DiskPlan]]) -> List[DiskCopy]:
-        """Copy ``work``; the first real failure (not a disk stopped because of it) is raised."""
+    def run(self, work: List[Tuple[DiskState, DiskPlan]], attachments: _Attachments) -> List[DiskCopy]:
+        """Copy ``work`` into the volumes ``attachments`` holds; the first real failure (not a disk stopped
+        because of it) is raised."""
         waiting = list(work)
         active: Dict[int, _Active] = {}
         done: List[DiskCopy] = []
@@ -507,7 +515,7 @@ class _DiskCopies:
                 while waiting and not failures and len(active) < self.settings.parallel_disks:
                     disk, plan = waiting.pop(0)
                     try:
-                        active[disk.disk_key] = self._start(disk, plan)
+                        active[disk.disk_key] = self._start(disk, plan, attachments)
                     except Exception as err:
                         failures.append(_naming(disk, err))
                         self.stop.set()
@@ -532,26 +540,21 @@ class _DiskCopies:
             raise next((err for err in failures if not isinstance(err, CopyStopped)), failures[0])
         return done
 
-    def _start(self, disk: DiskState, plan: DiskPlan) -> _Active:
-        """Record the pending change id, serve the source, attach the volume, start the copy thread."""
+    def _start(self, disk: DiskState, plan: DiskPlan, attachments: _Attachments) -> _Active:
+        """Record the pending change id, attach the volume (unless it is already), serve the source, start
+        the copy thread."""
         stale = self._journal(disk) if disk.pending_change_id else None
         disk.pending_change_id = self.snap.change_ids[disk.disk_key]
         store.save_disk(self.openstack, self.state, disk)
         jpath = self._journal(disk)
         os.makedirs(os.path.dirname(jpath), mode=0o700, exist_ok=True)
         settings = self.settings
+        device = attachments.device(disk)
         resources = contextlib.ExitStack()
-        try:
-            uri = resources.enter_context(open_disk(
-                self.vsphere, self.vm, self.snap, self.disks_by_key[disk.disk_key], vddk_libdir=settings.vddk_libdir,
-                transports=settings.vddk_transports,
-            ))  # fmt: skip
-            device = resources.enter_context(attach_for_write(
-                self.openstack, disk.volume_id, mode=settings.attach_mode, server_id=settings.conversion_server
-            ))  # fmt: skip
-        except BaseException:
-            resources.close()
-            raise
+        uri = resources.enter_context(open_disk(
+            self.vsphere, self.vm, self.snap, self.disks_by_key[disk.disk_key], vddk_libdir=settings.vddk_libdir,
+            transports=settings.vddk_transports,
+        ))  # fmt: skip
         thread = threading.Thread(
             target=self._copy, args=(disk, plan, jpath, uri, device), name=f"xms-disk-{disk.disk_key}", daemon=True
         )
@@ -574,7 +577,8 @@ class _DiskCopies:
             self.finished.put((disk.disk_key, err))
 
     def _end(self, running: _Active, result) -> DiskCopy:
-        """Detach and stop the source; after a copy that returned (so flushed), advance the change id."""
+        """Stop the source; after a copy that returned (so flushed), advance the change id. The volume
+        stays attached until the snapshot is gone (see _Attachments)."""
         running.thread.join()
         try:
             running.resources.close()
@@ -592,6 +596,53 @@ class _DiskCopies:
 
     def _journal(self, disk: DiskState) -> str:
         return journal_path(self.settings.state_dir, self.state.migration_id, disk)
+
+
+class _Attachments:
+    """The sync's volumes attached to this host, by disk key; all detached on the way out.
+
+    Attaching and detaching cost Cinder seconds per volume (more under a wave's load), and the
+    snapshot need not live through them: a disk the record says is copied whole (a seed, a forced
+    or a needed full copy) is attached before the snapshot is taken, any other once its plan says
+    it has something to copy, and the sync leaves them attached until the snapshot is removed."""
+
+    def __init__(self, openstack, settings: SyncSettings) -> None:
+        self.openstack, self.settings = openstack, settings
+        self.held: Dict[int, Tuple[str, contextlib.ExitStack]] = {}
+
+    def __enter__(self) -> _Attachments:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        errors = []
+        for key in reversed(list(self.held)):
+            try:
+                self.held.pop(key)[1].close()
+            except Exception as err:  # detach every other volume all the same
+                errors.append(err)
+        if errors and exc[0] is None:
+            raise errors[0]
+
+    def device(self, disk: DiskState) -> str:
+        """Where this host writes ``disk``'s volume, attaching it on first use."""
+        if disk.disk_key not in self.held:
+            stack = contextlib.ExitStack()
+            device = stack.enter_context(attach_for_write(
+                self.openstack, disk.volume_id, mode=self.settings.attach_mode,
+                server_id=self.settings.conversion_server,
+            ))  # fmt: skip
+            self.held[disk.disk_key] = (device, stack)
+        return self.held[disk.disk_key][0]
+
+    def release(self, disk: DiskState) -> None:
+        """Detach ``disk``'s volume now, if attached (Cinder extends only a volume nobody holds)."""
+        if disk.disk_key in self.held:
+            self.held.pop(disk.disk_key)[1].close()
+
+
+def _copied_whole(disk: DiskState, state: MigrationState, settings: SyncSettings) -> bool:
+    """Whether the record alone says this sync copies the disk whole (so it is attached before the snapshot)."""
+    return settings.force_full or state.needs_full_resync or not (disk.change_id or disk.pending_change_id)
 
 
 @dataclass
