@@ -1,6 +1,6 @@
 """Shape vcsim's generated VMs into the lab's VMs, then write lab.json.
 
-vcsim creates VMs with one empty disk; the lab renames eight of them and gives
+vcsim creates VMs with one empty disk; the lab renames twelve of them and gives
 them the disks, NICs and quirks the tests need. The disk contents live in
 qcow2 images that cbt.py serves (vcsim's own disk files stay empty).
 """
@@ -35,6 +35,8 @@ LAB_VMS = {
     "lab-vm-events": ([(48 * MiB, 16), (32 * MiB, 4)], "00:50:56:01:00:08", {}),
     # Controller layouts for the boot-order tests; its disks hold no data (the lab serves none).
     "lab-vm-layout": ([], "00:50:56:01:00:09", {}),
+    # The wave benchmark's VMs (bench/wave_bench.py fills their disks): empty, so a lab start stays cheap.
+    **{f"lab-vm-bench-{i}": ([(512 * MiB, 0), (512 * MiB, 0)], f"00:50:56:01:01:0{i}", {}) for i in range(1, 5)},
 }
 
 
@@ -86,7 +88,8 @@ def main():
     view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
     by_name = {vm.name: vm for vm in view.view}
     if not all(name in by_name for name in LAB_VMS):
-        spare = sorted(n for n in by_name if n not in LAB_VMS)
+        # vcsim names them <place>_VM<n>; the lab VMs that came first keep the ones they always had.
+        spare = sorted((n for n in by_name if n not in LAB_VMS), key=lambda n: (int(n.rsplit("VM", 1)[1]) >= 4, n))
         for name, (disks, mac, quirks) in LAB_VMS.items():
             if name not in by_name:
                 shape(by_name[spare.pop(0)], name, disks, mac, quirks)

@@ -262,7 +262,7 @@ func middleware(next http.Handler) http.Handler {
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:8989", "address to serve on")
-	machines := flag.Int("vms", 4, "VMs per host and per resource pool (8 VMs: the lab shapes them all)")
+	machines := flag.Int("vms", 4, "VMs per host and per resource pool (up.sh asks for 6: 12 VMs, the lab shapes them all)")
 	helperCmd := flag.String("helper", "", "the lab helper: a JSON list, the argv of lab/vsphere/cbt.py")
 	ready := flag.String("ready", "", "write the server URL here once serving")
 	username := flag.String("username", "migrator@vsphere.local", "the lab's vCenter user")

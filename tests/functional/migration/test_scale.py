@@ -101,9 +101,10 @@ def test_the_disks_are_copied_at_once_and_an_idle_sync_attaches_nothing(vsphere,
     assert state.sync_count == 2 and all(d.change_id and not d.pending_change_id for d in state.disks)
     # The query does see attachments: a change in one disk attaches that disk's volume, and only it.
     since = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
-    lab_cmd("write", "lab-vm-2", "204", "4", str(256 << 10))
+    small = smaller_disk(state)
+    lab_cmd("write", "lab-vm-2", str(small.disk_key), "4", str(256 << 10))
     changed = run_sync(vsphere, source, openstack, migration_id, settings)
-    written = next(d.volume_id for d in state.disks if d.disk_key == 204)
+    written = small.volume_id
     assert changed.changed and attachments_since(volume_ids, since) == attachments_since([written], since) == 1
     assert_volumes_equal_source(vsphere, source, openstack, store.load(openstack, migration_id))
 
@@ -111,9 +112,11 @@ def test_the_disks_are_copied_at_once_and_an_idle_sync_attaches_nothing(vsphere,
 def test_one_disk_failing_stops_the_others_and_the_rerun_resumes_every_disk(
     vsphere, source, openstack, target, settings, lab, often_checkpointed
 ):
-    """The source of disk 204 dies part-way (its NBD server is killed, as an NFC connection to a lost
-    ESXi host goes); disk 203, still copying, is stopped and keeps what it flushed."""
+    """The source of the smaller disk (4 MiB of data) dies part-way (its NBD server is killed, as an NFC
+    connection to a lost ESXi host goes); the larger one (16 MiB), still copying, is stopped and keeps
+    what it flushed."""
     migration_id = initialize(vsphere, source, openstack, target).migration_id
+    small = smaller_disk(store.load(openstack, migration_id))
     whole = planned_per_disk(run_sync(vsphere, source, openstack, migration_id, settings, check_mode=True))
     settings.bandwidth_limit = 1 << 20
     failure = []
@@ -123,13 +126,12 @@ def test_one_disk_failing_stops_the_others_and_the_rerun_resumes_every_disk(
     seed.start()
     state_dir = Path(settings.state_dir)
     wait_for_both_disks_to_journal(state_dir, migration_id, seed.is_alive)
-    image = lab["vms"]["lab-vm-2"]["disks"]["204"]["image"]
+    image = lab["vms"]["lab-vm-2"]["disks"][str(small.disk_key)]["image"]
     subprocess.run(["pkill", "-KILL", "-f", f"qemu-nbd .*--load-snapshot.*{image}"], check=True)
     seed.join(120)
     err = failure[0]
     state = store.load(openstack, migration_id)
-    label = next(d.label for d in state.disks if d.disk_key == 204)
-    assert isinstance(err, ReadError) and f"disk {label}:" in str(err), err
+    assert isinstance(err, ReadError) and f"disk {small.label}:" in str(err), err
     assert not state.seeded and all(d.pending_change_id for d in state.disks) and state.last_error
     saved = journal_progress(state_dir, migration_id)
     assert len(saved) == 2 and all(saved.values()), saved
@@ -159,6 +161,10 @@ def test_a_sync_killed_while_its_disks_copy_resumes_every_disk(vsphere, source, 
     rerun = run_sync(vsphere, source, openstack, migration_id, settings)
     assert_resumed(rerun, whole)
     assert_volumes_equal_source(vsphere, source, openstack, store.load(openstack, migration_id))
+
+
+def smaller_disk(state):
+    return min(state.disks, key=lambda d: d.capacity)
 
 
 def planned_per_disk(outcome) -> dict:

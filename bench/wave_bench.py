@@ -1,0 +1,282 @@
+"""A wave at scale, on the labs: four VMs x two 512 MiB disks of random data, seeded and synced through
+the collection's playbooks on two conversion hosts reached over SSH, against nbdcopy copying the
+same eight disks in parallel in the same run.
+
+The conversion hosts are the functional tests' network namespaces (each with its own sshd,
+hostname and state_dir: tests/functional/migration/conversion_hosts.py); the conversion_host
+filter puts two VMs on each. The disks of lab-vm-bench-1..4 are filled from ``nbdkit random``
+through the lab's live exports first (as a running guest's writes land), then:
+
+- yardstick: eight ``nbdcopy --flush`` at once, each disk from its live export into a file;
+- the wave: ``ansible-playbook xms.warm_migration.seed`` (init and seed of all four VMs), with
+  every process of each conversion host's namespace sampled for its summed RSS;
+- the idle incremental: ``sync`` on the seeded wave, and the module time of one idle
+  ``block_sync`` run as Ansible runs it (a Python process with its arguments on stdin).
+
+    XMS_LAB_DIR=/var/lib/xms-lab .venv/bin/python bench/wave_bench.py
+
+Prints one JSON object. ``ratio`` is the wave's aggregate seed throughput over nbdcopy's (goal
+>= 0.8); per VM, its snapshot's lifetime next to its largest disk's copy time (goal: close);
+``idle_incremental_module_s`` (goal <= 3 s on the lab); ``peak_rss_mib`` per conversion host.
+The yardstick reads each disk's live export, the wave a snapshot of it served by the lab's
+VDDK stand-in (qemu-nbd): the same bytes from the same images.
+"""
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COLLECTIONS = os.path.join(ROOT, "tests", "output", "collection")
+sys.path[:0] = [COLLECTIONS, os.path.join(ROOT, "lab", "demo"), os.path.join(ROOT, "tests", "functional", "migration")]
+LAB = os.environ.get("XMS_LAB_DIR", "/var/lib/xms-lab")
+LINK = os.path.join(COLLECTIONS, "ansible_collections", "xms", "warm_migration")
+if not os.path.islink(LINK):  # the collection importable from this checkout, as scripts/demo.sh sets it up
+    os.makedirs(os.path.dirname(LINK), exist_ok=True)
+    os.symlink(ROOT, LINK)
+VMS = [f"lab-vm-bench-{i}" for i in range(1, 5)]
+HOSTS = ["conv-a", "conv-b"]
+MiB = 1 << 20
+DISK = 512 * MiB
+CLOUDS = os.path.join(LAB, "openstack", "clouds.yaml")
+BIN = os.path.dirname(sys.executable)
+RESULT = re.compile(r"^(?:ok|changed): \[([^\] ]+)(?: -> [^\]]+)?\] => (\{.*\})$")
+
+from conversion_hosts import ConversionHosts  # noqa: E402
+from lab_reset import reset_vm  # noqa: E402
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store  # noqa: E402
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import (  # noqa: E402
+    migration_id_for,
+)
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import (  # noqa: E402
+    OpenStackClient,
+)
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory  # noqa: E402
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.client import (  # noqa: E402
+    VSphereClient,
+    VSphereConnection,
+)
+
+
+def live_uri(lab, vm, key):
+    return f"nbd+unix:///live-{key}?socket={LAB}/vsphere/qsd/{vm}/nbd.sock"
+
+
+def run_all(argvs):
+    """Start every argv at once, wait for all; seconds from the first start to the last end."""
+    started = time.monotonic()
+    procs = [subprocess.Popen(a, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for a in argvs]
+    for proc in procs:
+        if proc.wait() != 0:
+            raise SystemExit(f"{proc.args} failed: {proc.stderr.read().decode()[-500:]}")
+    return time.monotonic() - started
+
+
+def fill(lab):
+    """Random data over every byte of every bench disk, through the lab's live exports."""
+    argvs = [["nbdkit", "-U", "-", "random", f"size={DISK}", f"seed={vm[-1]}{key}", "--run",
+              f"nbdcopy --flush \"$uri\" '{live_uri(lab, vm, key)}'"]
+             for vm in VMS for key in lab["vms"][vm]["disks"]]  # fmt: skip
+    return run_all(argvs)
+
+
+def yardstick(lab, work):
+    targets = []
+    argvs = []
+    for vm in VMS:
+        for key in lab["vms"][vm]["disks"]:
+            target = os.path.join(work, f"{vm}-{key}.img")
+            with open(target, "wb") as handle:
+                handle.truncate(DISK)
+            targets.append(target)
+            argvs.append(["nbdcopy", "--flush", live_uri(lab, vm, key), target])
+    seconds = run_all(argvs)
+    for target in targets:
+        os.unlink(target)
+    return seconds
+
+
+class RssSampler:
+    """The summed RSS of every process in each conversion host's network namespace, sampled; its peak."""
+
+    def __init__(self, hosts):
+        self.hosts, self.peak = hosts, {h.name: 0 for h in hosts}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop.wait(0.25):
+            for host in self.hosts:
+                pids = subprocess.run(["ip", "netns", "pids", host.namespace], capture_output=True, text=True).stdout
+                total = sum(_rss_kib(pid) for pid in pids.split())
+                self.peak[host.name] = max(self.peak[host.name], total)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def _rss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            return next((int(line.split()[1]) for line in handle if line.startswith("VmRSS:")), 0)
+    except OSError:
+        return 0
+
+
+def results_with(output, key):
+    """Per inventory host, the task results of a ``-v`` run (one JSON result a line) that carry ``key``."""
+    found = {}
+    for line in output.splitlines():
+        match = RESULT.match(line)
+        if match:
+            result = json.loads(match.group(2))
+            if key in result:
+                found[match.group(1)] = result
+    return found
+
+
+def idle_module_s(lab, work):
+    """One idle block_sync as Ansible runs a module: a fresh Python, its arguments on stdin."""
+    args = {"ANSIBLE_MODULE_ARGS": {
+        "hostname": lab["hostname"], "port": lab["port"], "username": lab["username"], "password": lab["password"],
+        "validate_certs": False, "cloud": "xms-lab", "vm_name": VMS[0], "vddk_libdir": "/tmp",
+        "state_dir": os.path.join(work, "module-state"),
+    }}  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": COLLECTIONS, "OS_CLIENT_CONFIG_FILE": CLOUDS,
+           "PATH": os.path.join(ROOT, "lab", "vsphere", "bin") + os.pathsep + os.environ["PATH"]}  # fmt: skip
+    times = []
+    for _round in range(3):
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, os.path.join(ROOT, "plugins", "modules", "block_sync.py")],
+                              input=json.dumps(args), capture_output=True, text=True, env=env, check=False)  # fmt: skip
+        times.append(time.monotonic() - started)
+        result = json.loads(done.stdout)
+        if result.get("failed") or result.get("changed") or result.get("kind") != "incremental":
+            raise SystemExit(f"the idle block_sync did not run as an idle incremental: {done.stdout[-1000:]}")
+    return statistics.median(times)
+
+
+def main():
+    with open(os.path.join(LAB, "vsphere", "lab.json")) as handle:
+        lab = json.load(handle)
+    os.environ["OS_CLIENT_CONFIG_FILE"] = CLOUDS
+    openstack = OpenStackClient.connect(cloud="xms-lab")
+    connection = VSphereConnection(hostname=lab["hostname"], username=lab["username"], password=lab["password"],
+                                   port=lab["port"], validate_certs=False)  # fmt: skip
+    work = tempfile.mkdtemp(prefix="xms-wave-bench-", dir=os.environ.get("BENCH_DIR", "/var/tmp"))
+    with VSphereClient.connect(connection) as vsphere:
+        vms = {name: inventory.find_vm(vsphere, name=name) for name in VMS}
+        for vm in vms.values():
+            reset_vm(vsphere, vm, openstack)
+        fill_s = fill(lab)
+        nbdcopy_s = yardstick(lab, work)
+        lab_path = os.pathsep.join([os.path.join(ROOT, "lab", "vsphere", "bin"), BIN, os.environ["PATH"]])
+        env = {**os.environ, "XMS_LAB_DIR": LAB, "PATH": lab_path}
+        try:
+            with ConversionHosts(os.path.join(work, "hosts"), HOSTS, env) as hosts:
+                wave = run_wave(lab, hosts, work, vms, vsphere, openstack)
+            idle_s = idle_module_s(lab, work)
+        finally:
+            for vm in vms.values():
+                reset_vm(vsphere, vm, openstack)
+    seed_bytes = sum(v["bytes"] for v in wave["vms"].values())
+    engine_rate = seed_bytes / wave["seed_copy_s"]
+    nbdcopy_rate = len(VMS) * 2 * DISK / nbdcopy_s
+    print(json.dumps({
+        "case": "wave_4vms_x_2disks_x_512MiB_on_2_hosts",
+        "fill_s": round(fill_s, 1),
+        "nbdcopy_parallel_s": round(nbdcopy_s, 2),
+        "nbdcopy_MBps": round(nbdcopy_rate / 1e6, 1),
+        "seed_copy_s": round(wave["seed_copy_s"], 2),
+        "seed_MBps": round(engine_rate / 1e6, 1),
+        "seed_bytes": seed_bytes,
+        "ratio": round(engine_rate / nbdcopy_rate, 2),
+        "seed_playbook_s": round(wave["seed_playbook_s"], 1),
+        "per_vm": wave["vms"],
+        "idle_sync_playbook_s": round(wave["sync_playbook_s"], 1),
+        "idle_sync_in_module_s": wave["idle_in_module_s"],
+        "idle_incremental_module_s": round(idle_s, 2),
+        "peak_rss_mib": {h: round(k / 1024, 1) for h, k in wave["peak_rss_kib"].items()},
+    }, indent=1))  # fmt: skip
+
+
+def run_wave(lab, hosts, work, vms, vsphere, openstack):
+    secrets = os.path.join(work, "vcenter.json")
+    fd = os.open(secrets, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"vcenter_password": lab["password"]}, handle)
+    inventory_doc = {"all": {
+        "vars": {
+            "warm_migration_vcenter": {**{k: lab[k] for k in ("hostname", "port", "username")},
+                                       "password": "{{ vcenter_password }}", "validate_certs": False},
+            "warm_migration_cloud": {"cloud": "xms-lab"},
+            "warm_migration_data_path": {"vddk_libdir": "/tmp"},
+        },
+        "children": {
+            "conversion_hosts": {"hosts": {h.name: h.inventory_vars(hosts.key) for h in hosts.hosts}},
+            "wave1": {"hosts": {name: {} for name in VMS},
+                      "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+                               "warm_migration_volume_type": "standard-ssd", "warm_migration_availability_zone": "az1",
+                               "warm_migration_network_map": [{"source": "DC0_DVPG0", "network": "lab-net-a"}],
+                               "seed_poll_interval": 1, "sync_poll_interval": 1}},
+        },
+    }}  # fmt: skip
+    path = os.path.join(work, "inventory.json")
+    with open(path, "w") as handle:
+        json.dump(inventory_doc, handle)
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": COLLECTIONS, "ANSIBLE_LOCALHOST_WARNING": "false",
+           "ANSIBLE_PIPELINING": "true", "ANSIBLE_HOST_KEY_CHECKING": "false", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
+           "ANSIBLE_FORKS": "8"}  # fmt: skip
+
+    def playbook(name):
+        argv = [os.path.join(BIN, "ansible-playbook"), "-i", path, "-e", f"@{secrets}", "-e", "wave=wave1",
+                "-e", "warm_migration_serial=4", "-v", f"xms.warm_migration.{name}"]  # fmt: skip
+        started = time.monotonic()
+        run = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        if run.returncode != 0:
+            raise SystemExit(f"{name} failed: {run.stdout[-4000:]}{run.stderr[-2000:]}")
+        return time.monotonic() - started, run.stdout
+
+    with RssSampler(hosts.hosts) as rss:
+        seed_s, seed_out = playbook("seed")
+    seeds = results_with(seed_out, "snapshot_seconds")
+    spans, per_vm = [], {}
+    for name, vm in vms.items():
+        state = store.load(openstack, migration_id_for(inventory.inventory(vsphere, vm)))
+        result = seeds[name]
+        start = state.synced_at.timestamp()  # the seed's snapshot was asked for then
+        spans.append((start, start + result["duration_s"]))
+        per_vm[name] = {
+            "host": next(h.name for h in hosts.hosts if os.path.exists(
+                os.path.join(h.state_dir, f"{state.migration_id}.lock"))),
+            "bytes": result["bytes_copied"],
+            "seed_s": result["duration_s"],
+            "snapshot_s": result["snapshot_seconds"],
+            "largest_disk_copy_s": round(max(d["stats"]["elapsed_s"] for d in result["disks"]), 2),
+        }  # fmt: skip
+    sync_s, sync_out = playbook("sync")
+    idle = results_with(sync_out, "snapshot_seconds")
+    return {
+        "seed_playbook_s": seed_s,
+        "seed_copy_s": max(end for _s, end in spans) - min(start for start, _e in spans),
+        "vms": per_vm,
+        "sync_playbook_s": sync_s,
+        "idle_in_module_s": {name: r["duration_s"] for name, r in idle.items()},
+        "peak_rss_kib": rss.peak,
+    }
+
+
+if __name__ == "__main__":
+    main()
