@@ -114,7 +114,9 @@ class RssSampler:
     def _run(self):
         while not self.stop.wait(0.25):
             for host in self.hosts:
-                pids = subprocess.run(["ip", "netns", "pids", host.namespace], capture_output=True, text=True).stdout
+                pids = subprocess.run(
+                    ["ip", "netns", "pids", host.namespace], capture_output=True, text=True, check=False
+                ).stdout
                 total = sum(_rss_kib(pid) for pid in pids.split())
                 self.peak[host.name] = max(self.peak[host.name], total)
 
