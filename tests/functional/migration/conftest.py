@@ -1,7 +1,10 @@
 """Both labs at once: a vSphere source VM and the OpenStack target project."""
 
 import hashlib
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -125,6 +128,39 @@ def assert_volumes_equal_source(vsphere, vm, openstack, state):
             assert got == want, f"volume of disk {disk.disk_key} differs from the source"
 
 
+def wave_playbooks(lab, tmp_path, children: dict, data_path: dict):
+    """A runner of the collection's wave playbooks (``run(name, *extra, check=True)``) against the labs.
+
+    The inventory holds ``children`` (the wave ``wave1``, conversion hosts) under the labs'
+    connection settings; the vCenter password goes in a 0600 extra-vars file, never on argv.
+    With ``check`` a run must succeed; no run may print the password."""
+    secrets = tmp_path / "vcenter.json"
+    secrets.write_text(json.dumps({"vcenter_password": lab["password"]}))
+    secrets.chmod(0o600)
+    vcenter = {k: lab[k] for k in ("hostname", "port", "username")}
+    inventory_doc = {"all": {"vars": {
+        "warm_migration_vcenter": {**vcenter, "password": "{{ vcenter_password }}", "validate_certs": False},
+        "warm_migration_cloud": {"cloud": "xms-lab"},
+        "warm_migration_data_path": data_path,
+    }, "children": children}}  # fmt: skip
+    inventory_path = tmp_path / "inventory.json"
+    inventory_path.write_text(json.dumps(inventory_doc))
+    collections = sys.modules["ansible_collections"].__path__[0].rsplit("/ansible_collections", 1)[0]
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": collections, "ANSIBLE_LOCALHOST_WARNING": "false",
+           "ANSIBLE_PIPELINING": "true", "ANSIBLE_HOST_KEY_CHECKING": "false"}  # fmt: skip
+
+    def run(name, *extra, check=True):
+        argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", str(inventory_path),
+                "-e", f"@{secrets}", "-e", "wave=wave1", *extra, f"xms.warm_migration.{name}"]  # fmt: skip
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        assert lab["password"] not in done.stdout + done.stderr
+        if check:
+            assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
+        return done
+
+    return run
+
+
 def snapshot_names(vsphere, vm) -> list:
     return sorted(t.name for t in cbt._walk(inventory._props(vsphere, vm, ["snapshot"]).get("snapshot")))
 
@@ -164,4 +200,5 @@ __all__ = [
     "power_state",
     "reset_vm",
     "snapshot_names",
+    "wave_playbooks",
 ]

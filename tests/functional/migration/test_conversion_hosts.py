@@ -8,7 +8,6 @@ migration the other is refused.
 
 import json
 import os
-import subprocess
 import sys
 import threading
 
@@ -19,7 +18,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initi
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 
 from ..openstack.conftest import CLOUDS
-from .conftest import assert_volumes_equal_source, lab_cmd, reset_vm
+from .conftest import assert_volumes_equal_source, lab_cmd, reset_vm, wave_playbooks
 from .conversion_hosts import ConversionHosts
 
 WAVE = {"lab-vm-1": "conv-a", "lab-vm-2": "conv-b"}  # what the filter picks: name order, fewest VMs first
@@ -43,42 +42,17 @@ def hosts(tmp_path):
 
 
 def test_a_wave_runs_across_two_conversion_hosts_over_ssh(vsphere, openstack, lab, wave, hosts, tmp_path):
-    secrets = tmp_path / "vcenter.json"
-    secrets.write_text(json.dumps({"vcenter_password": lab["password"]}))
-    secrets.chmod(0o600)
-    vcenter = {k: lab[k] for k in ("hostname", "port", "username")}
-    inventory_doc = {"all": {
-        "vars": {
-            "warm_migration_vcenter": {**vcenter, "password": "{{ vcenter_password }}", "validate_certs": False},
-            "warm_migration_cloud": {"cloud": "xms-lab"},
-            "warm_migration_data_path": {"vddk_libdir": "/tmp"},  # state_dir: the default, private per host
+    playbook = wave_playbooks(lab, tmp_path, {
+        "conversion_hosts": {"hosts": {h.name: h.inventory_vars(hosts.key) for h in hosts.hosts}},
+        "wave1": {
+            "hosts": {name: {} for name in WAVE},
+            "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+                     "warm_migration_volume_type": "standard-ssd", "warm_migration_availability_zone": "az1",
+                     "warm_migration_network_map": [{"source": "DC0_DVPG0", "network": "lab-net-a"}],
+                     "cutover_conversion": {"skip": True}, "seed_poll_interval": 2, "sync_poll_interval": 2,
+                     "cutover_poll_interval": 2},
         },
-        "children": {
-            "conversion_hosts": {"hosts": {h.name: h.inventory_vars(hosts.key) for h in hosts.hosts}},
-            "wave1": {
-                "hosts": {name: {} for name in WAVE},
-                "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-                         "warm_migration_volume_type": "standard-ssd", "warm_migration_availability_zone": "az1",
-                         "warm_migration_network_map": [{"source": "DC0_DVPG0", "network": "lab-net-a"}],
-                         "cutover_conversion": {"skip": True}, "seed_poll_interval": 2, "sync_poll_interval": 2,
-                         "cutover_poll_interval": 2},
-            },
-        },
-    }}  # fmt: skip
-    inventory_path = tmp_path / "inventory.json"
-    inventory_path.write_text(json.dumps(inventory_doc))
-    collections = sys.modules["ansible_collections"].__path__[0].rsplit("/ansible_collections", 1)[0]
-    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": collections, "ANSIBLE_LOCALHOST_WARNING": "false",
-           "ANSIBLE_PIPELINING": "true", "ANSIBLE_HOST_KEY_CHECKING": "false"}  # fmt: skip
-
-    def playbook(name, *extra, check=True):
-        argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", str(inventory_path),
-                "-e", f"@{secrets}", "-e", "wave=wave1", *extra, f"xms.warm_migration.{name}"]  # fmt: skip
-        run = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-        assert lab["password"] not in run.stdout + run.stderr
-        if check:
-            assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]
-        return run
+    }, {"vddk_libdir": "/tmp"})  # state_dir: the default, private per host  # fmt: skip
 
     ids = {name: migration_id_for(inventory.inventory(vsphere, vm)) for name, vm in wave.items()}
     by_name = {h.name: h for h in hosts.hosts}

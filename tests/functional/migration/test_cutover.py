@@ -214,11 +214,16 @@ def test_a_source_powered_on_again_between_cutover_runs_is_shut_down_and_synced_
 def test_a_failed_final_sync_leaves_the_source_off_in_cutover_and_says_what_to_run_next(
     vsphere, cutover_vm, openstack, target, settings, monkeypatch
 ):
-    """Cinder puts a volume in error right after the shutdown (a real state, set at that moment)."""
+    """Cinder puts a volume in error right after the shutdown (a real state, set at that moment).
+
+    The guest wrote to that disk before it went down, so the final delta must write its volume
+    (a disk with nothing to copy is never attached, and its volume's state would not matter)."""
     vm = cutover_vm
     migration_id = initialize(vsphere, vm, openstack, target).migration_id
     run_sync(vsphere, vm, openstack, migration_id, settings)
-    volume_id = store.load(openstack, migration_id).disks[0].volume_id
+    disk = store.load(openstack, migration_id).disks[0]
+    volume_id = disk.volume_id
+    lab_cmd("write", "lab-vm-1", str(disk.disk_key), "4")
     admin = OpenStackClient.connect(cloud="xms-admin").conn.block_storage
     shut_down = cutover_module._source_stays_off
 

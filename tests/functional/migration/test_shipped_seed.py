@@ -28,7 +28,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import 
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.cbt import SNAPSHOT_PREFIX
 
 from ..vsphere.conftest import set_cbt
-from .conftest import EVENTS_VM, Writer, assert_volumes_equal_source, snapshot_names
+from .conftest import EVENTS_VM, Writer, assert_volumes_equal_source, snapshot_names, wave_playbooks
 
 
 def courier(source, tmp_path, name="target-site"):
@@ -120,35 +120,12 @@ def test_a_carried_seed_that_cannot_be_used_is_refused_before_anything_changes(
 
 def test_the_wave_playbooks_ship_a_seed(vsphere, events_vm, openstack, lab, tmp_path):
     """seed_export, the courier, seed_import, sync: the collection's playbooks on a wave of the events VM."""
-    secrets = tmp_path / "vcenter.json"
-    secrets.write_text(json.dumps({"vcenter_password": lab["password"]}))
-    secrets.chmod(0o600)
-    vcenter = {k: lab[k] for k in ("hostname", "port", "username")}
-    inventory_doc = {"all": {
-        "vars": {
-            "warm_migration_vcenter": {**vcenter, "password": "{{ vcenter_password }}", "validate_certs": False},
-            "warm_migration_cloud": {"cloud": "xms-lab"},
-            "warm_migration_data_path": {"state_dir": str(tmp_path / "state"), "vddk_libdir": str(tmp_path)},
-            "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-        },
-        "children": {"wave1": {
-            "hosts": {EVENTS_VM: {}},
-            "vars": {"warm_migration_volume_type": "standard-ssd", "warm_migration_availability_zone": "az1",
-                     "warm_migration_network_map": [{"source": "DC0_DVPG0", "network": "lab-net-a"}]},
-        }},
-    }}  # fmt: skip
-    inventory_path = str(tmp_path / "inventory.json")
-    with open(inventory_path, "w") as handle:
-        json.dump(inventory_doc, handle)
-    collections = sys.modules["ansible_collections"].__path__[0].rsplit("/ansible_collections", 1)[0]
-    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": collections, "ANSIBLE_LOCALHOST_WARNING": "false"}
-
-    def playbook(name, *extra):
-        argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", inventory_path,
-                "-e", f"@{secrets}", "-e", "wave=wave1", *extra, f"xms.warm_migration.{name}"]  # fmt: skip
-        run = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-        assert lab["password"] not in run.stdout + run.stderr
+    playbook = wave_playbooks(lab, tmp_path, {"wave1": {
+        "hosts": {EVENTS_VM: {}},
+        "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+                 "warm_migration_volume_type": "standard-ssd", "warm_migration_availability_zone": "az1",
+                 "warm_migration_network_map": [{"source": "DC0_DVPG0", "network": "lab-net-a"}]},
+    }}, {"state_dir": str(tmp_path / "state"), "vddk_libdir": str(tmp_path)})  # fmt: skip
 
     playbook("seed_export", "-e", f"ship_seed_root={tmp_path / 'shipping'}")
     carried = courier(tmp_path / "shipping", tmp_path)
