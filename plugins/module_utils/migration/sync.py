@@ -496,12 +496,15 @@ class _DiskCopies:
 
     def advance_idle(self, disk: DiskState) -> None:
         """Nothing to copy: the disk equals the snapshot already, so its change id advances at once."""
-        stale = self._journal(disk) if disk.pending_change_id else None
+        self._advance(disk, self._journal(disk) if disk.pending_change_id else None)
+
+    def _advance(self, disk: DiskState, *journals: Optional[str]) -> None:
+        """The volume holds the snapshot's disk (flushed): its change id and size advance, its journals go."""
         disk.change_id, disk.pending_change_id = self.snap.change_ids[disk.disk_key], ""
         disk.capacity = self.snap.capacities[disk.disk_key]
         store.save_disk(self.openstack, self.state, disk)
-        if stale:
-            _remove(stale)
+        for path in set(journals) - {None}:
+            _remove(path)
 
     def run(self, work: List[Tuple[DiskState, DiskPlan]], attachments: _Attachments) -> List[DiskCopy]:
         """Copy ``work`` into the volumes ``attachments`` holds; the first real failure (not a disk stopped
@@ -585,13 +588,8 @@ class _DiskCopies:
         finally:
             if isinstance(result, BaseException):
                 raise _naming(running.disk, result)
-        disk = running.disk
-        disk.change_id, disk.pending_change_id = disk.pending_change_id, ""
-        disk.capacity = self.snap.capacities[disk.disk_key]
-        store.save_disk(self.openstack, self.state, disk)
-        for path in {running.journal, running.stale} - {None}:
-            _remove(path)
-        self.heartbeat.disk_done(disk.disk_key, running.plan.bytes)
+        self._advance(running.disk, running.journal, running.stale)
+        self.heartbeat.disk_done(running.disk.disk_key, running.plan.bytes)
         return result
 
     def _journal(self, disk: DiskState) -> str:
