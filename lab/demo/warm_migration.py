@@ -268,15 +268,20 @@ def main() -> int:
             time.sleep(2)
             took = playbook(workdir, inventory_path, secrets, "sync", f"03-sync-{n}")
             log(f"incremental sync {n} in {took:.1f} s ({writers.writes} blocks written so far)")
+        ready_report = os.path.join(workdir, "wave1-ready.html")
+        playbook(workdir, inventory_path, secrets, "report", "03-report-ready", "-e", f"report_path={ready_report}")
+        log(f"wave report while ready (lag, syncs, projected downtime): {ready_report}")
         writers.stop()  # a shut-down guest writes no more; the cutover shuts the VMs down first
         log(f"writers stopped after {writers.writes} blocks; cutover (shutdown, final delta, conversion, instance)")
         took = playbook(workdir, inventory_path, secrets, "cutover", "04-cutover")
         log(f"cut over in {took:.1f} s")
         report = os.path.join(workdir, "wave1-report.html")
-        playbook(workdir, inventory_path, secrets, "report", "05-report", "-e", f"report_path={report}")
+        metrics = os.path.join(workdir, "wave1.prom")
+        playbook(workdir, inventory_path, secrets, "report", "05-report", "-e", f"report_path={report}",
+                 "-e", f"report_metrics_path={metrics}")  # fmt: skip
         print_metrics(openstack, vsphere, vms)
         ok = compare(vsphere, openstack, lab, vms, workdir)
-    log(f"HTML report: {report}")
+    log(f"HTML report: {report}; metrics for Prometheus: {metrics}")
     log("every volume matches its source" if ok else "MISMATCH: see above")
     return 0 if ok else 1
 

@@ -119,6 +119,21 @@ migrations:
         - Steps are C(shutdown), C(final_sync), C(converted), C(boot_checked), C(instance), C(completed).
       type: dict
       sample: {"shutdown": 21, "final_sync": 14, "converted": 240, "instance": 19}
+    cutover_marks:
+      description:
+        - When each point of the cutover was reached (UTC, ISO 8601), or null before a cutover began -
+          C(started), C(shutdown) (the guest is down), C(final_sync), C(converted), C(boot_checked),
+          C(instance) (ACTIVE), C(completed).
+      type: dict
+      sample: {"started": "2026-11-24T04:00:00Z", "shutdown": "2026-11-24T04:00:21Z"}
+    history:
+      description:
+        - The last syncs, the oldest first (at most 6 are kept in the record) - the time of each one's
+          snapshot, its kind (C(seed), C(incremental), C(full_resync), C(resume)), the bytes it copied, how
+          long it took in all and how long of that the copy ran.
+      type: list
+      elements: dict
+      sample: [{"at": "2026-11-24T03:00:00Z", "kind": "incremental", "bytes": 73400320, "duration_s": 21.4}]
     test:
       description:
         - The last test migration (see M(xms.warm_migration.migration_test)) - when its clones were taken, the

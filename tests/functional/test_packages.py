@@ -40,6 +40,8 @@ PROGRAMS = {
     "ssh": "test",
     "ssh-keygen": "test",
     "socat": "test",
+    "chromium": "test",
+    "promtool": "test",
     "debootstrap": "lab-guest",
     "go": "lab-vsphere",
     "keystone-manage": "lab-openstack",

@@ -76,6 +76,11 @@ def parse_time(text: str) -> Optional[datetime]:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc) if text else None
 
 
+def sample_dict(sample: SyncSample) -> Dict[str, object]:
+    return {"at": format_time(sample.snapshot_at), "kind": sample.kind, "bytes": sample.bytes,
+            "duration_s": round(sample.duration_s, 1), "copy_s": round(sample.copy_s, 1)}  # fmt: skip
+
+
 def _rounded(projection: Optional[Projection]) -> Optional[int]:
     return None if projection is None else round(projection.downtime_s)
 
@@ -285,6 +290,8 @@ class MigrationState:
             "downtime_s": self.downtime_s(now),
             "projected_downtime_s": _rounded(self.projection(now)),
             "cutover_timings": self.cutover_timings() or None,
+            "cutover_marks": {m: format_time(t) for m, t in self.cutover_marks.items()} or None,
+            "history": [sample_dict(s) for s in self.history],
             "converted": self.converted,
             "instance_id": self.instance_id or None,
             "last_error": self.last_error or None,
