@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import binascii
 import glob
+import logging
 import os
 import socket
 import threading
+import warnings
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
@@ -37,6 +39,8 @@ ATTACH_TIMEOUT = 300.0
 # The disks of a sync attach side by side, but os-brick's connect and disconnect run one at a time:
 # two volumes on one NFS share would otherwise race to mount (or unmount) it.
 _BRICK = threading.Lock()
+
+logging.getLogger("os_brick").addHandler(logging.NullHandler())  # see _os_brick
 
 
 @contextmanager
@@ -60,9 +64,15 @@ def attach_for_write(
 
 
 def _os_brick():
+    """os-brick's connector, quiet: importing it imports eventlet, which warns that it is deprecated,
+    and its connectors log what they probe (NVMe multipath, remote file systems) at WARNING through
+    no handler. Both would land on the module's stderr, which Ansible copies into every async
+    result. Neither is for the operator: an attach that fails says why in its own error."""
     try:
-        from os_brick import privileged
-        from os_brick.initiator import connector
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from os_brick import privileged
+            from os_brick.initiator import connector
     except ImportError:
         raise AttachError(
             "os-brick is not installed on the conversion host",

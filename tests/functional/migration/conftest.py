@@ -129,7 +129,7 @@ def assert_volumes_equal_source(vsphere, vm, openstack, state):
 
 
 def wave_playbooks(lab, tmp_path, children: dict, data_path: dict):
-    """A runner of the collection's wave playbooks (``run(name, *extra, check=True)``) against the labs.
+    """A runner of the collection's wave playbooks (``run(name, *extra, check=True, env_extra=None)``) on the labs.
 
     The inventory holds ``children`` (the wave ``wave1``, conversion hosts) under the labs'
     connection settings; the vCenter password goes in a 0600 extra-vars file, never on argv.
@@ -149,10 +149,10 @@ def wave_playbooks(lab, tmp_path, children: dict, data_path: dict):
     env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": collections, "ANSIBLE_LOCALHOST_WARNING": "false",
            "ANSIBLE_PIPELINING": "true", "ANSIBLE_HOST_KEY_CHECKING": "false"}  # fmt: skip
 
-    def run(name, *extra, check=True):
+    def run(name, *extra, check=True, env_extra=None):
         argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", str(inventory_path),
                 "-e", f"@{secrets}", "-e", "wave=wave1", *extra, f"xms.warm_migration.{name}"]  # fmt: skip
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        done = subprocess.run(argv, env={**env, **(env_extra or {})}, capture_output=True, text=True, check=False)
         assert lab["password"] not in done.stdout + done.stderr
         if check:
             assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]

@@ -1,0 +1,86 @@
+"""What the operator reads in the playbook's output (and so in an AWX job's): progress lines while
+a seed runs, without flooding; module results with no library noise on stderr, for a sync and a
+cutover (an async job's result carries whatever its process wrote to stderr); one line per VM at
+the end of the cutover.
+"""
+
+import json
+import re
+import sys
+import time
+
+import pytest
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import migration_id_for
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
+
+from .conftest import lab_cmd, reset_vm, wave_playbooks
+
+VM = "lab-vm-1"
+RESULT = re.compile(r"^(?:ok|changed|fatal): \[([^\] ]+)(?: -> [^\]]+)?\]: [A-Z]+! => (\{.*\})$|"
+                    r"^(?:ok|changed): \[([^\] ]+)(?: -> [^\]]+)?\] => (\{.*\})$")  # fmt: skip
+
+
+@pytest.fixture
+def vm(vsphere, openstack):
+    found = inventory.find_vm(vsphere, name=VM)
+    reset_vm(vsphere, found, openstack)
+    yield found
+    reset_vm(vsphere, found, openstack)
+
+
+def task_results(output: str) -> list:
+    """The JSON results of a ``-v`` run with ANSIBLE_CALLBACK_RESULT_FORMAT=json (one a line)."""
+    found = []
+    for line in output.splitlines():
+        match = RESULT.match(line)
+        if match:
+            found.append(json.loads(match.group(2) or match.group(4)))
+    return found
+
+
+def playbooks(lab, tmp_path, data_path):
+    return wave_playbooks(lab, tmp_path, {"wave1": {
+        "hosts": {VM: {}},
+        "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+                 "warm_migration_volume_type": "standard-ssd", "warm_migration_availability_zone": "az1",
+                 "warm_migration_network_map": [{"source": "DC0_DVPG0", "network": "lab-net-a"}],
+                 "cutover_conversion": {"skip": True}, "seed_poll_interval": 1, "sync_poll_interval": 1,
+                 "cutover_poll_interval": 1, "seed_progress_interval": 3},
+    }}, data_path)  # fmt: skip
+
+
+def test_a_long_seed_shows_its_progress_every_few_seconds_without_flooding(lab, tmp_path, vm):
+    run = playbooks(lab, tmp_path, {"vddk_libdir": "/tmp", "bandwidth_limit": 4 << 20})  # ~60 MiB: ~15 s
+    started = time.monotonic()
+    done = run("seed")
+    took = time.monotonic() - started
+    lines = re.findall(rf"^{VM}: seeding (\S+ \S+) of (\S+ \S+) \((\d+)%\) at \S+ \S+/s(, ETA .+)?$", done.stdout, re.M)
+    assert len(lines) >= 2, done.stdout[-4000:]
+    assert len(lines) <= took / 3 + 1  # at most one a progress interval
+    percents = [int(p) for _d, _t, p, _e in lines]
+    assert percents == sorted(percents) and len(set(percents)) == len(percents)  # only what is new
+    assert any(eta for *_x, eta in lines)
+
+
+def test_a_sync_and_a_cutover_leave_nothing_on_stderr(lab, tmp_path, vsphere, openstack, vm):
+    """Both copy: the guest writes before each, so volumes are attached through os-brick (whose
+    connector probes NVMe and logs it) and nbdkit runs."""
+    run = playbooks(lab, tmp_path, {"vddk_libdir": "/tmp"})
+    run("seed")
+    key = str(store.load(openstack, migration_id_for(inventory.inventory(vsphere, vm))).disks[0].disk_key)
+    env = {"ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}
+    lab_cmd("write", VM, key, "4", str(256 << 10))
+    sync = run("sync", "-v", env_extra=env)
+    lab_cmd("write", VM, key, "8", str(256 << 10))
+    cutover = run("cutover", "-v", env_extra=env)
+    for name, done in (("sync", sync), ("cutover", cutover)):
+        jobs = [r for r in task_results(done.stdout) if r.get("finished") and "ansible_job_id" in r]
+        assert jobs, f"no finished job in the {name} output: {done.stdout[-3000:]}"
+        copied = [r.get("bytes_copied") or (r.get("final_sync") or {}).get("bytes") for r in jobs]
+        assert any(copied), f"the {name} copied nothing: os-brick and nbdkit did not run"
+        for job in jobs:
+            assert job.get("stderr", "") == "", f"{name} wrote to stderr: {job['stderr'][:2000]}"
+            assert not job.get("warnings"), f"{name} warned: {job['warnings']}"
+    assert re.search(rf'"{VM}: down \d+ s, instance [0-9a-f-]{{36}} \(guest shutdown', cutover.stdout)
