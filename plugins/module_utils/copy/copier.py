@@ -109,6 +109,7 @@ class CopyStats:
     extents: int = 0
     requests: int = 0
     retries: int = 0
+    started_at: float = 0.0  # when this run began (Unix time): copies on several hosts line up on one clock
     elapsed_s: float = 0.0
     rate: float = 0.0  # bytes of the plan handled per second in this run
 
@@ -205,6 +206,7 @@ class _Copy:
         self.handled_bytes = 0  # plan bytes handled in this run
         self.pending_bytes = 0  # of those, not yet journaled
         self.started = self.last_checkpoint = time.monotonic()
+        self.stats.started_at = time.time()
         self.lock = threading.RLock()  # stats, progress and checkpoints are shared by the workers
         self.last_report = 0.0
 
