@@ -30,7 +30,7 @@ def _check_destination(path: str, parameter: str) -> None:
 
 
 def write_report(params: Mapping[str, Any], *, check_mode: bool) -> Dict[str, Any]:
-    """Everything is checked before the cloud is asked, and nothing is written in check mode."""
+    """Everything is checked before the cloud is asked; nothing is written in check mode."""
     _check_destination(params["path"], "path")
     metrics_path = params.get("metrics_path")
     if metrics_path:
@@ -49,7 +49,7 @@ def write_report(params: Mapping[str, Any], *, check_mode: bool) -> Dict[str, An
         if metrics_path:
             write_atomically(metrics_path, prometheus.render(report))
     return {
-        "changed": not check_mode,
+        "changed": True,  # the page is made anew each time (its time, the lags): in check mode, it would be
         "path": params["path"],
         "metrics_path": metrics_path or None,
         "table": table_lines(report),
