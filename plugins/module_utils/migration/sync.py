@@ -510,6 +510,7 @@ class _DiskCopies:
         """Copy ``work`` into the volumes ``attachments`` holds; the first real failure (not a disk stopped
         because of it) is raised."""
         waiting = list(work)
+        self.options.connections = connections_per_copy(min(self.settings.parallel_disks, len(work)))
         active: Dict[int, _Active] = {}
         done: List[DiskCopy] = []
         failures: List[BaseException] = []
@@ -673,6 +674,16 @@ def busy_seconds(spans: List[Tuple[float, float]]) -> float:
             total += end - reach
             reach = end
     return total
+
+
+def connections_per_copy(at_once: int) -> int:
+    """NBD connections for each of ``at_once`` disk copies: this host's cores shared out among them.
+
+    Each connection past the first is one more Python thread in this process; with more of them
+    than cores they convoy on the GIL: eight copies (two per process) on two cores spent 2.2 times
+    nbdcopy's CPU per byte with four connections each, about nbdcopy's with one
+    (bench/wave_bench.py). A lone disk on a large host still gets the engine's four."""
+    return max(1, min(CopyOptions.connections, (os.cpu_count() or 1) // max(1, at_once)))
 
 
 def copy_options(settings: SyncSettings) -> CopyOptions:

@@ -7,6 +7,7 @@ named fakes returning what those would say, so every branch is reached in millis
 import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents import Extent
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import sync
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import DiskState
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import SyncPlan, busy_seconds, plan_disk
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import CbtResetError
@@ -100,3 +101,11 @@ def test_the_copy_time_of_disks_copied_at_once_is_the_time_any_of_them_ran():
     assert busy_seconds([]) == 0
     assert busy_seconds([(0.0, 10.0), (2.0, 6.0)]) == 10.0
     assert busy_seconds([(0.0, 4.0), (3.0, 8.0), (10.0, 11.0)]) == 9.0
+
+
+def test_the_cores_are_shared_out_among_the_copies_of_a_sync(monkeypatch):
+    """More copy threads than cores convoy on the GIL: two disks on two cores get one connection each."""
+    monkeypatch.setattr(sync.os, "cpu_count", lambda: 2)
+    assert [sync.connections_per_copy(n) for n in (1, 2, 4)] == [2, 1, 1]
+    monkeypatch.setattr(sync.os, "cpu_count", lambda: 16)
+    assert [sync.connections_per_copy(n) for n in (1, 2, 4, 8)] == [4, 4, 4, 2]
