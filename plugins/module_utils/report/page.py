@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime
 from html import escape
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import (
     CUTOVER_MARKS,
@@ -226,7 +226,7 @@ def _cutover_chart(migrations: List[MigrationState], now: datetime) -> str:
         y = 30 + 28 * i
         start = s.cutover_marks["started"]
         body.append(f'<text x="0" y="{y + 14}">{_e(s.vm_name[:24])}</text>')
-        previous: Optional[datetime] = start
+        previous = start
         for mark in CUTOVER_MARKS[1:]:
             when = s.cutover_marks.get(mark)
             if when is None:

@@ -49,13 +49,13 @@ def select(states: Sequence[MigrationState], vms: Sequence[WaveVM]) -> Tuple[Lis
     """The migrations of the wave's VMs (every one when the wave names none), and the VMs without one."""
     if not vms:
         return sorted(states, key=lambda s: s.vm_name), []
-    chosen, missing = [], []
+    chosen, missing = {}, []
     for vm in vms:
         found = [s for s in states if vm.matches(s)]
-        chosen.extend(s for s in found if s not in chosen)
+        chosen.update((s.migration_id, s) for s in found)
         if not found:
             missing.append(vm.name or vm.uuid)
-    return sorted(chosen, key=lambda s: s.vm_name), missing
+    return sorted(chosen.values(), key=lambda s: s.vm_name), missing
 
 
 def downtime_text(state: MigrationState, now: datetime) -> str:
@@ -95,7 +95,7 @@ def table_lines(report: WaveReport) -> List[str]:
     return lines
 
 
-def write_atomically(path: str, text: str, mode: int = 0o644) -> None:
+def write_atomically(path: str, text: str) -> None:
     """Readers (a browser, node_exporter's textfile collector) see the old file or the new, never half.
 
     The temporary name starts with a dot and does not end in ``.prom``: the textfile collector skips it."""
@@ -104,7 +104,7 @@ def write_atomically(path: str, text: str, mode: int = 0o644) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        os.chmod(tmp, mode)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the page and the metrics from their readers
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
