@@ -13,6 +13,8 @@ version_added: 0.1.0
 description:
   - For each inventory host, its VM's name (C(warm_migration_vm_name), else the host's name) and its
     instance UUID (C(warm_migration_vm_uuid)) when the inventory names one.
+  - C(localhost) is no VM (as for the conversion_host filter): a report played on C(localhost) alone
+    gets an empty list, and so reports every migration of the target project.
 options:
   _input:
     description: The inventory host names of the wave (C(ansible_play_hosts_all)).
@@ -44,6 +46,8 @@ _value:
 def wave_vms(hosts: List[str], hostvars: Mapping[str, Any]) -> List[Dict[str, str]]:
     out = []
     for host in hosts:
+        if host == "localhost":
+            continue
         variables = hostvars.get(host) or {}
         out.append({
             "name": str(variables.get("warm_migration_vm_name") or host),

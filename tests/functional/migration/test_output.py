@@ -9,25 +9,15 @@ import re
 import sys
 import time
 
-import pytest
-
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import migration_id_for
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 
-from .conftest import lab_cmd, reset_vm, wave_playbooks
+from .conftest import lab_cmd, wave_playbooks
 
-VM = "lab-vm-1"
+VM = "lab-vm-1"  # the vm_1 fixture's
 RESULT = re.compile(r"^(?:ok|changed|fatal): \[([^\] ]+)(?: -> [^\]]+)?\]: [A-Z]+! => (\{.*\})$|"
                     r"^(?:ok|changed): \[([^\] ]+)(?: -> [^\]]+)?\] => (\{.*\})$")  # fmt: skip
-
-
-@pytest.fixture
-def vm(vsphere, openstack):
-    found = inventory.find_vm(vsphere, name=VM)
-    reset_vm(vsphere, found, openstack)
-    yield found
-    reset_vm(vsphere, found, openstack)
 
 
 def task_results(output: str) -> list:
@@ -51,7 +41,7 @@ def playbooks(lab, tmp_path, data_path):
     }}, data_path)  # fmt: skip
 
 
-def test_a_long_seed_shows_its_progress_every_few_seconds_without_flooding(lab, tmp_path, vm):
+def test_a_long_seed_shows_its_progress_every_few_seconds_without_flooding(lab, tmp_path, vm_1):
     run = playbooks(lab, tmp_path, {"vddk_libdir": "/tmp", "bandwidth_limit": 4 << 20})  # ~60 MiB: ~15 s
     started = time.monotonic()
     done = run("seed")
@@ -64,12 +54,12 @@ def test_a_long_seed_shows_its_progress_every_few_seconds_without_flooding(lab, 
     assert any(eta for *_x, eta in lines)
 
 
-def test_a_sync_and_a_cutover_leave_nothing_on_stderr(lab, tmp_path, vsphere, openstack, vm):
+def test_a_sync_and_a_cutover_leave_nothing_on_stderr(lab, tmp_path, vsphere, openstack, vm_1):
     """Both copy: the guest writes before each, so volumes are attached through os-brick (whose
     connector probes NVMe and logs it) and nbdkit runs."""
     run = playbooks(lab, tmp_path, {"vddk_libdir": "/tmp"})
     run("seed")
-    key = str(store.load(openstack, migration_id_for(inventory.inventory(vsphere, vm))).disks[0].disk_key)
+    key = str(store.load(openstack, migration_id_for(inventory.inventory(vsphere, vm_1))).disks[0].disk_key)
     env = {"ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}
     lab_cmd("write", VM, key, "4", str(256 << 10))
     sync = run("sync", "-v", env_extra=env)
