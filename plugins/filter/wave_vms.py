@@ -13,7 +13,7 @@ version_added: 0.1.0
 description:
   - For each inventory host, its VM's name (C(warm_migration_vm_name), else the host's name) and its
     instance UUID (C(warm_migration_vm_uuid)) when the inventory names one.
-  - C(localhost) is no VM (as for the conversion_host filter): a report played on C(localhost) alone
+  - C(localhost) is no VM (as for the conversion_host filter), so a report played on C(localhost) alone
     gets an empty list, and so reports every migration of the target project.
 options:
   _input:
