@@ -25,6 +25,17 @@ def annotation(vsphere, vm) -> str:
     return inventory._props(vsphere, vm, ["config"])["config"].annotation or ""
 
 
+def delete_migration(openstack, migration_id: str) -> None:
+    """Delete a migration's volumes, first releasing what a killed run left attached to this host.
+
+    A run killed while it held a replica (a test, or a whole test run stopped mid-way) leaves
+    the volume ``in-use``; a delete would wait for it in vain.
+    """
+    for volume in os_volumes.find_volumes(openstack, migration_id):
+        release_stale_attachments(openstack, volume.id, socket.gethostname())
+    os_volumes.delete_migration(openstack, migration_id)
+
+
 def reset_vm(vsphere, vm, openstack) -> None:
     """No instance, no ports, no volumes of this VM's migration or of its test; the VM powered on, without the note."""
     migration_id = migration_id_for(inventory.inventory(vsphere, vm))
@@ -36,9 +47,7 @@ def reset_vm(vsphere, vm, openstack) -> None:
     for port in openstack.conn.network.ports():
         if (port.name or "").startswith(f"xms-{migration_id}-"):
             openstack.conn.network.delete_port(port.id)
-    for volume in os_volumes.find_volumes(openstack, migration_id):  # a killed sync may have left one attached
-        release_stale_attachments(openstack, volume.id, socket.gethostname())
-    os_volumes.delete_migration(openstack, migration_id)
+    delete_migration(openstack, migration_id)
     power_on(vsphere, vm)
     if annotation(vsphere, vm):
         vsphere.wait_task(vm.ReconfigVM_Task(vim.vm.ConfigSpec(annotation="")), "clearing the annotation")

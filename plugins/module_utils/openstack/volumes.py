@@ -263,8 +263,24 @@ def delete_volumes(client, volume_ids: List[str], timeout: float = 300) -> None:
 
 
 def _settled(storage, volume_id: str) -> bool:
+    """True once the volume can be deleted; an attached one never gets there by waiting, so it is refused."""
     volume = storage.find_volume(volume_id, ignore_missing=True)
+    if volume is not None and volume.status == "in-use":
+        held = ", ".join(_attachment_text(a) for a in volume.attachments or []) or "in-use"
+        raise OpenStackError(
+            f"volume {volume_id} is attached ({held}) and cannot be deleted",
+            hint="An attachment to a host without a server is one a killed sync, cutover or test left on that"
+            " conversion host: a rerun there releases it, as does 'openstack volume attachment delete <id>'."
+            " One to a server goes with a detach from that server",
+        )
     return volume is None or volume.status in ("available", "error", "error_restoring", "error_extending")
+
+
+def _attachment_text(attachment: dict) -> str:
+    holder = (
+        f"server {attachment['server_id']}" if attachment.get("server_id") else f"host {attachment.get('host_name')}"
+    )
+    return f"attachment {attachment.get('attachment_id')} to {holder}"
 
 
 def release_volume(client, volume: TargetVolume) -> None:

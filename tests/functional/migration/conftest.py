@@ -10,7 +10,7 @@ import time
 
 import nbd
 import pytest
-from lab_reset import annotation, power_state, reset_vm  # lab/demo, on the path (tests/functional/conftest.py)
+from lab_reset import annotation, delete_migration, power_state, reset_vm  # lab/demo (tests/functional/conftest.py)
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import (
     NetworkMapping,
@@ -18,7 +18,6 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initi
     migration_id_for,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import SyncSettings
-from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_for_write
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt, datapath, inventory
@@ -53,9 +52,9 @@ def openstack():
 def source(vsphere, openstack):
     """The source VM, with no migration of it left from an earlier run."""
     vm = inventory.find_vm(vsphere, name=SOURCE_VM)
-    os_volumes.delete_migration(openstack, migration_id_for(inventory.inventory(vsphere, vm)))
+    delete_migration(openstack, migration_id_for(inventory.inventory(vsphere, vm)))
     yield vm
-    os_volumes.delete_migration(openstack, migration_id_for(inventory.inventory(vsphere, vm)))
+    delete_migration(openstack, migration_id_for(inventory.inventory(vsphere, vm)))
 
 
 @pytest.fixture
@@ -72,9 +71,9 @@ def events_vm(vsphere, openstack):
     """The events VM with no migration of it left from an earlier run, CBT on."""
     vm = inventory.find_vm(vsphere, name=EVENTS_VM)
     migration_id = migration_id_for(inventory.inventory(vsphere, vm))
-    os_volumes.delete_migration(openstack, migration_id)
+    delete_migration(openstack, migration_id)
     yield vm
-    os_volumes.delete_migration(openstack, migration_id)
+    delete_migration(openstack, migration_id)
     set_cbt(vsphere, vm, True)
 
 

@@ -21,11 +21,10 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initi
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import Phase
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import SyncSettings, run_sync
-from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 
-from .conftest import power_state
+from .conftest import delete_migration, power_state
 
 VM = "lab-vm-1"
 
@@ -35,14 +34,14 @@ def seeded(vsphere, openstack, tmp_path_factory):
     """lab-vm-1 initialized and seeded once for every case; removed at the end."""
     vm = inventory.find_vm(vsphere, name=VM)
     migration_id = migration_id_for(inventory.inventory(vsphere, vm))
-    os_volumes.delete_migration(openstack, migration_id)
+    delete_migration(openstack, migration_id)
     target = TargetSettings(volume_type="standard-ssd", availability_zone="az1",
                             network_map=[NetworkMapping(source="DC0_DVPG0", network="lab-net-a")])  # fmt: skip
     sync = SyncSettings(state_dir=str(tmp_path_factory.mktemp("state")), vddk_libdir="/tmp")
     initialize(vsphere, vm, openstack, target)
     run_sync(vsphere, vm, openstack, migration_id, sync)
     yield vm, migration_id, target, sync
-    os_volumes.delete_migration(openstack, migration_id)
+    delete_migration(openstack, migration_id)
 
 
 def nic_mac(vsphere, vm):
@@ -118,7 +117,7 @@ def test_a_project_without_instance_quota(vsphere, tmp_path):
     small = OpenStackClient.connect(cloud="xms-small")
     vm = inventory.find_vm(vsphere, name="lab-vm-2")
     migration_id = migration_id_for(inventory.inventory(vsphere, vm))
-    os_volumes.delete_migration(small, migration_id)
+    delete_migration(small, migration_id)
     target = TargetSettings(volume_type="standard-ssd", availability_zone="az1",
                             network_map=[NetworkMapping(source="DC0_DVPG0", network="small-net")])  # fmt: skip
     sync = SyncSettings(state_dir=str(tmp_path / "state"), vddk_libdir="/tmp")
@@ -128,4 +127,4 @@ def test_a_project_without_instance_quota(vsphere, tmp_path):
         err = refused(vsphere, vm, small, migration_id, target, CutoverSettings(sync=sync))
         assert err.parameter == "cloud" and "quota instances" in str(err)
     finally:
-        os_volumes.delete_migration(small, migration_id)
+        delete_migration(small, migration_id)

@@ -3,12 +3,19 @@
 import hashlib
 import os
 import random
+import signal
+import socket
+import subprocess
+import sys
 
 import pytest
 from keystoneauth1.exceptions import ConnectFailure
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
-from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_for_write
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import (
+    attach_for_write,
+    release_stale_attachments,
+)
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.errors import (
     AuthenticationError,
@@ -160,6 +167,38 @@ def test_a_failure_while_attached_still_detaches(lab, migration):
     with pytest.raises(RuntimeError), attach_for_write(lab, volume.id):
         raise RuntimeError("copy failed")
     assert lab.conn.block_storage.get_volume(volume.id).status == "available"
+
+
+HOLDER = """
+import sys, time
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_for_write
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient
+with attach_for_write(OpenStackClient.connect(cloud="xms-lab"), sys.argv[1]) as path:
+    print(path, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_volume_a_killed_run_left_attached_is_refused_at_once_then_released_and_deleted(lab, migration):
+    """Deleting an attached volume names the attachment at once (waiting would never end); released, it goes."""
+    (volume,), _created = ensure(lab, migration, specs([(GiB, "standard-ssd", "az1")]))
+    parent = sys.modules["ansible_collections"].__path__[0].rsplit("/ansible_collections", 1)[0]
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, volume.id], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": parent})  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip(), "the holder did not attach"
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    attachment = lab.conn.block_storage.get_volume(volume.id).attachments[0]["attachment_id"]
+    with pytest.raises(OpenStackError) as err:  # refused at once: a wait (WaitTimeout) would never end
+        os_volumes.delete_volumes(lab, [volume.id])
+    assert f"attachment {attachment} to host" in str(err.value) and "volume attachment delete" in err.value.hint
+    assert lab.conn.block_storage.get_volume(volume.id).status == "in-use"  # nothing was deleted
+
+    assert release_stale_attachments(lab, volume.id, socket.gethostname()) == 1
+    os_volumes.delete_volumes(lab, [volume.id])
+    assert lab.conn.block_storage.find_volume(volume.id, ignore_missing=True) is None
 
 
 def test_an_instance_is_refused_while_the_volumes_are_replicas(lab, migration):
