@@ -490,7 +490,6 @@ class _DiskCopies:
     def __init__(self, vsphere, vm, openstack, snap, state, settings: SyncSettings, heartbeat, disks_by_key) -> None:
         self.vsphere, self.vm, self.openstack, self.snap = vsphere, vm, openstack, snap
         self.state, self.settings, self.heartbeat, self.disks_by_key = state, settings, heartbeat, disks_by_key
-        self.options = copy_options(settings)  # one bandwidth cap for all the sync's disks
         self.stop = threading.Event()
         self.finished: queue.Queue[Tuple[int, object]] = queue.Queue()
 
@@ -510,7 +509,7 @@ class _DiskCopies:
         """Copy ``work`` into the volumes ``attachments`` holds; the first real failure (not a disk stopped
         because of it) is raised."""
         waiting = list(work)
-        self.options.connections = connections_per_copy(min(self.settings.parallel_disks, len(work)))
+        options = copy_options(self.settings, at_once=min(self.settings.parallel_disks, len(work)))
         active: Dict[int, _Active] = {}
         done: List[DiskCopy] = []
         failures: List[BaseException] = []
@@ -519,7 +518,7 @@ class _DiskCopies:
                 while waiting and not failures and len(active) < self.settings.parallel_disks:
                     disk, plan = waiting.pop(0)
                     try:
-                        active[disk.disk_key] = self._start(disk, plan, attachments)
+                        active[disk.disk_key] = self._start(disk, plan, attachments, options)
                     except Exception as err:
                         failures.append(_naming(disk, err))
                         self.stop.set()
@@ -544,7 +543,7 @@ class _DiskCopies:
             raise next((err for err in failures if not isinstance(err, CopyStopped)), failures[0])
         return done
 
-    def _start(self, disk: DiskState, plan: DiskPlan, attachments: _Attachments) -> _Active:
+    def _start(self, disk: DiskState, plan: DiskPlan, attachments: _Attachments, options: CopyOptions) -> _Active:
         """Record the pending change id, attach the volume (unless it is already), serve the source, start
         the copy thread."""
         stale = self._journal(disk) if disk.pending_change_id else None
@@ -560,17 +559,20 @@ class _DiskCopies:
             transports=settings.vddk_transports,
         ))  # fmt: skip
         thread = threading.Thread(
-            target=self._copy, args=(disk, plan, jpath, uri, device), name=f"xms-disk-{disk.disk_key}", daemon=True
+            target=self._copy,
+            args=(disk, plan, jpath, uri, device, options),
+            name=f"xms-disk-{disk.disk_key}",
+            daemon=True,
         )
         thread.start()
         return _Active(disk, plan, jpath, stale, resources, thread)
 
-    def _copy(self, disk: DiskState, plan: DiskPlan, jpath: str, uri: str, device: str) -> None:
+    def _copy(self, disk: DiskState, plan: DiskPlan, jpath: str, uri: str, device: str, options: CopyOptions) -> None:
         """The copy thread: bytes only (no API call, no process started here); its end is queued."""
         try:
             stats = copy_extents(
                 uri, device, plan.extents + plan.unallocated, size=self.snap.capacities[disk.disk_key],
-                options=self.options, journal_path=jpath, progress=self.heartbeat.disk(disk.disk_key),
+                options=options, journal_path=jpath, progress=self.heartbeat.disk(disk.disk_key),
                 source_zeros=plan.unallocated, stop=self.stop,
             )  # fmt: skip
             ended = time.monotonic()
@@ -686,6 +688,10 @@ def connections_per_copy(at_once: int) -> int:
     return max(1, min(CopyOptions.connections, (os.cpu_count() or 1) // max(1, at_once)))
 
 
-def copy_options(settings: SyncSettings) -> CopyOptions:
-    """The engine's options for one run: every disk it copies draws on one ``bandwidth_limit``."""
-    return CopyOptions(rate_cap=RateCap(settings.bandwidth_limit) if settings.bandwidth_limit else None)
+def copy_options(settings: SyncSettings, at_once: int = 1) -> CopyOptions:
+    """The engine's options for ``at_once`` disk copies of one run: every disk draws on one ``bandwidth_limit``,
+    and this host's cores are shared out among them."""
+    return CopyOptions(
+        connections=connections_per_copy(at_once),
+        rate_cap=RateCap(settings.bandwidth_limit) if settings.bandwidth_limit else None,
+    )

@@ -7,11 +7,11 @@ checkpoint their journals every half second instead of every 30 s, so a kill a f
 lands after each disk recorded progress, as one an hour into a real seed does.
 """
 
+import dataclasses
 import json
 import os
 import sys
 
-from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier import CopyOptions, RateCap
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import sync
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
@@ -21,7 +21,8 @@ if __name__ == "__main__":
     lab_json, clouds, vm_name, migration_id, state_dir, limit = sys.argv[1:7]
     with open(lab_json) as handle:
         lab = json.load(handle)
-    sync.copy_options = lambda settings: CopyOptions(rate_cap=RateCap(settings.bandwidth_limit), checkpoint_seconds=0.5)
+    options = sync.copy_options
+    sync.copy_options = lambda *args, **kwargs: dataclasses.replace(options(*args, **kwargs), checkpoint_seconds=0.5)
     os.environ["OS_CLIENT_CONFIG_FILE"] = clouds
     openstack = OpenStackClient.connect(cloud="xms-lab")
     connection = VSphereConnection(hostname=lab["hostname"], username=lab["username"], password=lab["password"],

@@ -5,6 +5,7 @@ by side from one snapshot, that a failure or a kill -9 part-way is resumed disk 
 a sync of an idle VM attaches nothing (Cinder's own table of attachments says so).
 """
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier import CopyOptions, RateCap
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.errors import ReadError
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store, sync
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
@@ -65,8 +65,9 @@ def wait_for_both_disks_to_journal(state_dir, migration_id, alive, child=None) -
 def often_checkpointed(monkeypatch):
     """A test setting: journals every half second (not every 30 s), so a fault a few seconds in lands
     after each disk recorded progress, as one an hour into a real seed does."""
+    options = sync.copy_options
     monkeypatch.setattr(
-        sync, "copy_options", lambda s: CopyOptions(rate_cap=RateCap(s.bandwidth_limit), checkpoint_seconds=0.5)
+        sync, "copy_options", lambda *args, **kw: dataclasses.replace(options(*args, **kw), checkpoint_seconds=0.5)
     )
 
 
