@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, List, Mapping
 
-from ansible_collections.xms.warm_migration.plugins.module_utils.report.page import STEPS
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import CUTOVER_STEP_NAMES
 from ansible_collections.xms.warm_migration.plugins.module_utils.report.units import human_duration
 
 DOCUMENTATION = r"""
@@ -54,7 +54,7 @@ def _line(host: str, variables: Mapping[str, Any]) -> str:
     down = f"down {human_duration(downtime)}" if downtime is not None else "not shut down"
     instance = (result.get("migration") or {}).get("instance_id") or "-"
     steps = ", ".join(
-        f"{STEPS.get(step, (step,))[0]} {human_duration(s)}" for step, s in (result.get("timings") or {}).items()
+        f"{CUTOVER_STEP_NAMES.get(step, step)} {human_duration(s)}" for step, s in (result.get("timings") or {}).items()
     )
     return f"{name}: {down}, instance {instance}" + (f" ({steps})" if steps else "")
 

@@ -88,6 +88,15 @@ def _rounded(projection: Optional[Projection]) -> Optional[int]:
 # When each point of a cutover was reached, in order: the run began, the guest was down, each step
 # ended (boot_checked: the boot check passed). Downtime runs from 'shutdown' to 'instance' (ACTIVE).
 CUTOVER_MARKS = ("started", "shutdown", "final_sync", "converted", "boot_checked", "instance", "completed")
+# The step each mark after "started" ends, as the operator reads it (the report, the cutover summary).
+CUTOVER_STEP_NAMES = {
+    "shutdown": "guest shutdown",
+    "final_sync": "final delta",
+    "converted": "conversion",
+    "boot_checked": "boot check",
+    "instance": "instance to ACTIVE",
+    "completed": "wrap-up",
+}
 
 
 def _format_named(values: Dict[str, str], names) -> str:

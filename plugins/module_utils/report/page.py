@@ -19,6 +19,7 @@ from typing import List, Tuple
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import (
     CUTOVER_MARKS,
+    CUTOVER_STEP_NAMES,
     MigrationState,
     Phase,
     format_time,
@@ -34,14 +35,13 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.report.wave imp
     phase_text,
 )
 
-# Each cutover step, named as the operator reads it, by the mark that ends it (record.CUTOVER_MARKS).
-STEPS = {
-    "shutdown": ("guest shutdown", "#9a6700"),
-    "final_sync": ("final delta", "#0969da"),
-    "converted": ("conversion", "#8250df"),
-    "boot_checked": ("boot check", "#bf3989"),
-    "instance": ("instance to ACTIVE", "#1a7f37"),
-    "completed": ("wrap-up", "#6e7781"),
+STEP_COLOURS = {  # by the mark that ends the step (record.CUTOVER_STEP_NAMES)
+    "shutdown": "#9a6700",
+    "final_sync": "#0969da",
+    "converted": "#8250df",
+    "boot_checked": "#bf3989",
+    "instance": "#1a7f37",
+    "completed": "#6e7781",
 }
 KIND_COLOURS = {"seed": "#0969da", "incremental": "#1a7f37", "full_resync": "#cf222e", "resume": "#9a6700"}
 _STYLE = """
@@ -217,7 +217,8 @@ def _cutover_chart(migrations: List[MigrationState], now: datetime) -> str:
     longest = max(total for _s, total in rows) or 1
     scale = 440 / longest
     body = []
-    for i, (name, colour) in enumerate(STEPS.values()):
+    for i, (mark, name) in enumerate(CUTOVER_STEP_NAMES.items()):
+        colour = STEP_COLOURS[mark]
         body.append(
             f'<g class="legend"><rect x="{140 * i}" y="4" width="10" height="10" fill="{colour}"></rect>'
             f'<text x="{140 * i + 14}" y="13" font-size="11">{_e(name)}</text></g>'
@@ -231,7 +232,7 @@ def _cutover_chart(migrations: List[MigrationState], now: datetime) -> str:
             when = s.cutover_marks.get(mark)
             if when is None:
                 continue
-            name, colour = STEPS[mark]
+            name, colour = CUTOVER_STEP_NAMES[mark], STEP_COLOURS[mark]
             x, width = 180 + scale * (previous - start).total_seconds(), scale * (when - previous).total_seconds()
             body.append(
                 f'<rect class="step step-{mark}" x="{x:.1f}" y="{y}" width="{max(width, 1):.1f}" height="18" '
