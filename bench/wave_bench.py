@@ -31,7 +31,6 @@ VDDK stand-in (qemu-nbd): the same bytes from the same images.
 import contextlib
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -53,8 +52,7 @@ MiB = 1 << 20
 DISK = 512 * MiB
 CLOUDS = os.path.join(LAB, "openstack", "clouds.yaml")
 BIN = os.path.dirname(sys.executable)
-RESULT = re.compile(r"^(?:ok|changed): \[([^\] ]+)(?: -> [^\]]+)?\] => (\{.*\})$")
-
+from ansible_output import task_results  # noqa: E402
 from conversion_hosts import ConversionHosts  # noqa: E402
 from lab_reset import reset_vm  # noqa: E402
 
@@ -166,15 +164,8 @@ def _rss_kib(pid):
 
 
 def results_with(output, key):
-    """Per inventory host, the task results of a ``-v`` run (one JSON result a line) that carry ``key``."""
-    found = {}
-    for line in output.splitlines():
-        match = RESULT.match(line)
-        if match:
-            result = json.loads(match.group(2))
-            if key in result:
-                found[match.group(1)] = result
-    return found
+    """Per inventory host, the task results of a ``-v`` run that carry ``key``."""
+    return {host: result for host, result in task_results(output) if key in result}
 
 
 def idle_module_s(lab, work):
@@ -269,7 +260,7 @@ def run_wave(lab, hosts, work, vms, vsphere, openstack):
                       "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
                                "warm_migration_volume_type": "standard-ssd", "warm_migration_availability_zone": "az1",
                                "warm_migration_network_map": [{"source": "DC0_DVPG0", "network": "lab-net-a"}],
-                               "seed_poll_interval": 1, "sync_poll_interval": 1}},
+                               }},
         },
     }}  # fmt: skip
     path = os.path.join(work, "inventory.json")
@@ -285,7 +276,8 @@ def run_wave(lab, hosts, work, vms, vsphere, openstack):
         started = time.monotonic()
         run = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
         if run.returncode != 0:
-            raise SystemExit(f"{name} failed: {run.stdout[-4000:]}{run.stderr[-2000:]}")
+            lost = [line for line in run.stdout.splitlines() if "UNREACHABLE" in line or "FAILED!" in line]
+            raise SystemExit(f"{name} failed: {lost}{run.stdout[-2000:]}{run.stderr[-2000:]}")
         return time.monotonic() - started, run.stdout
 
     with RssSampler(hosts.hosts) as rss:
@@ -306,6 +298,8 @@ def run_wave(lab, hosts, work, vms, vsphere, openstack):
             "seed_s": result["duration_s"],
             "snapshot_s": result["snapshot_seconds"],
             "largest_disk_copy_s": round(max(d["stats"]["elapsed_s"] for d in result["disks"]), 2),
+            "disk_copies": [(d["stats"]["started_at"], d["stats"]["elapsed_s"]) for d in result["disks"]],
+            "seed_started_at": start,
         }  # fmt: skip
     sync_s, sync_out = playbook("sync")
     idle = results_with(sync_out, "snapshot_seconds")

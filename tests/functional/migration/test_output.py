@@ -4,30 +4,21 @@ cutover (an async job's result carries whatever its process wrote to stderr); on
 the end of the cutover.
 """
 
-import json
 import re
 import sys
 import time
 
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents import total_bytes
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.nbd_source import plan_allocated
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import migration_id_for
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 
+from ..vsphere.conftest import LAB_DIR
+from .ansible_output import task_results
 from .conftest import lab_cmd, wave_playbooks
 
 VM = "lab-vm-1"  # the vm_1 fixture's
-RESULT = re.compile(r"^(?:ok|changed|fatal): \[([^\] ]+)(?: -> [^\]]+)?\]: [A-Z]+! => (\{.*\})$|"
-                    r"^(?:ok|changed): \[([^\] ]+)(?: -> [^\]]+)?\] => (\{.*\})$")  # fmt: skip
-
-
-def task_results(output: str) -> list:
-    """The JSON results of a ``-v`` run with ANSIBLE_CALLBACK_RESULT_FORMAT=json (one a line)."""
-    found = []
-    for line in output.splitlines():
-        match = RESULT.match(line)
-        if match:
-            found.append(json.loads(match.group(2) or match.group(4)))
-    return found
 
 
 def playbooks(lab, tmp_path, data_path):
@@ -41,8 +32,19 @@ def playbooks(lab, tmp_path, data_path):
     }}, data_path)  # fmt: skip
 
 
+def data_bytes(lab, vm_name) -> int:
+    """What a seed of the VM reads: its disks' data, as the lab's live exports map it."""
+    return sum(
+        total_bytes(plan_allocated(f"nbd+unix:///live-{key}?socket={LAB_DIR}/qsd/{vm_name}/nbd.sock"))
+        for key in lab["vms"][vm_name]["disks"]
+    )
+
+
 def test_a_long_seed_shows_its_progress_every_few_seconds_without_flooding(lab, tmp_path, vm_1):
-    run = playbooks(lab, tmp_path, {"vddk_libdir": "/tmp", "bandwidth_limit": 4 << 20})  # ~60 MiB: ~15 s
+    # The record's progress is refreshed every 10 s (the heartbeat): a seed capped to last ~25 s,
+    # whatever the earlier tests left on the disks, is reported at least twice.
+    limit = max(64 << 10, data_bytes(lab, VM) // 25)
+    run = playbooks(lab, tmp_path, {"vddk_libdir": "/tmp", "bandwidth_limit": limit})
     started = time.monotonic()
     done = run("seed")
     took = time.monotonic() - started
@@ -66,7 +68,7 @@ def test_a_sync_and_a_cutover_leave_nothing_on_stderr(lab, tmp_path, vsphere, op
     lab_cmd("write", VM, key, "8", str(256 << 10))
     cutover = run("cutover", "-v", env_extra=env)
     for name, done in (("sync", sync), ("cutover", cutover)):
-        jobs = [r for r in task_results(done.stdout) if r.get("finished") and "ansible_job_id" in r]
+        jobs = [r for _host, r in task_results(done.stdout) if r.get("finished") and "ansible_job_id" in r]
         assert jobs, f"no finished job in the {name} output: {done.stdout[-3000:]}"
         copied = [r.get("bytes_copied") or (r.get("final_sync") or {}).get("bytes") for r in jobs]
         assert any(copied), f"the {name} copied nothing: os-brick and nbdkit did not run"
