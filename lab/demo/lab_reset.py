@@ -25,22 +25,27 @@ def annotation(vsphere, vm) -> str:
     return inventory._props(vsphere, vm, ["config"])["config"].annotation or ""
 
 
-def delete_migration(openstack, migration_id: str) -> None:
-    """Delete a migration's volumes, first releasing what a killed run left attached to this host.
+def delete_volumes(openstack, volume_ids: list) -> None:
+    """Delete volumes, first releasing what a killed run left attached to this host.
 
-    A run killed while it held a replica (a test, or a whole test run stopped mid-way) leaves
-    the volume ``in-use``; a delete would wait for it in vain.
+    A run killed while it held a volume (a test, or a whole test run stopped mid-way) leaves it
+    ``in-use``, and a delete refuses it.
     """
-    for volume in os_volumes.find_volumes(openstack, migration_id):
-        release_stale_attachments(openstack, volume.id, socket.gethostname())
-    os_volumes.delete_migration(openstack, migration_id)
+    for volume_id in volume_ids:
+        release_stale_attachments(openstack, volume_id, socket.gethostname())
+    os_volumes.delete_volumes(openstack, volume_ids)
+
+
+def delete_migration(openstack, migration_id: str) -> None:
+    """Delete a migration's volumes (see delete_volumes)."""
+    delete_volumes(openstack, [volume.id for volume in os_volumes.find_volumes(openstack, migration_id)])
 
 
 def reset_vm(vsphere, vm, openstack) -> None:
     """No instance, no ports, no volumes of this VM's migration or of its test; the VM powered on, without the note."""
     migration_id = migration_id_for(inventory.inventory(vsphere, vm))
     os_instance.delete_test_instance(openstack, migration_id, 120)
-    os_volumes.delete_volumes(openstack, os_volumes.find_tagged_volumes(openstack, os_instance.TEST_TAG, migration_id))
+    delete_volumes(openstack, os_volumes.find_tagged_volumes(openstack, os_instance.TEST_TAG, migration_id))
     server = os_instance.find_server(openstack, migration_id)
     if server is not None:
         os_instance._delete_server(openstack, server.id, 120)

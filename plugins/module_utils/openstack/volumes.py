@@ -277,10 +277,13 @@ def _settled(storage, volume_id: str) -> bool:
 
 
 def _attachment_text(attachment: dict) -> str:
-    holder = (
-        f"server {attachment['server_id']}" if attachment.get("server_id") else f"host {attachment.get('host_name')}"
-    )
-    return f"attachment {attachment.get('attachment_id')} to {holder}"
+    if attachment.get("server_id"):
+        holder = f"to server {attachment['server_id']}"
+    elif attachment.get("host_name"):
+        holder = f"to host {attachment['host_name']}"
+    else:
+        holder = "to no server"  # a host attachment: Cinder does not always name the host
+    return f"attachment {attachment.get('attachment_id')} {holder}"
 
 
 def release_volume(client, volume: TargetVolume) -> None:

@@ -3,6 +3,11 @@ test network while the guest writes and a sync runs; the replica stays equal to 
 the test leaves nothing behind. Bad input is refused before anything is created.
 """
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -24,7 +29,11 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.openstack impor
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 
+from ..openstack.conftest import CLOUDS
 from .conftest import Writer, assert_volumes_equal_source, power_state, reset_vm
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+COLLECTION_PARENT = sys.modules["ansible_collections"].__path__[0].rsplit("/ansible_collections", 1)[0]
 
 GUEST = "lab-vm-linux"
 
@@ -101,6 +110,41 @@ def test_a_clone_of_the_replica_boots_while_the_guest_writes_and_syncs_go_on(
     assert store.load(openstack, migration_id).test.result == "removed"
     assert not remove_test(openstack, migration_id).changed
     print(f"test migration of the lab guest: {done.timings}")
+
+
+def clones_held_by_this_host(openstack, migration_id):
+    """Both clones attached to this host (no server): the test migration is converting them."""
+    clones = os_volumes.find_tagged_volumes(openstack, os_instance.TEST_TAG, migration_id)
+    attachments = [a for c in clones for a in openstack.conn.block_storage.get_volume(c).attachments or []]
+    return len(clones) == 2 and len(attachments) == 2 and not any(a.get("server_id") for a in attachments)
+
+
+def test_a_test_killed_while_it_converts_is_removed_with_its_clones(vsphere, guest, openstack, target, settings):
+    """The conversion host dies (kill -9 of the run and what it started) while the clones are attached to
+    it: removing the test releases those attachments, and deletes the clones with the rest."""
+    migration_id = initialize(vsphere, guest, openstack, target).migration_id
+    run_sync(vsphere, guest, openstack, migration_id, settings)
+    lab_json = os.path.join(os.environ["XMS_LAB_DIR"], "vsphere", "lab.json")
+    child = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "rehearsal_child.py"), lab_json, CLOUDS, GUEST, migration_id,
+         settings.state_dir],
+        env={**os.environ, "PYTHONPATH": COLLECTION_PARENT}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while not clones_held_by_this_host(openstack, migration_id):
+            if child.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the test migration never held its clones: {child.communicate()[0][-3000:]}")
+            time.sleep(1)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    assert leftovers(openstack, migration_id)  # the server was not made yet; the clones are held
+
+    removed = remove_test(openstack, migration_id)
+    assert removed.changed and leftovers(openstack, migration_id) == []
 
 
 @pytest.mark.parametrize(

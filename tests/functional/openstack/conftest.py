@@ -4,8 +4,8 @@ import os
 import uuid
 
 import pytest
+from lab_reset import delete_migration  # lab/demo (tests/functional/conftest.py)
 
-from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.instance import find_server
 
@@ -66,4 +66,4 @@ def migration(lab):
     for port in lab.conn.network.ports():
         if port.name and port.name.startswith(f"xms-{migration_id}-"):
             lab.conn.network.delete_port(port.id)
-    os_volumes.delete_migration(lab, migration_id)
+    delete_migration(lab, migration_id)  # releasing what a test killed part-way left attached
