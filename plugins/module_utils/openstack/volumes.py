@@ -240,10 +240,11 @@ def _volume_error(err: Exception) -> OpenStackError:
 def delete_volumes(client, volume_ids: List[str], timeout: float = 300) -> None:
     """Delete volumes and wait until they are gone (rollback and cleanup).
 
-    A volume still being created cannot be deleted yet, so each is first
-    awaited until it settles (available or error). Snapshots somebody took of
-    a replica go with it (cascade): they are copies of a replica, never the
-    source's only copy, and would otherwise block the delete.
+    A volume still being created cannot be deleted yet, so every one is first
+    awaited until it settles (available or error); an attached one never
+    would, so it is refused then, before any of them is deleted. Snapshots
+    somebody took of a replica go with it (cascade): they are copies of a
+    replica, never the source's only copy, and would otherwise block the delete.
     """
     storage = client.conn.block_storage
     deadline = time.monotonic() + timeout
@@ -253,6 +254,7 @@ def delete_volumes(client, volume_ids: List[str], timeout: float = 300) -> None:
             timeout=max(1.0, deadline - time.monotonic()),
             what=f"volume {volume_id} to settle before it is deleted",
         )
+    for volume_id in volume_ids:
         storage.delete_volume(volume_id, ignore_missing=True, cascade=True)
     for volume_id in volume_ids:
         wait_for(

@@ -7,6 +7,7 @@ checkpoint their journals every half second instead of every 30 s, so a kill a f
 lands after each disk recorded progress, as one an hour into a real seed does.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -17,17 +18,24 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.clien
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.client import VSphereClient, VSphereConnection
 
-if __name__ == "__main__":
-    lab_json, clouds, vm_name, migration_id, state_dir, limit = sys.argv[1:7]
+
+@contextlib.contextmanager
+def lab_clients(lab_json: str, clouds: str, vm_name: str):
+    """The child's own connections to both labs, and the VM: what a module run on a conversion host opens."""
     with open(lab_json) as handle:
         lab = json.load(handle)
-    options = sync.copy_options
-    sync.copy_options = lambda *args, **kwargs: dataclasses.replace(options(*args, **kwargs), checkpoint_seconds=0.5)
     os.environ["OS_CLIENT_CONFIG_FILE"] = clouds
     openstack = OpenStackClient.connect(cloud="xms-lab")
     connection = VSphereConnection(hostname=lab["hostname"], username=lab["username"], password=lab["password"],
                                    port=lab["port"], validate_certs=False)  # fmt: skip
     with VSphereClient.connect(connection) as vsphere:
-        vm = inventory.find_vm(vsphere, name=vm_name)
+        yield vsphere, inventory.find_vm(vsphere, name=vm_name), openstack
+
+
+if __name__ == "__main__":
+    lab_json, clouds, vm_name, migration_id, state_dir, limit = sys.argv[1:7]
+    options = sync.copy_options
+    sync.copy_options = lambda *args, **kwargs: dataclasses.replace(options(*args, **kwargs), checkpoint_seconds=0.5)
+    with lab_clients(lab_json, clouds, vm_name) as (vsphere, vm, openstack):
         settings = sync.SyncSettings(state_dir=state_dir, vddk_libdir=state_dir, bandwidth_limit=int(limit))
         sync.run_sync(vsphere, vm, openstack, migration_id, settings)
