@@ -259,8 +259,7 @@ def run_wave(lab, hosts, work, vms, vsphere, openstack):
             "wave1": {"hosts": {name: {} for name in VMS},
                       "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
                                "warm_migration_volume_type": "standard-ssd", "warm_migration_availability_zone": "az1",
-                               "warm_migration_network_map": [{"source": "DC0_DVPG0", "network": "lab-net-a"}],
-                               }},
+                               "warm_migration_network_map": [{"source": "DC0_DVPG0", "network": "lab-net-a"}]}},
         },
     }}  # fmt: skip
     path = os.path.join(work, "inventory.json")

@@ -291,10 +291,3 @@ def _attachment_text(attachment: dict) -> str:
 def release_volume(client, volume: TargetVolume) -> None:
     """Take a volume out of its migration, keeping it: its record (the ``xms_`` metadata) goes."""
     client.conn.block_storage.delete_volume_metadata(volume.id, keys=[PREFIX + key for key in volume.record])
-
-
-def delete_migration(client, migration_id: str) -> int:
-    """Delete every volume of a migration; returns how many."""
-    volumes = find_volumes(client, migration_id)
-    delete_volumes(client, [v.id for v in volumes])
-    return len(volumes)
