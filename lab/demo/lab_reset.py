@@ -5,14 +5,12 @@ a "migrated" note on it, a test migration its server, ports and clones; the next
 run of the demo or of a test wants none of them.
 """
 
-import socket
-
 from pyVmomi import vim
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import migration_id_for
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import instance as os_instance
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
-from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import release_stale_attachments
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import release_and_delete
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.power import power_on
 
@@ -25,27 +23,16 @@ def annotation(vsphere, vm) -> str:
     return inventory._props(vsphere, vm, ["config"])["config"].annotation or ""
 
 
-def delete_volumes(openstack, volume_ids: list) -> None:
-    """Delete volumes, first releasing what a killed run left attached to this host.
-
-    A run killed while it held a volume (a test, or a whole test run stopped mid-way) leaves it
-    ``in-use``, and a delete refuses it.
-    """
-    for volume_id in volume_ids:
-        release_stale_attachments(openstack, volume_id, socket.gethostname())
-    os_volumes.delete_volumes(openstack, volume_ids)
-
-
 def delete_migration(openstack, migration_id: str) -> None:
-    """Delete a migration's volumes (see delete_volumes)."""
-    delete_volumes(openstack, [volume.id for volume in os_volumes.find_volumes(openstack, migration_id)])
+    """Delete a migration's volumes, releasing what a killed run left attached here first."""
+    release_and_delete(openstack, [volume.id for volume in os_volumes.find_volumes(openstack, migration_id)])
 
 
 def reset_vm(vsphere, vm, openstack) -> None:
     """No instance, no ports, no volumes of this VM's migration or of its test; the VM powered on, without the note."""
     migration_id = migration_id_for(inventory.inventory(vsphere, vm))
     os_instance.delete_test_instance(openstack, migration_id, 120)
-    delete_volumes(openstack, os_volumes.find_tagged_volumes(openstack, os_instance.TEST_TAG, migration_id))
+    release_and_delete(openstack, os_volumes.find_tagged_volumes(openstack, os_instance.TEST_TAG, migration_id))
     server = os_instance.find_server(openstack, migration_id)
     if server is not None:
         os_instance._delete_server(openstack, server.id, 120)

@@ -18,7 +18,6 @@ where the time went.
 
 from __future__ import annotations
 
-import socket
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.openstack impor
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import (
     attach_for_write,
-    release_stale_attachments,
+    release_and_delete,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
 
@@ -156,9 +155,7 @@ def remove_test(openstack, migration_id: str, *, timeout: float = 600, check_mod
 def _remove_resources(openstack, migration_id: str, timeout: float) -> List[str]:
     removed = os_instance.delete_test_instance(openstack, migration_id, timeout)
     clones = os_volumes.find_tagged_volumes(openstack, os_instance.TEST_TAG, migration_id)
-    for clone in clones:  # a test killed while it converted leaves its clones attached to this host
-        release_stale_attachments(openstack, clone, socket.gethostname())
-    os_volumes.delete_volumes(openstack, clones)
+    release_and_delete(openstack, clones)  # a test killed while it converted left them attached here
     return removed + [f"volume:{c}" for c in clones]
 
 

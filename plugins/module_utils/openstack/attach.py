@@ -33,6 +33,7 @@ from typing import Iterator, Optional
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.common.waiter import wait_for
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy import layer
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.errors import AttachError
 
 ATTACH_TIMEOUT = 300.0
@@ -190,6 +191,18 @@ def release_stale_attachments(client, volume_id: str, host: str) -> int:
             what=f"volume {volume_id} to be released",
         )
     return len(stale)
+
+
+def release_and_delete(client, volume_ids: list) -> None:
+    """Delete volumes, first releasing what a run killed on this host left attached to them.
+
+    A run killed while it held a volume (a test converting its clones, a sync or a test run
+    stopped mid-way) leaves it ``in-use``, and a delete refuses an attached volume; only this
+    host may say its own instance-less attachments are stale.
+    """
+    for volume_id in volume_ids:
+        release_stale_attachments(client, volume_id, socket.gethostname())
+    os_volumes.delete_volumes(client, volume_ids)
 
 
 def _detach(storage, attachment_id: str, volume_id: str) -> None:
