@@ -24,7 +24,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier import (
     CopyOptions,
@@ -62,7 +62,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.openstack impor
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_for_write
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt as vs_cbt
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
-from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.datapath import open_disk
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.datapath import DiskServer
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import VSphereError
 
 # Disks of one VM copied at once. vSphere serves each disk at about 1 Gbps over NFC, so a VM's
@@ -515,12 +515,13 @@ class _DiskCopies:
         failures: List[BaseException] = []
         try:
             while active or (waiting and not failures):
-                while waiting and not failures and len(active) < self.settings.parallel_disks:
-                    disk, plan = waiting.pop(0)
+                room = self.settings.parallel_disks - len(active)
+                if waiting and not failures and room > 0:
+                    batch, waiting = waiting[:room], waiting[room:]
                     try:
-                        active[disk.disk_key] = self._start(disk, plan, attachments, options)
+                        self._start(batch, attachments, options, active)
                     except Exception as err:
-                        failures.append(_naming(disk, err))
+                        failures.append(err)
                         self.stop.set()
                 if not active:
                     break
@@ -537,35 +538,48 @@ class _DiskCopies:
             self.stop.set()
             for running in active.values():
                 running.thread.join()
-                running.resources.close()
+                running.server.close()
             raise
         if failures:
             raise next((err for err in failures if not isinstance(err, CopyStopped)), failures[0])
         return done
 
-    def _start(self, disk: DiskState, plan: DiskPlan, attachments: _Attachments, options: CopyOptions) -> _Active:
-        """Record the pending change id, attach the volume (unless it is already), serve the source, start
-        the copy thread."""
-        stale = self._journal(disk) if disk.pending_change_id else None
-        disk.pending_change_id = self.snap.change_ids[disk.disk_key]
-        store.save_disk(self.openstack, self.state, disk)
-        jpath = self._journal(disk)
-        os.makedirs(os.path.dirname(jpath), mode=0o700, exist_ok=True)
-        settings = self.settings
-        device = attachments.device(disk)
-        resources = contextlib.ExitStack()
-        uri = resources.enter_context(open_disk(
-            self.vsphere, self.vm, self.snap, self.disks_by_key[disk.disk_key], vddk_libdir=settings.vddk_libdir,
-            transports=settings.vddk_transports,
-        ))  # fmt: skip
-        thread = threading.Thread(
-            target=self._copy,
-            args=(disk, plan, jpath, uri, device, options),
-            name=f"xms-disk-{disk.disk_key}",
-            daemon=True,
-        )
-        thread.start()
-        return _Active(disk, plan, jpath, stale, resources, thread)
+    def _start(self, batch, attachments: _Attachments, options: CopyOptions, active: Dict[int, _Active]) -> None:
+        """Start the copies of ``batch`` into ``active``: first each disk's pending change id, source server
+        and volume (the servers start side by side, and while the volumes attach), then, as each serves,
+        its copy thread. On a failure (raised, naming the disk) what it had started and not handed to
+        ``active`` is closed."""
+        started: List[_Starting] = []
+        disk = batch[0][0]
+        try:
+            for disk, plan in batch:
+                stale = self._journal(disk) if disk.pending_change_id else None
+                disk.pending_change_id = self.snap.change_ids[disk.disk_key]
+                store.save_disk(self.openstack, self.state, disk)
+                server = DiskServer(
+                    self.vsphere, self.vm, self.snap, self.disks_by_key[disk.disk_key],
+                    vddk_libdir=self.settings.vddk_libdir, transports=self.settings.vddk_transports,
+                )  # fmt: skip
+                try:
+                    device = attachments.device(disk)
+                except BaseException:
+                    server.close()
+                    raise
+                started.append(_Starting(disk, plan, stale, server, device))
+            for begun in started:
+                disk = begun.disk
+                jpath = self._journal(disk)
+                os.makedirs(os.path.dirname(jpath), mode=0o700, exist_ok=True)
+                args = (disk, begun.plan, jpath, begun.server.serving(), begun.device, options)
+                thread = threading.Thread(target=self._copy, args=args, name=f"xms-disk-{disk.disk_key}", daemon=True)
+                thread.start()
+                active[disk.disk_key] = _Active(disk, begun.plan, jpath, begun.stale, begun.server, thread)
+        except BaseException as err:
+            for begun in started:
+                if begun.disk.disk_key not in active:
+                    begun.server.close()
+            _naming(disk, err)
+            raise
 
     def _copy(self, disk: DiskState, plan: DiskPlan, jpath: str, uri: str, device: str, options: CopyOptions) -> None:
         """The copy thread: bytes only (no API call, no process started here); its end is queued."""
@@ -587,7 +601,7 @@ class _DiskCopies:
         stays attached until the snapshot is gone (see _Attachments)."""
         running.thread.join()
         try:
-            running.resources.close()
+            running.server.close()
         finally:
             if isinstance(result, BaseException):
                 raise _naming(running.disk, result)
@@ -646,15 +660,25 @@ def _copied_whole(disk: DiskState, state: MigrationState, settings: SyncSettings
     return settings.force_full or state.needs_full_resync or not (disk.change_id or disk.pending_change_id)
 
 
+class _Starting(NamedTuple):
+    """A disk whose copy is starting: its source server is up (or coming up) and its volume attached."""
+
+    disk: DiskState
+    plan: DiskPlan
+    stale: Optional[str]  # the journal of an earlier pending change id, removed when this copy ends
+    server: DiskServer
+    device: str
+
+
 @dataclass
 class _Active:
-    """A disk being copied: what its end needs (journal, the stale one, what to close, its thread)."""
+    """A disk being copied: what its end needs (journal, the stale one, its source server, its thread)."""
 
     disk: DiskState
     plan: DiskPlan
     journal: str
     stale: Optional[str]
-    resources: contextlib.ExitStack
+    server: DiskServer
     thread: threading.Thread
 
 

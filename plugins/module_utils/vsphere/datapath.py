@@ -10,6 +10,7 @@ behind.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -46,14 +47,10 @@ def nbdkit_argv(client, vm, snapshot, disk, *, socket_path: str, password_fd: in
 
 def check_vddk(vddk_libdir: str) -> None:
     """Fail early and clearly when nbdkit, its vddk plugin or VDDK itself is missing."""
-    if not shutil.which("nbdkit"):
+    nbdkit = shutil.which("nbdkit")
+    if not nbdkit:
         raise DataPathError("nbdkit is not installed on the conversion host", hint="Install nbdkit (see bindep.txt)")
-    probe = subprocess.run(["nbdkit", "vddk", "--dump-plugin"], capture_output=True, text=True, check=False)
-    if probe.returncode != 0:
-        raise DataPathError(
-            "nbdkit has no vddk plugin on the conversion host",
-            hint="Install nbdkit's vddk plugin (e.g. nbdkit-vddk-plugin on RHEL/Fedora); Debian does not ship it",
-        )
+    _check_plugin(nbdkit)
     if not os.path.isdir(vddk_libdir):
         raise DataPathError(
             f"VDDK is not at {vddk_libdir}",
@@ -62,39 +59,76 @@ def check_vddk(vddk_libdir: str) -> None:
         )
 
 
-@contextmanager
-def open_disk(client, vm, snapshot, disk, *, vddk_libdir: str, transports: Optional[str] = None) -> Iterator[str]:
-    """Serve ``disk`` as of ``snapshot`` on a private unix socket; yield its NBD URI; stop it afterwards."""
-    check_vddk(vddk_libdir)
-    workdir = tempfile.mkdtemp(prefix="xms-vddk-")  # 0700: the socket stays private
-    socket_path = os.path.join(workdir, "nbd.sock")
-    log_path = os.path.join(workdir, "nbdkit.log")
-    # The password waits in a pipe nbdkit inherits and reads once at start-up; it never touches a disk.
-    read_end, write_end = os.pipe()
-    try:
-        os.write(write_end, client.conn.password.encode())  # far below a pipe's buffer: never blocks
-        os.close(write_end)
-        argv = nbdkit_argv(client, vm, snapshot, disk, socket_path=socket_path, password_fd=read_end,
-                           vddk_libdir=vddk_libdir, transports=transports)  # fmt: skip
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True, pass_fds=(read_end,))
-    finally:
-        os.close(read_end)
-        with contextlib.suppress(OSError):
+@functools.cache
+def _check_plugin(nbdkit: str) -> None:
+    """Asked once per nbdkit and process (a success is kept, a failure raised again): every disk of a
+    sync is opened while the others wait, and each ask is a process start."""
+    probe = subprocess.run([nbdkit, "vddk", "--dump-plugin"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        raise DataPathError(
+            "nbdkit has no vddk plugin on the conversion host",
+            hint="Install nbdkit's vddk plugin (e.g. nbdkit-vddk-plugin on RHEL/Fedora); Debian does not ship it",
+        )
+
+
+class DiskServer:
+    """nbdkit serving one disk as of a snapshot on a private unix socket.
+
+    Started and then waited for in two steps, so that the disks of one sync start their servers
+    side by side: with real VDDK each takes seconds to log in and open its disk, and every
+    second one waits for another is a second the snapshot lives longer."""
+
+    def __init__(self, client, vm, snapshot, disk, *, vddk_libdir: str, transports: Optional[str] = None) -> None:
+        check_vddk(vddk_libdir)
+        self.label = disk.label
+        self.workdir = tempfile.mkdtemp(prefix="xms-vddk-")  # 0700: the socket stays private
+        self.socket_path = os.path.join(self.workdir, "nbd.sock")
+        self.log_path = os.path.join(self.workdir, "nbdkit.log")
+        self.proc: Optional[subprocess.Popen] = None
+        # The password waits in a pipe nbdkit inherits and reads once at start-up; it never touches a disk.
+        read_end, write_end = os.pipe()
+        try:
+            os.write(write_end, client.conn.password.encode())  # far below a pipe's buffer: never blocks
             os.close(write_end)
-    try:
-        wait_for(lambda: _serving(socket_path, proc, log_path), timeout=START_TIMEOUT,
-                 what=f"nbdkit to serve {disk.label}", backoff=Backoff(initial=0.05, maximum=1.0))  # fmt: skip
-        yield f"nbd+unix:///?socket={socket_path}"
-    finally:
-        if proc.poll() is None:
+            argv = nbdkit_argv(client, vm, snapshot, disk, socket_path=self.socket_path, password_fd=read_end,
+                               vddk_libdir=vddk_libdir, transports=transports)  # fmt: skip
+            with open(self.log_path, "wb") as log:
+                self.proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True, pass_fds=(read_end,))
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            os.close(read_end)
+            with contextlib.suppress(OSError):
+                os.close(write_end)
+
+    def serving(self) -> str:
+        """Wait until nbdkit serves; its NBD URI. Polled often: a connect to a unix socket costs nothing."""
+        wait_for(lambda: _serving(self.socket_path, self.proc, self.log_path), timeout=START_TIMEOUT,
+                 what=f"nbdkit to serve {self.label}", backoff=Backoff(initial=0.02, maximum=0.1))  # fmt: skip
+        return f"nbd+unix:///?socket={self.socket_path}"
+
+    def close(self) -> None:
+        """Stop nbdkit (if it runs) and remove its directory."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@contextmanager
+def open_disk(client, vm, snapshot, disk, *, vddk_libdir: str, transports: Optional[str] = None) -> Iterator[str]:
+    """Serve ``disk`` as of ``snapshot`` on a private unix socket; yield its NBD URI; stop it afterwards."""
+    server = DiskServer(client, vm, snapshot, disk, vddk_libdir=vddk_libdir, transports=transports)
+    try:
+        yield server.serving()
+    finally:
+        server.close()
 
 
 def _serving(socket_path: str, proc: subprocess.Popen, log_path: str) -> bool:
