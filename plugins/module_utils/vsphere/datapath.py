@@ -9,7 +9,6 @@ behind.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import shutil
@@ -88,8 +87,11 @@ class DiskServer:
         # The password waits in a pipe nbdkit inherits and reads once at start-up; it never touches a disk.
         read_end, write_end = os.pipe()
         try:
-            os.write(write_end, client.conn.password.encode())  # far below a pipe's buffer: never blocks
-            os.close(write_end)
+            try:
+                os.write(write_end, client.conn.password.encode())  # far below a pipe's buffer: never blocks
+            finally:
+                # Closed once only: copy threads open files meanwhile, and a second close could hit theirs.
+                os.close(write_end)
             argv = nbdkit_argv(client, vm, snapshot, disk, socket_path=self.socket_path, password_fd=read_end,
                                vddk_libdir=vddk_libdir, transports=transports)  # fmt: skip
             with open(self.log_path, "wb") as log:
@@ -99,8 +101,6 @@ class DiskServer:
             raise
         finally:
             os.close(read_end)
-            with contextlib.suppress(OSError):
-                os.close(write_end)
 
     def serving(self) -> str:
         """Wait until nbdkit serves; its NBD URI. Polled often: a connect to a unix socket costs nothing."""
