@@ -19,9 +19,12 @@ Prints one JSON object. ``ratio`` is the wave's aggregate seed throughput over n
 >= 0.8): the bytes of all eight seeds over the window in which they copied, from the first
 disk's first byte to the last disk's last byte on either host (each copy reports its start on
 the wall clock), against nbdcopy's eight copies of the same bytes; that compares data paths, as
-nbdcopy has no snapshot to take and no volume to attach. ``end_to_end_ratio`` counts the seeds
-from the first snapshot asked for to the last seed's end instead: the control plane's fixed
-cost per VM (snapshot, Cinder attachments) is in it, and with 512 MiB disks it dominates;
+nbdcopy has no snapshot to take and no volume to attach. ``ratio_while_copying`` counts only the
+seconds in which some disk was copying (``copying_s``): the window's gaps are VMs still waiting
+on their control plane (Ansible's dispatch, Cinder's attachments) while no byte moved.
+``end_to_end_ratio`` counts the seeds from the first snapshot asked for to the last seed's end
+instead: the control plane's fixed cost per VM (snapshot, Cinder attachments) is in it, and with
+512 MiB disks it dominates;
 per VM, its snapshot's lifetime next to its largest disk's copy time (goal: close);
 ``idle_incremental_module_s`` (goal <= 3 s on the lab); ``peak_rss_mib`` per conversion host.
 The yardstick reads each disk's live export, the wave a snapshot of it served by the lab's
@@ -228,6 +231,8 @@ def main():
         "seed_MBps": round(engine_rate / 1e6, 1),
         "seed_bytes": seed_bytes,
         "ratio": round(engine_rate / nbdcopy_rate, 2),
+        "copying_s": round(wave["copying_s"], 2),
+        "ratio_while_copying": round(seed_bytes / wave["copying_s"] / nbdcopy_rate, 2),
         "seed_span_s": round(wave["seed_span_s"], 2),
         "end_to_end_ratio": round(span_rate / nbdcopy_rate, 2),
         "nbdcopy_via_snapshots_s": round(via_snapshots_s, 2),
@@ -306,11 +311,21 @@ def run_wave(lab, hosts, work, vms, vsphere, openstack):
         "seed_playbook_s": seed_s,
         "seed_span_s": max(end for _s, end in spans) - min(start for start, _e in spans),
         "seed_copy_s": max(end for _s, end in copies) - min(start for start, _e in copies),
+        "copying_s": _union_s(copies),
         "vms": per_vm,
         "sync_playbook_s": sync_s,
         "idle_in_module_s": {name: r["duration_s"] for name, r in idle.items()},
         "peak_rss_kib": rss.peak,
     }
+
+
+def _union_s(intervals):
+    """Seconds in which at least one of ``intervals`` ran (overlaps counted once)."""
+    total, reached = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        total += max(0.0, end - max(start, reached))
+        reached = max(reached, end)
+    return total
 
 
 if __name__ == "__main__":
