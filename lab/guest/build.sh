@@ -58,6 +58,9 @@ tar -C "$tree" --numeric-owner -cf "$work/tree.tar" .
 
 echo "[guest] assembling the disk with libguestfs" >&2
 truncate -s 1G "$work/disk.raw"
+# grub-install runs inside the appliance, where the kernel may name the guest's disk /dev/sdb and
+# the appliance's own /dev/sda (libguestfs translates names in its calls, not in `sh`): the disk
+# is the one grub-probe finds under /boot.
 guestfish --rw -a "$work/disk.raw" >"$work/guestfish.log" 2>&1 <<GF || { tail -n 30 "$work/guestfish.log" >&2; exit 1; }
 run
 part-init /dev/sda mbr
@@ -67,7 +70,7 @@ mkfs ext4 /dev/sda1
 mount /dev/sda1 /
 tar-in $work/tree.tar / xattrs:true
 sh "update-initramfs -u -k all"
-sh "grub-install --target=i386-pc /dev/sda"
+sh "grub-install --target=i386-pc \$(grub-probe --target=disk /boot)"
 sh "update-grub"
 GF
 # The disk must really be VMware-shaped, or the conversion test proves nothing.
