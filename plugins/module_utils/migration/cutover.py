@@ -21,7 +21,6 @@ returns the migration to ``ready``; the volumes stay, so syncs can go on.
 from __future__ import annotations
 
 import contextlib
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -43,7 +42,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync 
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import instance as os_instance
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import preflight as os_preflight
-from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_for_write
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_all
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import power as vs_power
 
@@ -329,19 +328,13 @@ def _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome, 
         convert = not state.converted and not settings.conversion.skip
         converted_at = None  # when the conversion ended: the boot check's time is its own mark
         if convert or settings.boot_check:
-            with ExitStack() as stack:
-                devices = [
-                    stack.enter_context(
-                        attach_for_write(
-                            openstack,
-                            d.volume_id,
-                            mode=settings.sync.attach_mode,
-                            server_id=settings.sync.conversion_server,
-                            as_file=True,
-                        )
-                    )
-                    for d in state.disks
-                ]
+            with attach_all(
+                openstack,
+                [d.volume_id for d in state.disks],
+                mode=settings.sync.attach_mode,
+                server_id=settings.sync.conversion_server,
+                as_file=True,
+            ) as devices:
                 if convert:
                     # virt-v2v writes the volumes in place: from its first byte they match no source
                     # snapshot, so a rollback from here on, even after a crash, copies them whole.

@@ -19,7 +19,6 @@ where the time went.
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -41,7 +40,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.openstack impor
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import preflight as os_preflight
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import (
-    attach_for_write,
+    attach_all,
     release_and_delete,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
@@ -220,19 +219,9 @@ def _convert(
     openstack, clones: List[str], inv, settings: MigrationTestSettings, outcome: MigrationTestOutcome, clock: _Clock
 ) -> None:
     """The cutover's conversion (and boot check) on the clones, attached as files."""
-    with ExitStack() as stack:
-        devices = [
-            stack.enter_context(
-                attach_for_write(
-                    openstack,
-                    clone,
-                    mode=settings.sync.attach_mode,
-                    server_id=settings.sync.conversion_server,
-                    as_file=True,
-                )
-            )
-            for clone in clones
-        ]
+    with attach_all(
+        openstack, clones, mode=settings.sync.attach_mode, server_id=settings.sync.conversion_server, as_file=True
+    ) as devices:
         if not settings.conversion.skip:
             outcome.conversion = virt_v2v.convert_in_place(
                 devices, settings.conversion, name=f"{inv.name}-test"

@@ -59,7 +59,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.recor
     utcnow,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
-from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_for_write
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import HeldAttachment, close_all
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt as vs_cbt
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.datapath import DiskServer
@@ -373,9 +373,10 @@ def _sync_owned(vsphere, vm, openstack, state: MigrationState, settings: SyncSet
             outcome.warnings.append(warning)
         snapshot_time = utcnow()
         with _Attachments(openstack, settings) as attachments:
-            for disk in state.disks:  # copied whole for sure: attached before the snapshot exists
-                if _copied_whole(disk, state, settings) and disks_by_key[disk.disk_key].capacity <= disk.capacity:
-                    attachments.device(disk)
+            attachments.attach([  # copied whole for sure: attached before the snapshot exists
+                disk for disk in state.disks
+                if _copied_whole(disk, state, settings) and disks_by_key[disk.disk_key].capacity <= disk.capacity
+            ])  # fmt: skip
             snapshot_started = time.monotonic()
             with vs_cbt.sync_snapshot(vsphere, vm, quiesce=settings.quiesce) as snap:
                 for disk in state.disks:
@@ -476,12 +477,12 @@ class DiskCopy:
 class _DiskCopies:
     """The copies of one sync: all from its one snapshot, up to ``parallel_disks`` at once.
 
-    The calling thread does everything but moving bytes: it records each disk's pending change
-    id, attaches its volume (through _Attachments, which detaches after the snapshot is gone),
-    starts its nbdkit, and afterwards stops it and advances the change id; one thread per disk
-    only runs the copy engine (and the verification). So os-brick,
-    Cinder's and the record's calls, and the processes whose lifetime is tied to the thread that
-    started them (nbdkit's --exit-with-parent) all stay on one thread. Each disk keeps the sync's
+    The calling thread records each disk's pending change id, starts its nbdkit, and afterwards
+    stops it and advances the change id; one thread per disk only runs the copy engine (and the
+    verification), and each volume is held by a thread of its own (_Attachments, which detaches
+    after the snapshot is gone). So the record's calls stay on one thread, and each process whose
+    lifetime is tied to the thread that started it (nbdkit's --exit-with-parent, a format layer's
+    qemu-storage-daemon) is started by a thread that outlives its use. Each disk keeps the sync's
     order of writes (pending change id, copy, flush, change id), so no disk's record depends on
     another's. When one disk fails the others are stopped: each journals what it had flushed, and
     the rerun resumes every disk from there. A disk with nothing to copy costs no attachment and
@@ -538,17 +539,17 @@ class _DiskCopies:
             self.stop.set()
             for running in active.values():
                 running.thread.join()
-                running.server.close()
+                running.started.server.close()
             raise
         if failures:
             raise next((err for err in failures if not isinstance(err, CopyStopped)), failures[0])
         return done
 
     def _start(self, batch, attachments: _Attachments, options: CopyOptions, active: Dict[int, _Active]) -> None:
-        """Start the copies of ``batch`` into ``active``: first each disk's pending change id, source server
-        and volume (the servers start side by side, and while the volumes attach), then, as each serves,
-        its copy thread. On a failure (raised, naming the disk) what it had started and not handed to
-        ``active`` is closed."""
+        """Start the copies of ``batch`` into ``active``: first each disk's pending change id and source
+        server, then their volumes (attaching side by side while the servers start), then, as each
+        serves, its copy thread. On a failure (raised, naming the disk) what it had started and not
+        handed to ``active`` is closed."""
         started: List[_Starting] = []
         disk = batch[0][0]
         try:
@@ -560,20 +561,16 @@ class _DiskCopies:
                     self.vsphere, self.vm, self.snap, self.disks_by_key[disk.disk_key],
                     vddk_libdir=self.settings.vddk_libdir, transports=self.settings.vddk_transports,
                 )  # fmt: skip
-                try:
-                    device = attachments.device(disk)
-                except BaseException:
-                    server.close()
-                    raise
-                started.append(_Starting(disk, plan, stale, server, device))
+                started.append(_Starting(disk, plan, stale, server))
+            attachments.attach([begun.disk for begun in started])
             for begun in started:
                 disk = begun.disk
                 jpath = self._journal(disk)
                 os.makedirs(os.path.dirname(jpath), mode=0o700, exist_ok=True)
-                args = (disk, begun.plan, jpath, begun.server.serving(), begun.device, options)
+                args = (disk, begun.plan, jpath, begun.server.serving(), attachments.device(disk), options)
                 thread = threading.Thread(target=self._copy, args=args, name=f"xms-disk-{disk.disk_key}", daemon=True)
                 thread.start()
-                active[disk.disk_key] = _Active(disk, begun.plan, jpath, begun.stale, begun.server, thread)
+                active[disk.disk_key] = _Active(begun, jpath, thread)
         except BaseException as err:
             for begun in started:
                 if begun.disk.disk_key not in active:
@@ -599,14 +596,15 @@ class _DiskCopies:
     def _end(self, running: _Active, result) -> DiskCopy:
         """Stop the source; after a copy that returned (so flushed), advance the change id. The volume
         stays attached until the snapshot is gone (see _Attachments)."""
+        disk, plan, stale, server = running.started
         running.thread.join()
         try:
-            running.server.close()
+            server.close()
         finally:
             if isinstance(result, BaseException):
-                raise _naming(running.disk, result)
-        self._advance(running.disk, running.journal, running.stale)
-        self.heartbeat.disk_done(running.disk.disk_key, running.plan.bytes)
+                raise _naming(disk, result)
+        self._advance(disk, running.journal, stale)
+        self.heartbeat.disk_done(disk.disk_key, plan.bytes)
         return result
 
     def _journal(self, disk: DiskState) -> str:
@@ -619,40 +617,41 @@ class _Attachments:
     Attaching and detaching cost Cinder seconds per volume (more under a wave's load), and the
     snapshot need not live through them: a disk the record says is copied whole (a seed, a forced
     or a needed full copy) is attached before the snapshot is taken, any other once its plan says
-    it has something to copy, and the sync leaves them attached until the snapshot is removed."""
+    it has something to copy, and the sync leaves them attached until the snapshot is removed.
+    The volumes of one call attach side by side, and all detach side by side."""
 
     def __init__(self, openstack, settings: SyncSettings) -> None:
         self.openstack, self.settings = openstack, settings
-        self.held: Dict[int, Tuple[str, contextlib.ExitStack]] = {}
+        self.held: Dict[int, HeldAttachment] = {}
 
     def __enter__(self) -> _Attachments:
         return self
 
     def __exit__(self, *exc) -> None:
-        errors = []
-        for key in reversed(list(self.held)):
-            try:
-                self.held.pop(key)[1].close()
-            except Exception as err:  # detach every other volume all the same
-                errors.append(err)
-        if errors and exc[0] is None:
-            raise errors[0]
+        held, self.held = list(self.held.values()), {}
+        close_all(held, raising=exc[0] is None)
+
+    def attach(self, disks: List[DiskState]) -> None:
+        """Attach the volumes of ``disks`` not attached yet, side by side; the first failure is raised
+        (what did attach stays held, and detaches on the way out)."""
+        for disk in disks:
+            if disk.disk_key not in self.held:
+                self.held[disk.disk_key] = HeldAttachment(
+                    self.openstack, disk.volume_id, mode=self.settings.attach_mode,
+                    server_id=self.settings.conversion_server,
+                )  # fmt: skip
+        for disk in disks:
+            self.held[disk.disk_key].path()
 
     def device(self, disk: DiskState) -> str:
         """Where this host writes ``disk``'s volume, attaching it on first use."""
-        if disk.disk_key not in self.held:
-            stack = contextlib.ExitStack()
-            device = stack.enter_context(attach_for_write(
-                self.openstack, disk.volume_id, mode=self.settings.attach_mode,
-                server_id=self.settings.conversion_server,
-            ))  # fmt: skip
-            self.held[disk.disk_key] = (device, stack)
-        return self.held[disk.disk_key][0]
+        self.attach([disk])
+        return self.held[disk.disk_key].path()
 
     def release(self, disk: DiskState) -> None:
         """Detach ``disk``'s volume now, if attached (Cinder extends only a volume nobody holds)."""
         if disk.disk_key in self.held:
-            self.held.pop(disk.disk_key)[1].close()
+            self.held.pop(disk.disk_key).close()
 
 
 def _copied_whole(disk: DiskState, state: MigrationState, settings: SyncSettings) -> bool:
@@ -661,24 +660,19 @@ def _copied_whole(disk: DiskState, state: MigrationState, settings: SyncSettings
 
 
 class _Starting(NamedTuple):
-    """A disk whose copy is starting: its source server is up (or coming up) and its volume attached."""
+    """A disk whose copy is starting: its pending change id recorded, its source server coming up."""
 
     disk: DiskState
     plan: DiskPlan
     stale: Optional[str]  # the journal of an earlier pending change id, removed when this copy ends
     server: DiskServer
-    device: str
 
 
-@dataclass
-class _Active:
-    """A disk being copied: what its end needs (journal, the stale one, its source server, its thread)."""
+class _Active(NamedTuple):
+    """A disk being copied: how it started, its journal and its copy thread."""
 
-    disk: DiskState
-    plan: DiskPlan
+    started: _Starting
     journal: str
-    stale: Optional[str]
-    server: DiskServer
     thread: threading.Thread
 
 

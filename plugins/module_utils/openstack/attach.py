@@ -29,7 +29,7 @@ import socket
 import threading
 import warnings
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.common.waiter import wait_for
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy import layer
@@ -37,8 +37,9 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.openstack impor
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.errors import AttachError
 
 ATTACH_TIMEOUT = 300.0
-# The disks of a sync attach side by side, but os-brick's connect and disconnect run one at a time:
-# two volumes on one NFS share would otherwise race to mount (or unmount) it.
+# Volumes attach side by side (HeldAttachment), but os-brick's import, connect and disconnect run
+# one at a time: two volumes on one NFS share would otherwise race to mount (or unmount) it, and
+# the import silences warnings through the process-wide filter list.
 _BRICK = threading.Lock()
 
 logging.getLogger("os_brick").addHandler(logging.NullHandler())  # see _os_brick
@@ -92,7 +93,8 @@ def _brick(client, volume_id: str, as_file: bool) -> Iterator[str]:
             parameter="attach_mode",
             hint="Run the task with become: true",
         )
-    connector = _os_brick()
+    with _BRICK:
+        connector = _os_brick()
     storage = client.conn.block_storage
     properties = connector.get_connector_properties(None, _my_ip(), False, False)
     release_stale_attachments(client, volume_id, properties.get("host") or socket.gethostname())
@@ -137,6 +139,93 @@ def _brick(client, volume_id: str, as_file: bool) -> Iterator[str]:
                 brick.disconnect_volume(info, device)
         finally:
             _detach(storage, attachment.id, volume_id)
+
+
+class HeldAttachment:
+    """One volume attached for writing by a thread of its own, which holds it until ``close``.
+
+    Cinder takes seconds per attachment and as long again per detach, most of it waiting on its
+    volume service: a VM's volumes attached side by side start its copies (or its conversion, in
+    the downtime) that much sooner. The attachment lives on its thread from attach to detach
+    because what ``attach_for_write`` may start for it (a format layer's qemu-storage-daemon)
+    dies with the thread that started it. ``close`` waits for the thread's own word that it is
+    done, not for the thread: a thread that ran os-brick (eventlet's greenlets) never ends for
+    ``Thread.join``.
+    """
+
+    def __init__(
+        self, client, volume_id: str, *, mode: str = "brick", server_id: Optional[str] = None, as_file: bool = False
+    ) -> None:
+        self.volume_id = volume_id
+        self._ready, self._release, self._done = threading.Event(), threading.Event(), threading.Event()
+        self._path: Optional[str] = None
+        self._error: Optional[BaseException] = None  # the attach's, raised by path()
+        self._detach_error: Optional[BaseException] = None  # the detach's, raised by close()
+        threading.Thread(
+            target=self._hold, args=(client, mode, server_id, as_file), name=f"xms-attach-{volume_id[:8]}", daemon=True
+        ).start()
+
+    def _hold(self, client, mode: str, server_id: Optional[str], as_file: bool) -> None:
+        try:
+            with attach_for_write(client, self.volume_id, mode=mode, server_id=server_id, as_file=as_file) as path:
+                self._path = path
+                self._ready.set()
+                self._release.wait()
+        except BaseException as err:  # handed to the thread that asks for the path, or closes
+            if self._path is None:
+                self._error = err
+            else:
+                self._detach_error = err
+        finally:
+            self._ready.set()
+            self._done.set()
+
+    def path(self) -> str:
+        """Where this host writes the volume, once attached; the attach's error if it failed."""
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        return self._path or ""
+
+    def release(self) -> None:
+        """Start the detach; ``close`` waits for it."""
+        self._release.set()
+
+    def close(self) -> None:
+        """Detach (if attached) and wait for it; the detach's error, if any."""
+        self.release()
+        self._done.wait()
+        if self._detach_error is not None:
+            raise self._detach_error
+
+
+def close_all(held: List[HeldAttachment], *, raising: bool = True) -> None:
+    """Detach every volume of ``held`` side by side; the first detach error is raised if ``raising``
+    (every other volume is detached all the same)."""
+    for each in held:
+        each.release()
+    errors = []
+    for each in held:
+        try:
+            each.close()
+        except Exception as err:
+            errors.append(err)
+    if errors and raising:
+        raise errors[0]
+
+
+@contextmanager
+def attach_all(
+    client, volume_ids: List[str], *, mode: str = "brick", server_id: Optional[str] = None, as_file: bool = False
+) -> Iterator[List[str]]:
+    """Yield the paths of ``volume_ids`` (in order), attached side by side; all detached on the way out."""
+    held = [HeldAttachment(client, v, mode=mode, server_id=server_id, as_file=as_file) for v in volume_ids]
+    try:
+        yield [each.path() for each in held]
+    except BaseException:
+        close_all(held, raising=False)  # the error that stopped the work matters more than a detach's
+        raise
+    close_all(held)
 
 
 def _passphrase(client, volume_id: str) -> bytes:

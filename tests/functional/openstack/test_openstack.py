@@ -13,11 +13,13 @@ from keystoneauth1.exceptions import ConnectFailure
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import (
+    attach_all,
     attach_for_write,
     release_stale_attachments,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.errors import (
+    AttachError,
     AuthenticationError,
     MacInUseError,
     OpenStackError,
@@ -167,6 +169,44 @@ def test_a_failure_while_attached_still_detaches(lab, migration):
     with pytest.raises(RuntimeError), attach_for_write(lab, volume.id):
         raise RuntimeError("copy failed")
     assert lab.conn.block_storage.get_volume(volume.id).status == "available"
+
+
+def test_volumes_attached_side_by_side_each_hold_their_own_writes(lab, migration):
+    """A plain and an encrypted volume attached at once; the encrypted one's LUKS layer (a daemon that
+    dies with the thread that started it) still serves after the attach returned, and each volume
+    reads back its own bytes, decrypted with the cloud's key."""
+    volumes, _created = ensure(
+        lab, migration, specs([(GiB, "standard-ssd", "az1"), (GiB, "standard-ssd-encrypted", "az1")])
+    )
+    data = [random.Random(seed).randbytes(1 << 20) for seed in (2, 3)]
+    with attach_all(lab, [v.id for v in volumes], as_file=True) as paths:
+        assert len(set(paths)) == 2
+        for path, chunk in zip(paths, data):
+            with open(path, "r+b") as handle:
+                handle.seek(3 << 20)
+                handle.write(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+    for volume, chunk in zip(volumes, data):
+        assert lab.conn.block_storage.get_volume(volume.id).status == "available"
+        with attach_for_write(lab, volume.id, as_file=True) as path, open(path, "rb") as handle:
+            handle.seek(3 << 20)
+            assert handle.read(1 << 20) == chunk
+
+
+def test_one_volume_refused_among_several_detaches_the_others(lab, migration):
+    """Cinder refuses one volume of the set: the error names it, and the one that did attach is released."""
+    (good, bad), _created = ensure(lab, migration, specs([(GiB, "standard-ssd", "az1"), (GiB, "standard-ssd", "az1")]))
+    admin = OpenStackClient.connect(cloud="xms-admin").conn.block_storage
+    admin.reset_volume_status(bad.id, status="error", attach_status=None, migration_status=None)
+    try:
+        with pytest.raises(AttachError) as err, attach_all(lab, [good.id, bad.id]):
+            pytest.fail("attached a volume in error")
+        assert bad.id in str(err.value)
+        volume = lab.conn.block_storage.get_volume(good.id)
+        assert volume.status == "available" and not volume.attachments
+    finally:
+        admin.reset_volume_status(bad.id, status="available", attach_status=None, migration_status=None)
 
 
 HOLDER = """
