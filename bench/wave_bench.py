@@ -1,4 +1,4 @@
-"""A wave at scale, on the labs: four VMs x two 512 MiB disks of random data, seeded and synced through
+"""A wave at scale, on the labs: four VMs x two 2 GiB disks of random data, seeded and synced through
 the collection's playbooks on two conversion hosts reached over SSH, against nbdcopy copying the
 same eight disks in parallel in the same run.
 
@@ -23,8 +23,10 @@ nbdcopy has no snapshot to take and no volume to attach. ``ratio_while_copying``
 seconds in which some disk was copying (``copying_s``): the window's gaps are VMs still waiting
 on their control plane (Ansible's dispatch, Cinder's attachments) while no byte moved.
 ``end_to_end_ratio`` counts the seeds from the first snapshot asked for to the last seed's end
-instead: the control plane's fixed cost per VM (snapshot, Cinder attachments) is in it, and with
-512 MiB disks it dominates;
+instead: the control plane's fixed cost per VM (snapshot, Cinder attachments) is in it. The disks
+are 2 GiB (the issue asks for at least 512 MiB): with 512 MiB ones each copy lasted about as long
+as the lab's Cinder takes to attach eight volumes through its four API threads, and the window
+measured which VM Cinder served last rather than the data path;
 per VM, its snapshot's lifetime next to its largest disk's copy time (goal: close);
 ``idle_incremental_module_s`` (goal <= 3 s on the lab); ``peak_rss_mib`` per conversion host.
 The yardstick reads each disk's live export, the wave a snapshot of it served by the lab's
@@ -52,7 +54,7 @@ if not os.path.islink(LINK):  # the collection importable from this checkout, as
 VMS = [f"lab-vm-bench-{i}" for i in range(1, 5)]
 HOSTS = ["conv-a", "conv-b"]
 MiB = 1 << 20
-DISK = 512 * MiB
+DISK = 2048 * MiB  # as lab/vsphere/populate.py makes them
 CLOUDS = os.path.join(LAB, "openstack", "clouds.yaml")
 BIN = os.path.dirname(sys.executable)
 from ansible_output import task_results  # noqa: E402
@@ -195,6 +197,9 @@ def idle_module_s(lab, work):
 def main():
     with open(os.path.join(LAB, "vsphere", "lab.json")) as handle:
         lab = json.load(handle)
+    sizes = {d["capacity"] for vm in VMS for d in lab["vms"][vm]["disks"].values()}
+    if sizes != {DISK}:
+        raise SystemExit(f"the lab's bench disks hold {sizes} bytes, this bench wants {DISK}: restart lab/vsphere")
     os.environ["OS_CLIENT_CONFIG_FILE"] = CLOUDS
     openstack = OpenStackClient.connect(cloud="xms-lab")
     connection = VSphereConnection(hostname=lab["hostname"], username=lab["username"], password=lab["password"],
@@ -223,7 +228,7 @@ def main():
     nbdcopy_rate = len(VMS) * 2 * DISK / nbdcopy_s
     via_snapshots_rate = len(VMS) * 2 * DISK / via_snapshots_s
     print(json.dumps({
-        "case": "wave_4vms_x_2disks_x_512MiB_on_2_hosts",
+        "case": "wave_4vms_x_2disks_x_2GiB_on_2_hosts",
         "fill_s": round(fill_s, 1),
         "nbdcopy_parallel_s": round(nbdcopy_s, 2),
         "nbdcopy_MBps": round(nbdcopy_rate / 1e6, 1),

@@ -36,7 +36,7 @@ LAB_VMS = {
     # Controller layouts for the boot-order tests; its disks hold no data (the lab serves none).
     "lab-vm-layout": ([], "00:50:56:01:00:09", {}),
     # The wave benchmark's VMs (bench/wave_bench.py fills their disks): empty, so a lab start stays cheap.
-    **{f"lab-vm-bench-{i}": ([(512 * MiB, 0), (512 * MiB, 0)], f"00:50:56:01:01:0{i}", {}) for i in range(1, 5)},
+    **{f"lab-vm-bench-{i}": ([(2048 * MiB, 0), (2048 * MiB, 0)], f"00:50:56:01:01:0{i}", {}) for i in range(1, 5)},
 }
 
 
