@@ -27,6 +27,8 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.layer import VolumeFormat, plain_view
 
+from ..conftest import qemu_img
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 MAC = "00:50:56:01:00:07"
 PASSPHRASE = bytes(range(32)).hex().encode()  # as Cinder derives it from a 32-byte key
@@ -66,15 +68,8 @@ def converted(lab_guest, tmp_path_factory):
     volume = str(tmp / "volume.qcow2")
     keyfile = tmp / "key"
     keyfile.write_bytes(PASSPHRASE)
-    for _attempt in range(8):  # Debian 12's random PBKDF2 benchmark failure (lab/openstack/qemu-img-retry)
-        made = subprocess.run(
-            ["qemu-img", "convert", "-O", "qcow2", "--object", f"secret,id=s1,file={keyfile}",
-             "-o", "encrypt.format=luks,encrypt.key-secret=s1", lab_guest, volume],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if "Unable to get accurate CPU usage" not in made.stderr:
-            break
-    assert made.returncode == 0, made.stderr
+    qemu_img("convert", "-O", "qcow2", "--object", f"secret,id=s1,file={keyfile}",
+             "-o", "encrypt.format=luks,encrypt.key-secret=s1", lab_guest, volume)  # fmt: skip
     script = tmp / "stamp.sh"
     script.write_text("#!/bin/sh\necho converted-by-xms > /etc/xms-converted\n")
     options = ConversionOptions(run_scripts=[str(script)], timeout_s=1800, log_dir=str(tmp / "logs"))

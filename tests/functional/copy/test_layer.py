@@ -24,7 +24,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.copy.layer impo
     volume_format,
 )
 
-from ..conftest import require
+from ..conftest import qemu_img, require
 
 MiB = 1 << 20
 SIZE = 64 * MiB
@@ -34,13 +34,7 @@ MARKER = b"XMS-PLAINTEXT-MARKER-7f3a"
 
 
 def qemu_img_create(*args):
-    """``qemu-img create``, retried on Debian 12's random PBKDF2 benchmark failure (lab/openstack/qemu-img-retry)."""
-    for _attempt in range(8):
-        done = subprocess.run([require("qemu-img"), "create", "-q", *args], capture_output=True, text=True,
-                              check=False)  # fmt: skip
-        if "Unable to get accurate CPU usage" not in done.stderr:
-            break
-    assert done.returncode == 0, done.stderr
+    qemu_img("create", "-q", *args)
 
 
 def _secret_file(tmp_path):
