@@ -23,20 +23,12 @@ def require(binary: str) -> str:
     return path
 
 
-# Debian 12's QEMU 7.2 benchmarks PBKDF2 in a new thread and reads that thread's user CPU time,
-# which can still read 0 ms after the first round: writing a LUKS header then fails at once with
-# this message. Measured here in 30-35 % of attempts, idle or loaded; CI once saw 8 in a row.
-# A failed attempt costs milliseconds, so the retry is generous.
-PBKDF2_FLAKE = "Unable to get accurate CPU usage"
-PBKDF2_ATTEMPTS = 64
-
-
 def qemu_img(*args: str) -> None:
-    """``qemu-img ARGS``; retried on exactly the PBKDF2 benchmark failure (lab/openstack/qemu-img-retry)."""
-    for _attempt in range(PBKDF2_ATTEMPTS):
-        done = subprocess.run([require("qemu-img"), *args], capture_output=True, text=True, check=False)
-        if PBKDF2_FLAKE not in done.stderr:
-            break
+    """``qemu-img ARGS`` through the lab's Cinder wrapper, which retries exactly Debian 12's QEMU 7.2
+    PBKDF2 benchmark failure when writing a LUKS header (lab/openstack/qemu-img-retry says why)."""
+    require("qemu-img")
+    done = subprocess.run([os.path.join(LAB, "openstack", "qemu-img-retry"), *args], capture_output=True,
+                          text=True, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
 
 
