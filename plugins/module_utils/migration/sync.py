@@ -68,6 +68,8 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors 
 # Disks of one VM copied at once. vSphere serves each disk at about 1 Gbps over NFC, so a VM's
 # speed comes from reading its disks side by side; each copy holds its own buffer pool (64 MiB).
 PARALLEL_DISKS = 4
+# How far a disk copy's thread steps back for the control steps of other syncs (lower_copy_priority).
+COPY_NICENESS = 10
 
 
 @dataclass
@@ -580,6 +582,7 @@ class _DiskCopies:
 
     def _copy(self, disk: DiskState, plan: DiskPlan, jpath: str, uri: str, device: str, options: CopyOptions) -> None:
         """The copy thread: bytes only (no API call, no process started here); its end is queued."""
+        lower_copy_priority()
         try:
             stats = copy_extents(
                 uri, device, plan.extents + plan.unallocated, size=self.snap.capacities[disk.disk_key],
@@ -644,8 +647,7 @@ class _Attachments:
             self.held[disk.disk_key].path()
 
     def device(self, disk: DiskState) -> str:
-        """Where this host writes ``disk``'s volume, attaching it on first use."""
-        self.attach([disk])
+        """Where this host writes ``disk``'s volume (attached by ``attach``)."""
         return self.held[disk.disk_key].path()
 
     def release(self, disk: DiskState) -> None:
@@ -681,6 +683,20 @@ def _naming(disk: DiskState, err: BaseException) -> BaseException:
     if isinstance(err, CopyError) and not isinstance(err, CopyStopped):
         err.message = f"disk {disk.label or disk.disk_key}: {err.message}"
     return err
+
+
+def lower_copy_priority() -> None:
+    """Lower the calling thread's CPU priority to nice ``COPY_NICENESS`` for the rest of its life.
+
+    A conversion host runs a wave's syncs at once: their control steps (Cinder attachments, the
+    snapshot, record writes, heartbeats) are short and waited on, their copies long and hungry for
+    CPU. At equal priority the copies already running slow down the control steps of the VMs that
+    start next (bench/wave_bench.py, two cores shared with the lab's Cinder: a wave's last VMs
+    reached their first byte up to 8 s after the first ones, and their snapshots lived that much
+    longer). Idle CPU still goes to the copies; niceness only decides who waits. On Linux it holds
+    for the calling thread alone (the module's main thread and its heartbeat keep theirs) and is
+    inherited by the threads it starts (the engine's connections)."""
+    os.nice(COPY_NICENESS)
 
 
 def busy_seconds(spans: List[Tuple[float, float]]) -> float:

@@ -4,6 +4,9 @@
 named fakes returning what those would say, so every branch is reached in milliseconds.
 """
 
+import os
+import threading
+
 import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents import Extent
@@ -109,3 +112,22 @@ def test_the_cores_are_shared_out_among_the_copies_of_a_sync(monkeypatch):
     assert [sync.connections_per_copy(n) for n in (1, 2, 4)] == [2, 1, 1]
     monkeypatch.setattr(sync.os, "cpu_count", lambda: 16)
     assert [sync.connections_per_copy(n) for n in (1, 2, 4, 8)] == [4, 4, 4, 2]
+
+
+def test_a_copy_thread_steps_back_alone_and_its_connections_with_it():
+    seen = {}
+
+    def copy_thread():
+        sync.lower_copy_priority()
+        seen["copy"] = os.getpriority(os.PRIO_PROCESS, 0)
+        connection = threading.Thread(target=lambda: seen.update(connection=os.getpriority(os.PRIO_PROCESS, 0)))
+        connection.start()
+        connection.join()
+
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    stepped_back = min(19, before + sync.COPY_NICENESS)  # Linux's lowest priority is 19
+    thread = threading.Thread(target=copy_thread)
+    thread.start()
+    thread.join()
+    assert seen == {"copy": stepped_back, "connection": stepped_back}
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before  # the module's own thread keeps its priority
