@@ -24,13 +24,10 @@ import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [os.path.join(ROOT, "tests", "output", "collection"), os.path.join(ROOT, "lab", "demo")]
+from checkout import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "lab", "demo"))
 LAB = os.environ.get("XMS_LAB_DIR", "/var/lib/xms-lab")
-LINK = os.path.join(ROOT, "tests", "output", "collection", "ansible_collections", "xms", "warm_migration")
-if not os.path.islink(LINK):  # the collection importable from this checkout, as scripts/demo.sh sets it up
-    os.makedirs(os.path.dirname(LINK), exist_ok=True)
-    os.symlink(ROOT, LINK)
 CBT = os.path.join(ROOT, "lab", "vsphere", "cbt.py")
 BLOCK = 256 << 10
 VM = "lab-vm-1"

@@ -7,11 +7,9 @@ Python's start-up.
 
 import argparse
 import json
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "output", "collection"))
+import checkout  # noqa: F401  (the collection importable from this checkout)
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier import (
     CopyOptions,

@@ -41,6 +41,7 @@ VDDK stand-in (qemu-nbd): the same bytes from the same images.
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -48,14 +49,10 @@ import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COLLECTIONS = os.path.join(ROOT, "tests", "output", "collection")
-sys.path[:0] = [COLLECTIONS, os.path.join(ROOT, "lab", "demo"), os.path.join(ROOT, "tests", "functional", "migration")]
+from checkout import COLLECTIONS, ROOT
+
+sys.path[:0] = [os.path.join(ROOT, "lab", "demo"), os.path.join(ROOT, "tests", "functional", "migration")]
 LAB = os.environ.get("XMS_LAB_DIR", "/var/lib/xms-lab")
-LINK = os.path.join(COLLECTIONS, "ansible_collections", "xms", "warm_migration")
-if not os.path.islink(LINK):  # the collection importable from this checkout, as scripts/demo.sh sets it up
-    os.makedirs(os.path.dirname(LINK), exist_ok=True)
-    os.symlink(ROOT, LINK)
 VMS = [f"lab-vm-bench-{i}" for i in range(1, 5)]
 HOSTS = ["conv-a", "conv-b"]
 MiB = 1 << 20
@@ -223,24 +220,27 @@ def main():
     connection = VSphereConnection(hostname=lab["hostname"], username=lab["username"], password=lab["password"],
                                    port=lab["port"], validate_certs=False)  # fmt: skip
     work = tempfile.mkdtemp(prefix="xms-wave-bench-", dir=os.environ.get("BENCH_DIR", "/var/tmp"))
-    with VSphereClient.connect(connection) as vsphere:
-        vms = {name: inventory.find_vm(vsphere, name=name) for name in VMS}
-        for vm in vms.values():
-            reset_vm(vsphere, vm, openstack)
-        fill_s = fill(lab)
-        nbdcopy_before_s = yardstick(lab, work)
-        lab_path = os.pathsep.join([os.path.join(ROOT, "lab", "vsphere", "bin"), BIN, os.environ["PATH"]])
-        os.environ["PATH"] = lab_path  # the VDDK stand-in first, as for the conversion hosts
-        via_snapshots_s = yardstick_via_snapshots(vsphere, vms, work)
-        env = {**os.environ, "XMS_LAB_DIR": LAB, "PATH": lab_path}
-        try:
-            with ConversionHosts(os.path.join(work, "hosts"), HOSTS, env) as hosts:
-                wave = run_wave(lab, hosts, work, vms, vsphere, openstack)
-            nbdcopy_after_s = yardstick(lab, work)
-            idle_s = idle_module_s(lab, work)
-        finally:
+    try:
+        with VSphereClient.connect(connection) as vsphere:
+            vms = {name: inventory.find_vm(vsphere, name=name) for name in VMS}
             for vm in vms.values():
                 reset_vm(vsphere, vm, openstack)
+            fill_s = fill(lab)
+            nbdcopy_before_s = yardstick(lab, work)
+            lab_path = os.pathsep.join([os.path.join(ROOT, "lab", "vsphere", "bin"), BIN, os.environ["PATH"]])
+            os.environ["PATH"] = lab_path  # the VDDK stand-in first, as for the conversion hosts
+            via_snapshots_s = yardstick_via_snapshots(vsphere, vms, work)
+            env = {**os.environ, "XMS_LAB_DIR": LAB, "PATH": lab_path}
+            try:
+                with ConversionHosts(os.path.join(work, "hosts"), HOSTS, env) as hosts:
+                    wave = run_wave(lab, hosts, work, vms, vsphere, openstack)
+                nbdcopy_after_s = yardstick(lab, work)
+                idle_s = idle_module_s(lab, work)
+            finally:
+                for vm in vms.values():
+                    reset_vm(vsphere, vm, openstack)
+    finally:  # the yardsticks' copies (kept by a failed run) and the file holding the lab's password
+        shutil.rmtree(work, ignore_errors=True)
     nbdcopy_s = (nbdcopy_before_s + nbdcopy_after_s) / 2
     seed_bytes = sum(v["bytes"] for v in wave["vms"].values())
     engine_rate = seed_bytes / wave["seed_copy_s"]
