@@ -45,7 +45,7 @@ options:
     description:
       - How many disks of one VM are copied at once, all from the one snapshot (vSphere serves each
         disk at about 1 Gbps, so a VM's speed comes from reading its disks side by side).
-      - Each copy holds up to 64 MiB of buffers on the conversion host.
+      - Each copy holds up to 32 MiB of buffers on the conversion host.
       - A disk with nothing to copy costs no attachment and no nbdkit, whatever this says.
     type: int
     default: 4

@@ -66,7 +66,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.datapat
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import VSphereError
 
 # Disks of one VM copied at once. vSphere serves each disk at about 1 Gbps over NFC, so a VM's
-# speed comes from reading its disks side by side; each copy holds its own buffer pool (64 MiB).
+# speed comes from reading its disks side by side; each copy holds its own buffer pool (32 MiB).
 PARALLEL_DISKS = 4
 # How far a disk copy's thread steps back for the control steps of other syncs (lower_copy_priority).
 COPY_NICENESS = 10
