@@ -77,11 +77,11 @@ class CopyOptions:
 
     512 KiB requests, 64 in flight over up to 4 connections: enough to hide
     milliseconds of link latency, 32 MiB of buffers at most, and on par with
-    nbdcopy on a local source. Larger requests cost the server more, not less:
-    qemu-nbd (which serves a shipped disk image, and the lab's VDDK stand-in)
-    spent 1.7 CPU-s serving 2 GiB in 1 MiB reads and 0.7 in 512 KiB ones; nbdkit
-    the same for both. On a conversion host whose cores a wave saturates, the
-    CPU per byte is the wave's speed.
+    nbdcopy on a local source. Larger requests cost QEMU's NBD servers more, not
+    less: serving 2 GiB of a qcow2 image, qemu-storage-daemon (a shipped seed's
+    image) spent 2.2-2.4 CPU-s on 1 MiB reads and 0.8 on 512 KiB ones, qemu-nbd
+    (the lab's VDDK stand-in) 2.6-3.1 against 0.9-1.1; nbdkit the same for both.
+    On a conversion host whose cores a wave saturates, CPU per byte is speed.
     """
 
     request_size: int = 512 << 10
