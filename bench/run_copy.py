@@ -9,7 +9,7 @@ import argparse
 import json
 import time
 
-import checkout  # noqa: F401  (the collection importable from this checkout)
+import checkout  # noqa: F401  # pylint: disable=unused-import  # imported for its effect: the collection importable
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier import (
     CopyOptions,
