@@ -183,7 +183,8 @@ $(key_manager)
 $(cat "$RUN/cinder-backends.conf")
 INI
   su -s /bin/sh -c "cinder-manage db sync" cinder
-  uwsgi_app cinder-api 8776 /usr/bin/cinder-wsgi cinder
+  # Two processes: a wave attaches its volumes at once (lab/openstack/README.md).
+  uwsgi_app cinder-api 8776 /usr/bin/cinder-wsgi cinder 2 4
   daemon cinder-scheduler cinder /usr/bin/cinder-scheduler --config-file /etc/cinder/cinder.conf
   daemon cinder-volume cinder /usr/bin/cinder-volume --config-file /etc/cinder/cinder.conf
 fi
