@@ -154,7 +154,12 @@ mkdir -p /var/lib/cinder/tmp && chown -R cinder:cinder /var/lib/cinder /srv/xms-
 install -D -m 755 "$HERE/qemu-img-retry" /usr/local/lib/xms-lab/bin/qemu-img
 grep -q '^exec_dirs=/usr/local/lib/xms-lab/bin,' /etc/cinder/rootwrap.conf ||
   sed -i 's|^exec_dirs=|exec_dirs=/usr/local/lib/xms-lab/bin,|' /etc/cinder/rootwrap.conf
-printf 'Defaults:cinder secure_path="/usr/local/lib/xms-lab/bin:/usr/sbin:/usr/bin:/sbin:/bin"\n' >/etc/sudoers.d/xms-lab-cinder
+# Each root command of Cinder is a Python start of cinder-rootwrap (a wave's attachments and volumes run
+# dozens), and Debian's importing eventlet (green DNS, then setuptools' distutils shim and pkg_resources)
+# costs 0.55 CPU-s of it; with these two settings 0.09. This lab's Cinder shares the conversion hosts'
+# cores, which a production one does not (lab/openstack/README.md). cinder-volume runs them; sudo keeps them.
+printf '%s\n' 'Defaults:cinder secure_path="/usr/local/lib/xms-lab/bin:/usr/sbin:/usr/bin:/sbin:/bin"' \
+  'Defaults:cinder env_keep += "EVENTLET_NO_GREENDNS SETUPTOOLS_USE_DISTUTILS"' >/etc/sudoers.d/xms-lab-cinder
 chmod 440 /etc/sudoers.d/xms-lab-cinder
 if ! running cinder-volume; then
   cat >/etc/cinder/cinder.conf <<INI
@@ -186,7 +191,8 @@ INI
   # Two processes: a wave attaches its volumes at once (lab/openstack/README.md).
   uwsgi_app cinder-api 8776 /usr/bin/cinder-wsgi cinder 2 4
   daemon cinder-scheduler cinder /usr/bin/cinder-scheduler --config-file /etc/cinder/cinder.conf
-  daemon cinder-volume cinder /usr/bin/cinder-volume --config-file /etc/cinder/cinder.conf
+  EVENTLET_NO_GREENDNS=yes SETUPTOOLS_USE_DISTUTILS=stdlib \
+    daemon cinder-volume cinder /usr/bin/cinder-volume --config-file /etc/cinder/cinder.conf
 fi
 
 step "placement"
