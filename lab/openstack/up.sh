@@ -32,10 +32,15 @@ fi
 APT_LOG=$LAB/apt.log bash "$ROOT/scripts/apt-install.sh" lab-openstack
 [ -z "$policy_rc" ] || rm -f "$policy_rc"
 
-running() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+# shellcheck source=lab/pidfile.sh
+. "$HERE/../pidfile.sh"
+# A daemon runs if its pid file names a process running the command it was started with ($RUN/NAME.cmd).
+running() { [ -s "$RUN/$1.cmd" ] && pid_runs "$RUN/$1.pid" "$(cat "$RUN/$1.cmd")"; }
 daemon() { # name user command...
   local name=$1 user=$2; shift 2
   running "$name" && return 0
+  # A stale pid file would make start-stop-daemon take its stranger for the daemon, too.
+  rm -f "$RUN/$name.pid" && echo "$*" >"$RUN/$name.cmd"
   start-stop-daemon --start --quiet --background --make-pidfile --pidfile "$RUN/$name.pid" \
     --chuid "$user" --output "$LAB/$name.log" --startas "$1" -- "${@:2}"
 }

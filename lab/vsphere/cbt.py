@@ -384,8 +384,13 @@ def stop_vm(name):
     pidfile = os.path.join(LAB, "qsd", name, "qsd.pid")
     if not os.path.exists(pidfile):
         return
-    with open(pidfile) as handle, suppress(ProcessLookupError, ValueError):
+    with open(pidfile) as handle, suppress(ProcessLookupError, ValueError, FileNotFoundError):
         pid = int(handle.read())
+        # A pid file left by an earlier boot names whoever has that pid now (lab/pidfile.sh): only
+        # the storage daemon that wrote it is ours to stop.
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            if f"--pidfile\0{pidfile}\0".encode() not in cmdline.read():
+                return
         os.kill(pid, 15)
         for _attempt in range(300):  # it must let go of the images before they are touched
             os.kill(pid, 0)

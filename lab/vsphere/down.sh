@@ -5,6 +5,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 LAB=${XMS_LAB_DIR:-/var/lib/xms-lab}/vsphere
 PY=${XMS_VENV:-$HERE/../../.venv}/bin/python
 [ -f "$LAB/lab.json" ] && "$PY" "$HERE/cbt.py" stop
-[ -f "$LAB/vcsim.pid" ] && kill "$(cat "$LAB/vcsim.pid")" 2>/dev/null
+# shellcheck source=lab/pidfile.sh
+. "$HERE/../pidfile.sh"
+pid_runs "$LAB/vcsim.pid" "$LAB/vcsim-" && kill "$(cat "$LAB/vcsim.pid")"  # ours only (lab/pidfile.sh)
 rm -f "$LAB/vcsim.pid"
 exit 0

@@ -33,7 +33,9 @@ fi
 
 # A running lab is kept only if it runs this simulator and this VM layout; otherwise it starts over.
 shape=$(cat "$bin" "$HERE/populate.py" | sha256sum | cut -c1-16)
-if [ -f "$LAB/vcsim.pid" ] && kill -0 "$(cat "$LAB/vcsim.pid")" 2>/dev/null && [ -s "$LAB/lab.json" ] \
+# shellcheck source=lab/pidfile.sh
+. "$HERE/../pidfile.sh"
+if pid_runs "$LAB/vcsim.pid" "$bin" && [ -s "$LAB/lab.json" ] \
   && [ "$(cat "$LAB/shape" 2>/dev/null)" = "$shape" ]; then
   say "vcsim already runs"
 else
