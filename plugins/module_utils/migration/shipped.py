@@ -366,7 +366,7 @@ def _import_owned(openstack, state, manifest: Manifest, directory: str, settings
         for disk in state.disks:
             carried = shipped[disk.disk_key]
             disk.pending_change_id = carried.change_id
-            store.save_disk(openstack, state, disk)
+            store.save_disks(openstack, state, [disk])
             jpath = journal_path(settings.state_dir, state.migration_id, disk)
             os.makedirs(os.path.dirname(jpath), mode=0o700, exist_ok=True)
             zeros = subtract_extents([Extent(0, carried.capacity)], merge_extents(carried.data))
@@ -382,7 +382,7 @@ def _import_owned(openstack, state, manifest: Manifest, directory: str, settings
                     source_zeros=zeros,
                 )  # fmt: skip
             disk.change_id, disk.pending_change_id, disk.capacity = carried.change_id, "", carried.capacity
-            store.save_disk(openstack, state, disk)
+            store.save_disks(openstack, state, [disk])
             if os.path.exists(jpath):
                 os.unlink(jpath)
             heartbeat.disk_done(disk.disk_key, carried.capacity)

@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+from ansible_collections.xms.warm_migration.plugins.module_utils.common.side_by_side import side_by_side
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import (
     MalformedRecordError,
     MigrationNotFoundError,
@@ -93,6 +94,13 @@ def list_all(client) -> Tuple[Dict[str, MigrationState], List[Malformed]]:
 _WRITES = threading.RLock()
 
 
+def _write(client, writes: List[Tuple[str, Dict[str, str]]]) -> None:
+    """Merge each ``(volume id, fields)`` into that volume's record, the volumes side by side: each
+    write is a round trip to Cinder, and a crash between them leaves a subset written either way
+    (the newest revision wins on load)."""
+    side_by_side(lambda write: os_volumes.update_record(client, *write), writes)
+
+
 def save_common(client, state: MigrationState) -> None:
     """Write the run fields (all but identity and the operator's) to every volume, with a new revision.
 
@@ -101,16 +109,14 @@ def save_common(client, state: MigrationState) -> None:
     with _WRITES:
         state.revision += 1
         fields = state.run_fields()
-        for disk in state.disks:
-            os_volumes.update_record(client, disk.volume_id, fields)
+        _write(client, [(disk.volume_id, fields) for disk in state.disks])
 
 
 def save_heartbeat(client, state: MigrationState) -> None:
     """Refresh who runs and how far it got (no new revision: the copies stay comparable)."""
     with _WRITES:
         fields = state.heartbeat_fields()
-        for disk in state.disks:
-            os_volumes.update_record(client, disk.volume_id, fields)
+        _write(client, [(disk.volume_id, fields) for disk in state.disks])
 
 
 def save_operator(client, state: MigrationState) -> None:
@@ -118,8 +124,7 @@ def save_operator(client, state: MigrationState) -> None:
     with _WRITES:
         state.operator_revision = load(client, state.migration_id).operator_revision + 1
         fields = state.operator_fields()
-        for disk in state.disks:
-            os_volumes.update_record(client, disk.volume_id, fields)
+        _write(client, [(disk.volume_id, fields) for disk in state.disks])
 
 
 def save_test(client, state: MigrationState) -> None:
@@ -128,11 +133,10 @@ def save_test(client, state: MigrationState) -> None:
     No revision: a sync or cutover may hold the migration meanwhile, and never writes this field."""
     with _WRITES:
         fields = state.test_fields()
-        for disk in state.disks:
-            os_volumes.update_record(client, disk.volume_id, fields)
+        _write(client, [(disk.volume_id, fields) for disk in state.disks])
 
 
-def save_disk(client, state: MigrationState, disk: DiskState) -> None:
-    """Write one disk's own fields (its change id) to its volume."""
+def save_disks(client, state: MigrationState, disks: List[DiskState]) -> None:
+    """Write each of ``disks``' own fields (its change ids) to its volume."""
     with _WRITES:
-        os_volumes.update_record(client, disk.volume_id, state.disk_fields(disk))
+        _write(client, [(disk.volume_id, state.disk_fields(disk)) for disk in disks])

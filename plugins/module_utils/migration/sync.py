@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
+from ansible_collections.xms.warm_migration.plugins.module_utils.common.side_by_side import side_by_side
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier import (
     CopyOptions,
     CopyStats,
@@ -302,22 +303,21 @@ def _ensure_cbt(vsphere, vm, inv) -> str:
 
 
 def plan_sync(vsphere, vm, snap, state: MigrationState, settings: SyncSettings) -> SyncPlan:
-    """The plan of every disk of the migration, as of ``snap``."""
-    plans = []
-    for disk in state.disks:
+    """The plan of every disk of the migration, as of ``snap``; the disks ask vSphere for their areas
+    side by side, while the snapshot lives."""
+
+    def plan(disk: DiskState) -> DiskPlan:
         capacity = snap.capacities[disk.disk_key]
-        plan = plan_disk(
+        return plan_disk(
             disk,
             capacity=capacity,
             force_full=settings.force_full,
             needs_full=state.needs_full_resync,
-            changed_since=lambda since, d=disk, size=capacity: vs_cbt.changed_extents(
-                vsphere, vm, snap, d.disk_key, since, size
-            ),
-            remaining=lambda d=disk: remaining_extents(journal_path(settings.state_dir, state.migration_id, d)),
+            changed_since=lambda since: vs_cbt.changed_extents(vsphere, vm, snap, disk.disk_key, since, capacity),
+            remaining=lambda: remaining_extents(journal_path(settings.state_dir, state.migration_id, disk)),
         )
-        plans.append((disk, plan))
-    return SyncPlan(plans)
+
+    return SyncPlan(list(zip(state.disks, side_by_side(plan, state.disks))))
 
 
 def _predict(vsphere, vm, state: MigrationState, settings: SyncSettings) -> SyncOutcome:
@@ -401,9 +401,7 @@ def _sync_owned(vsphere, vm, openstack, state: MigrationState, settings: SyncSet
                         os_volumes.extend_volume(openstack, disk.volume_id, snap.capacities[disk.disk_key])
                 heartbeat.expect(sum(plan.bytes for _disk, plan in sync_plan.disks))
                 copies = _DiskCopies(vsphere, vm, openstack, snap, state, settings, heartbeat, disks_by_key)
-                for disk, plan in sync_plan.disks:
-                    if not plan.bytes:
-                        copies.advance_idle(disk)
+                copies.advance_idle([disk for disk, plan in sync_plan.disks if not plan.bytes])
                 done = copies.run([(disk, plan) for disk, plan in sync_plan.disks if plan.bytes], attachments)
             outcome.snapshot_s = time.monotonic() - snapshot_started
         bytes_full = sum(c.stats.bytes_read for c in done if c.plan.kind in ("seed", "full_resync"))
@@ -479,12 +477,13 @@ class DiskCopy:
 class _DiskCopies:
     """The copies of one sync: all from its one snapshot, up to ``parallel_disks`` at once.
 
-    The calling thread records each disk's pending change id, starts its nbdkit, and afterwards
-    stops it and advances the change id; one thread per disk only runs the copy engine (and the
-    verification), and each volume is held by a thread of its own (_Attachments, which detaches
-    after the snapshot is gone). So the record's calls stay on one thread, and each process whose
-    lifetime is tied to the thread that started it (nbdkit's --exit-with-parent, a format layer's
-    qemu-storage-daemon) is started by a thread that outlives its use. Each disk keeps the sync's
+    The calling thread starts each disk's nbdkit, records the pending change ids, and afterwards
+    stops each nbdkit and advances its change id; one thread per disk only runs the copy engine (and
+    the verification), and each volume is held by a thread of its own (_Attachments, which detaches
+    after the snapshot is gone). So the record's writes are the calling thread's (it waits for them,
+    made side by side), and each process whose lifetime is tied to the thread that started it
+    (nbdkit's --exit-with-parent, a format layer's qemu-storage-daemon) is started by a thread that
+    outlives its use. Each disk keeps the sync's
     order of writes (pending change id, copy, flush, change id), so no disk's record depends on
     another's. When one disk fails the others are stopped: each journals what it had flushed, and
     the rerun resumes every disk from there. A disk with nothing to copy costs no attachment and
@@ -496,15 +495,16 @@ class _DiskCopies:
         self.stop = threading.Event()
         self.finished: queue.Queue[Tuple[int, object]] = queue.Queue()
 
-    def advance_idle(self, disk: DiskState) -> None:
-        """Nothing to copy: the disk equals the snapshot already, so its change id advances at once."""
-        self._advance(disk, self._journal(disk) if disk.pending_change_id else None)
+    def advance_idle(self, disks: List[DiskState]) -> None:
+        """Nothing to copy: ``disks`` equal the snapshot already, so their change ids advance at once."""
+        self._advance(disks, [self._journal(disk) for disk in disks if disk.pending_change_id])
 
-    def _advance(self, disk: DiskState, *journals: Optional[str]) -> None:
-        """The volume holds the snapshot's disk (flushed): its change id and size advance, its journals go."""
-        disk.change_id, disk.pending_change_id = self.snap.change_ids[disk.disk_key], ""
-        disk.capacity = self.snap.capacities[disk.disk_key]
-        store.save_disk(self.openstack, self.state, disk)
+    def _advance(self, disks: List[DiskState], journals: List[Optional[str]]) -> None:
+        """The volumes hold the snapshot's disks (flushed): their change ids and sizes advance, ``journals`` go."""
+        for disk in disks:
+            disk.change_id, disk.pending_change_id = self.snap.change_ids[disk.disk_key], ""
+            disk.capacity = self.snap.capacities[disk.disk_key]
+        store.save_disks(self.openstack, self.state, disks)
         for path in set(journals) - {None}:
             _remove(path)
 
@@ -548,22 +548,24 @@ class _DiskCopies:
         return done
 
     def _start(self, batch, attachments: _Attachments, options: CopyOptions, active: Dict[int, _Active]) -> None:
-        """Start the copies of ``batch`` into ``active``: first each disk's pending change id and source
-        server, then their volumes (attaching side by side while the servers start), then, as each
-        serves, its copy thread. On a failure (raised, naming the disk) what it had started and not
-        handed to ``active`` is closed."""
+        """Start the copies of ``batch`` into ``active``: first each disk's source server, then (while
+        the servers come up) the disks' pending change ids and their volumes, each side by side, then,
+        as each server serves, its copy thread. A pending change id must be recorded before the first
+        byte is written, not before a server that only reads starts. On a failure (raised, naming the
+        disk) what it had started and not handed to ``active`` is closed."""
         started: List[_Starting] = []
         disk = batch[0][0]
         try:
             for disk, plan in batch:
                 stale = self._journal(disk) if disk.pending_change_id else None
-                disk.pending_change_id = self.snap.change_ids[disk.disk_key]
-                store.save_disk(self.openstack, self.state, disk)
                 server = DiskServer(
                     self.vsphere, self.vm, self.snap, self.disks_by_key[disk.disk_key],
                     vddk_libdir=self.settings.vddk_libdir, transports=self.settings.vddk_transports,
                 )  # fmt: skip
                 started.append(_Starting(disk, plan, stale, server))
+            for begun in started:
+                begun.disk.pending_change_id = self.snap.change_ids[begun.disk.disk_key]
+            store.save_disks(self.openstack, self.state, [begun.disk for begun in started])
             attachments.attach([begun.disk for begun in started])
             for begun in started:
                 disk = begun.disk
@@ -606,7 +608,7 @@ class _DiskCopies:
         finally:
             if isinstance(result, BaseException):
                 raise _naming(disk, result)
-        self._advance(disk, running.journal, stale)
+        self._advance([disk], [running.journal, stale])
         self.heartbeat.disk_done(disk.disk_key, plan.bytes)
         return result
 
