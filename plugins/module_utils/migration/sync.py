@@ -483,11 +483,10 @@ class _DiskCopies:
     after the snapshot is gone). So the record's writes are the calling thread's (it waits for them,
     made side by side), and each process whose lifetime is tied to the thread that started it
     (nbdkit's --exit-with-parent, a format layer's qemu-storage-daemon) is started by a thread that
-    outlives its use. Each disk keeps the sync's
-    order of writes (pending change id, copy, flush, change id), so no disk's record depends on
-    another's. When one disk fails the others are stopped: each journals what it had flushed, and
-    the rerun resumes every disk from there. A disk with nothing to copy costs no attachment and
-    no nbdkit: only its change id advances."""
+    outlives its use. Each disk keeps the sync's order of writes (pending change id, copy, flush,
+    change id), so no disk's record depends on another's. When one disk fails the others are
+    stopped: each journals what it had flushed, and the rerun resumes every disk from there. A disk
+    with nothing to copy costs no attachment and no nbdkit: only its change id advances."""
 
     def __init__(self, vsphere, vm, openstack, snap, state, settings: SyncSettings, heartbeat, disks_by_key) -> None:
         self.vsphere, self.vm, self.openstack, self.snap = vsphere, vm, openstack, snap
