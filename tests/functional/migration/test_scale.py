@@ -13,8 +13,8 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
+from typing import Set, Tuple
 
 import pytest
 
@@ -30,13 +30,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 COLLECTION_PARENT = sys.modules["ansible_collections"].__path__[0].rsplit("/ansible_collections", 1)[0]
 
 
-def attachments_since(volume_ids, since: datetime) -> int:
-    """Attachments Cinder made of ``volume_ids`` since ``since``, deleted ones included (its own table)."""
+def attachments_of(volume_ids) -> Set[Tuple[str, str]]:
+    """Every attachment Cinder made of ``volume_ids``, deleted ones included (its own table), as
+    (attachment id, volume id). By id, not by time: its timestamps are whole seconds, and the
+    comparison just before a sync attaches the volumes within the same second."""
     ids = ",".join(f"'{v}'" for v in volume_ids)
-    query = (f"SELECT COUNT(*) FROM volume_attachment WHERE volume_id IN ({ids})"
-             f" AND created_at >= '{since:%Y-%m-%d %H:%M:%S}'")  # fmt: skip
+    query = f"SELECT id, volume_id FROM volume_attachment WHERE volume_id IN ({ids})"
     done = subprocess.run(["mysql", "-uroot", "-N", "cinder", "-e", query], capture_output=True, text=True, check=True)
-    return int(done.stdout.strip())
+    return {tuple(line.split("\t")) for line in done.stdout.splitlines()}
 
 
 def journal_progress(state_dir, migration_id) -> dict:
@@ -93,20 +94,21 @@ def test_the_disks_are_copied_at_once_and_an_idle_sync_attaches_nothing(vsphere,
     assert seed.snapshot_s >= max(d["stats"]["elapsed_s"] for d in seed.disks)  # one snapshot held for all copies
     assert_volumes_equal_source(vsphere, source, openstack, store.load(openstack, migration_id))
 
-    since = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    before = attachments_of(volume_ids)
     idle = run_sync(vsphere, source, openstack, migration_id, settings)
     assert idle.kind == "incremental" and not idle.changed and idle.bytes_copied == 0
-    assert attachments_since(volume_ids, since) == 0  # Cinder made no attachment: nothing was connected
+    assert attachments_of(volume_ids) == before  # Cinder made no attachment: nothing was connected
     assert all("stats" not in d for d in idle.disks)  # and no copy engine (nor nbdkit) ran
     state = store.load(openstack, migration_id)
     assert state.sync_count == 2 and all(d.change_id and not d.pending_change_id for d in state.disks)
     # The query does see attachments: a change in one disk attaches that disk's volume, and only it.
-    since = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    before = attachments_of(volume_ids)
     small = smaller_disk(state)
     lab_cmd("write", "lab-vm-2", str(small.disk_key), "4", str(256 << 10))
     changed = run_sync(vsphere, source, openstack, migration_id, settings)
     written = small.volume_id
-    assert changed.changed and attachments_since(volume_ids, since) == attachments_since([written], since) == 1
+    made = attachments_of(volume_ids) - before
+    assert changed.changed and [volume for _id, volume in made] == [written]
     assert_volumes_equal_source(vsphere, source, openstack, store.load(openstack, migration_id))
 
 
