@@ -23,8 +23,8 @@ this helper (see vcsim/main.go):
   back to the snapshot (the next snapshot's sequence is the snapshot's plus one).
 - ``snapshot-remove``, ``snapshot-remove-all``, ``guest-ignores-shutdown``.
 Lab commands: ``start`` (images and daemons from lab.json), ``stop``,
-``write VM KEY N [SIZE]`` (a running guest's writes), ``mark VM KEY OFFSET TEXT`` (a
-guest's write of a known plaintext), ``zero VM KEY OFFSET LENGTH``
+``write VM KEY N [SIZE]`` (a running guest's writes), ``mark VM KEY OFFSET TEXT [LENGTH]``
+(a guest's write of a known plaintext), ``zero VM KEY OFFSET LENGTH``
 (a guest's TRIM or write-zeroes: the area becomes a hole of the disk),
 ``view VM SNAP KEY SOCKET`` (exec qemu-nbd on a snapshot: the VDDK stand-in).
 
@@ -417,15 +417,18 @@ def write(vm_name, key, count, block=None):
     answer({"written": written})
 
 
-def mark(vm_name, key, offset, text):
-    """Write ``text`` over 64 KiB at ``offset`` through the live export: a plaintext to look for later."""
-    block = (text.encode() * ((64 << 10) // len(text) + 1))[: 64 << 10]
+def mark(vm_name, key, offset, text, length=str(64 << 10)):
+    """Write ``text`` over ``length`` bytes (64 KiB unless told) at ``offset`` through the live export:
+    a plaintext to look for later, or data that is there whatever earlier runs left on the disk."""
+    offset, length = int(offset), int(length)
+    block = (text.encode() * ((1 << 20) // len(text) + 1))[: 1 << 20]
     handle = nbd.NBD()
     handle.connect_uri(f"nbd+unix:///live-{key}?socket={os.path.join(LAB, 'qsd', vm_name, 'nbd.sock')}")
-    handle.pwrite(block, int(offset))
+    for pos in range(offset, offset + length, len(block)):
+        handle.pwrite(block[: offset + length - pos], pos)
     handle.flush()
     handle.shutdown()
-    answer({"marked": [int(offset), len(block)]})
+    answer({"marked": [offset, length]})
 
 
 def zero(vm_name, key, offset, length):
