@@ -60,7 +60,11 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.recor
     utcnow,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
-from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import HeldAttachment, close_all
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import (
+    HeldAttachment,
+    close_all,
+    warm_up,
+)
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt as vs_cbt
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.datapath import DiskServer
@@ -363,6 +367,9 @@ def sync_locked(
 
 def _sync_owned(vsphere, vm, openstack, state: MigrationState, settings: SyncSettings, heartbeat: Heartbeat):
     for_cutover = state.phase is Phase.CUTOVER
+    if settings.attach_mode == "brick" and any(_copied_whole(disk, state, settings) for disk in state.disks):
+        # Volumes attach before the snapshot: os-brick is made ready while vSphere and the record are asked.
+        threading.Thread(target=warm_up, name="xms-brick-warm-up", daemon=True).start()
     inv = vs_inventory.inventory(vsphere, vm)
     disks_by_key = source_disks(inv, state)
     outcome = SyncOutcome(changed=True, kind="incremental" if state.seeded else "seed", state=state)

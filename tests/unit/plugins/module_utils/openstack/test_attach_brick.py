@@ -2,7 +2,9 @@
 
 An RBD volume without krbd comes back from os-brick as a Python file object, a format other than raw
 or qcow2 cannot be written: both are refused after the attachment and before any write, and the
-attachment is always deleted again.
+attachment is always deleted again. The host's connector (os-brick's import and its half a dozen
+probing commands) is asked once per process, ahead of the first attach, and a warm-up that fails
+stays quiet for the attach to say why.
 """
 
 import io
@@ -84,3 +86,26 @@ def test_a_format_this_tool_cannot_write_is_refused_before_connecting(monkeypatc
         pytest.fail("a vhdx volume must not be yielded")
     assert "vhdx" in str(err.value) and "nova" in err.value.hint
     assert not brick.disconnected and storage.calls[-1] == ("delete", "att-1")
+
+
+def test_the_hosts_connector_is_asked_once_however_many_volumes_attach(monkeypatch):
+    client, storage, _brick = fake_cloud(monkeypatch, {"driver_volume_type": "nfs"}, "/dev/null")
+    connector = attach._os_brick()
+    asked = []
+    connector.get_connector_properties = staticmethod(lambda *_args: asked.append(1) or {"host": "conv01"})
+    attach.warm_up()
+    for _volume in range(3):
+        with attach.attach_for_write(client, VOLUME) as path:
+            assert path == "/dev/null"
+    assert len(asked) == 1 and [c[0] for c in storage.calls].count("create") == 3
+
+
+def test_a_warm_up_without_os_brick_is_quiet_and_the_attach_says_what_is_missing(monkeypatch):
+    def missing():
+        raise AttachError("os-brick is not installed on the conversion host", parameter="attach_mode")
+
+    monkeypatch.setattr(attach, "_os_brick", missing)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    attach.warm_up()
+    with pytest.raises(AttachError, match="os-brick is not installed"), attach.attach_for_write(None, VOLUME):
+        pytest.fail("nothing can be attached without os-brick")
