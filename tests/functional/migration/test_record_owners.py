@@ -91,8 +91,12 @@ def test_a_pause_set_while_a_sync_runs_survives_the_sync(vsphere, source, openst
 def test_a_sync_holds_the_migration_through_every_long_phase(
     vsphere, source, openstack, target, settings, beat_often, monkeypatch
 ):
-    """Each phase is made longer than the other host's staleness limit: only the timer's beats keep it off."""
-    stale_s = 2.0
+    """Each phase is made longer than the other host's staleness limit: only the timer's beats keep it off.
+
+    The limit leaves room for what a live owner's beat can show: the record keeps whole seconds (a
+    beat reads up to 1 s old when written), beats come every 0.5 s here, and the write and the other
+    host's load take a while on a busy lab. With 2 s, one run of the whole suite found it stale."""
+    stale_s = 3.0
     migration_id = initialize(vsphere, source, openstack, target).migration_id
     verdicts = []
 
@@ -126,7 +130,7 @@ def test_a_sync_holds_the_migration_through_every_long_phase(
     assert run_sync(vsphere, source, openstack, migration_id, settings).kind == "seed"
     names = [name for name, _taken in verdicts]
     assert {"orphan removal", "snapshot taken", "copy", "verify", "snapshot removed"} <= set(names), names
-    assert not any(taken for _name, taken in verdicts), verdicts
+    assert not any(taken for _name, taken in verdicts), [name for name, taken in verdicts if taken]
     assert another_host_may_take_it(migration_id, stale_s)  # and once the sync is done, it may
 
 
