@@ -21,24 +21,22 @@ returns the migration to ``ready``; the volumes stay, so syncs can go on.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.common.errors import WarmMigrationError
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion import virt_v2v
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.boot_check import boot_check
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import ownership, store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError, PreflightError
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.heartbeat import Heartbeat
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import TargetSettings, nic_targets
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.lock import host_lock, owner_id
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import HostTimes
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import MigrationState, Phase, utcnow
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import (
     SyncSettings,
-    ensure_not_busy,
     source_disks,
-    sync_locked,
+    sync_held,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import instance as os_instance
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import preflight as os_preflight
@@ -114,7 +112,7 @@ def run_cutover(
             f"migration {migration_id} has not finished its seed (phase '{state.phase.value}')",
             hint="Run block_sync until it reports phase 'ready', then cut over",
         )
-    ensure_not_busy(state)
+    ownership.ensure_free(state, ownership.Observations(settings.sync.state_dir))
     inv = vs_inventory.inventory(vsphere, vm)
     if not state.converted:  # bad scripts or drivers: refuse before the guest goes down
         virt_v2v.check_options(settings.conversion, guest_id=inv.guest_id)
@@ -140,49 +138,57 @@ def run_cutover(
         return outcome
 
     outcome = CutoverOutcome(changed=True, steps_done=[], state=state, before=before)
-    if settings.downtime_budget is not None and not _after(state, "shutdown"):
-        state = _converge(vsphere, vm, openstack, state, settings, outcome)
-    elif not _after(state, "shutdown"):
-        projection = state.projection(convert=convert)
-        outcome.projection = projection.as_dict() if projection else None
-    with host_lock(settings.sync.state_dir, migration_id):
-        state.phase, state.owner, state.heartbeat, state.last_error = Phase.CUTOVER, owner_id(), utcnow(), ""
+    with ownership.hold(openstack, migration_id, settings.sync.state_dir, check=_may_cut_over) as held:
+        state = outcome.state = held.state  # as read under the hold
+        if settings.downtime_budget is not None and not _after(state, "shutdown"):
+            _converge(vsphere, vm, openstack, held, inv, settings, outcome)
+        elif not _after(state, "shutdown"):
+            projection = state.projection(convert=convert)
+            outcome.projection = projection.as_dict() if projection else None
+        state.phase = Phase.CUTOVER
         if not state.cutover_step:  # a new cutover (not a rerun): its clock starts now
             state.cutover_marks = {"started": _second()}
         store.save_common(openstack, state)
         try:
-            with Heartbeat(openstack, state) as heartbeat:  # held, and alive, from the first step to the last
-                _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome, heartbeat)
-            outcome.warnings.extend(heartbeat.warnings())
-        except Exception as err:
-            if isinstance(err, WarmMigrationError) and state.cutover_step and "rolled_back" not in err.hint:
+            _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome, held)
+        except WarmMigrationError as err:
+            if state.cutover_step and "rolled_back" not in err.hint:
                 # Past the shutdown the operator must know where things stand: the source is off.
                 err.hint = (err.hint + ". " if err.hint else "") + (
                     f"The source VM is off and the migration stays in cutover (last step done: {state.cutover_step}):"
                     " run the cutover again once fixed (it resumes there), or roll back with state: rolled_back"
                 )
-            state.last_error = str(err)
             raise
-        finally:
-            state.owner, state.heartbeat = "", None
-            store.save_common(openstack, state)
+    outcome.warnings.extend(held.heartbeat.warnings())
     outcome.downtime_s, outcome.timings = state.downtime_s(), state.cutover_timings()
     outcome.after = _state_view(state)
     _remember_times(settings, outcome)
     return outcome
 
 
+def _may_cut_over(state: MigrationState) -> None:
+    """The record, read again under the hold, still allows a cutover (it may have moved since the first read)."""
+    if state.phase is Phase.COMPLETED or not state.seeded:
+        raise PhaseError(
+            f"migration {state.migration_id} is in phase '{state.phase.value}'"
+            + ("" if state.seeded else " and has not finished its seed"),
+            hint="Another run changed it meanwhile: see migration_info, then run again",
+        )
+
+
 MAX_CONVERGENCE_SYNCS = 5
 
 
-def _converge(vsphere, vm, openstack, state: MigrationState, settings: CutoverSettings, outcome) -> MigrationState:
+def _converge(vsphere, vm, openstack, held: ownership.Held, inv, settings: CutoverSettings, outcome) -> None:
     """Sync back to back while the source runs until the projected downtime fits the budget.
 
-    Each sync leaves a smaller delta while the guest changes less than a sync copies; once the
-    projected final sync stops shrinking (by a fifth per pass), or after MAX_CONVERGENCE_SYNCS,
-    the budget cannot be met: a PhaseError, with the source still running and nothing shut down.
+    The syncs run inside the cutover's hold: no other run takes the migration between them. Each
+    sync leaves a smaller delta while the guest changes less than a sync copies; once the projected
+    final sync stops shrinking (by a fifth per pass), or after MAX_CONVERGENCE_SYNCS, the budget
+    cannot be met: a PhaseError, with the source still running and nothing shut down. A rerun in
+    phase ``cutover`` whose shutdown never happened projects and syncs the same way.
     """
-    budget = settings.downtime_budget
+    state, budget = held.state, settings.downtime_budget
     convert = not (state.converted or settings.conversion.skip)
     previous = projection = None
     for syncs in range(MAX_CONVERGENCE_SYNCS + 1):
@@ -190,16 +196,13 @@ def _converge(vsphere, vm, openstack, state: MigrationState, settings: CutoverSe
         if projection is not None:
             outcome.projection, outcome.convergence_syncs = projection.as_dict(), syncs
             if projection.downtime_s <= budget:
-                return state
+                return
             if previous is not None and projection.final_sync_s > 0.8 * previous.final_sync_s:
                 break  # the delta no longer shrinks: the guest writes about as fast as a sync copies
             previous = projection
         if syncs == MAX_CONVERGENCE_SYNCS:
             break
-        with host_lock(settings.sync.state_dir, state.migration_id):
-            sync_locked(vsphere, vm, openstack, state, settings.sync)
-        state = store.load(openstack, state.migration_id)
-        outcome.state = state
+        sync_held(vsphere, vm, openstack, held, settings.sync, inv)
     if projection is None:
         raise PhaseError(f"migration {state.migration_id} cannot project its downtime: no incremental sync yet",
                          parameter="downtime_budget", hint="Run block_sync once more, then cut over")  # fmt: skip
@@ -311,11 +314,11 @@ def _source_stays_off(vsphere, vm, openstack, state, settings, outcome) -> None:
     _done(openstack, state, "shutdown", outcome)  # the final delta runs (again) next
 
 
-def _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome, heartbeat) -> None:
+def _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome, held) -> None:
     if not _after(state, "instance"):  # once the instance runs on the volumes, they are never synced again
         _source_stays_off(vsphere, vm, openstack, state, settings, outcome)
     if not _after(state, "final_sync"):
-        sync = sync_locked(vsphere, vm, openstack, state, settings.sync, heartbeat)
+        sync = sync_held(vsphere, vm, openstack, held, settings.sync, inv)
         outcome.warnings.extend(sync.warnings)
         outcome.final_sync = {
             "kind": sync.kind,
@@ -357,7 +360,7 @@ def _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome, 
     if not _after(state, "instance"):
         _source_stays_off(vsphere, vm, openstack, state, settings, outcome)
         if state.cutover_step == "shutdown":  # it ran again: the final delta and conversion are redone
-            _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome, heartbeat)
+            _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome, held)
             return
         server = os_instance.create_instance(
             openstack,
@@ -412,26 +415,47 @@ def rollback(
     on beside it would split the VM in two. Check mode returns what the rollback would do.
     """
     state = store.load(openstack, migration_id)
+    if state.phase is Phase.COMPLETED:
+        raise PhaseError(
+            f"migration {migration_id} is completed: its instance {state.instance_id or '(unknown)'} runs on the"
+            " volumes and the source VM is marked migrated; there is no cutover to roll back",
+            parameter="state",
+            hint="To go back to the source, delete the instance, power the source VM on in vSphere, and start a"
+            " new migration with warm_migration_init",
+        )
     if state.phase is not Phase.CUTOVER:
         return CutoverOutcome(changed=False, steps_done=[], state=state)
-    server = os_instance.find_server(openstack, migration_id)
+    _may_roll_back(openstack, state)
+    ownership.ensure_free(state, ownership.Observations(settings.sync.state_dir))
+    todo = ["power_on_source", "phase_ready"] + (["full_resync_next"] if _needs_full_resync(state) else [])
+    before, after = _state_view(state), _view(Phase.READY.value, "", "")
+    if check_mode:
+        return CutoverOutcome(changed=True, steps_done=todo, state=state, before=before, after=after)
+    check = functools.partial(_may_roll_back, openstack)
+    with ownership.hold(openstack, migration_id, settings.sync.state_dir, check=check) as held:
+        state = held.state
+        vs_power.power_on(vsphere, vm)
+        state.needs_full_resync = _needs_full_resync(state)
+        state.phase, state.cutover_step, state.converted, state.cutover_marks = Phase.READY, "", False, {}
+        store.save_common(openstack, state)
+    return CutoverOutcome(changed=True, steps_done=todo, state=state, before=before, after=after)
+
+
+def _needs_full_resync(state: MigrationState) -> bool:
+    """A converted volume no longer matches any source snapshot, and CBT cannot say where: copy it all again."""
+    return state.needs_full_resync or _after(state, "converted") or state.converted
+
+
+def _may_roll_back(openstack, state: MigrationState) -> None:
+    """A rollback is possible: the migration is in cutover and no instance of it exists (cloud asked)."""
+    if state.phase is not Phase.CUTOVER:
+        raise PhaseError(f"migration {state.migration_id} left phase cutover meanwhile (now '{state.phase.value}')",
+                         hint="Another run changed it: see migration_info")  # fmt: skip
+    server = os_instance.find_server(openstack, state.migration_id)
     if _after(state, "instance") or server is not None:
         raise PhaseError(
-            f"migration {migration_id} already has its instance"
+            f"migration {state.migration_id} already has its instance"
             f" {server.id if server is not None else state.instance_id}"
             + (f" ({server.status})" if server is not None else ""),
             hint="It runs on the migration's volumes: delete that instance first if you really want the source back",
         )
-    ensure_not_busy(state)
-    # A converted volume no longer matches any source snapshot, and CBT cannot say where: copy it all again.
-    full_resync = state.needs_full_resync or _after(state, "converted") or state.converted
-    todo = ["power_on_source", "phase_ready"] + (["full_resync_next"] if full_resync else [])
-    before, after = _state_view(state), _view(Phase.READY.value, "", "")
-    if check_mode:
-        return CutoverOutcome(changed=True, steps_done=todo, state=state, before=before, after=after)
-    with host_lock(settings.sync.state_dir, migration_id):
-        vs_power.power_on(vsphere, vm)
-        state.needs_full_resync = full_resync
-        state.phase, state.cutover_step, state.converted, state.cutover_marks = Phase.READY, "", False, {}
-        store.save_common(openstack, state)
-    return CutoverOutcome(changed=True, steps_done=todo, state=state, before=before, after=after)

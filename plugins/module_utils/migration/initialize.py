@@ -15,13 +15,13 @@ from typing import Dict, List, Optional
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError, PreflightError
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.ownership import ensure_free
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import (
     CADENCES,
     DiskState,
     MigrationState,
     Phase,
 )
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import ensure_not_busy
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import preflight as os_preflight
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt as vs_cbt
@@ -243,7 +243,7 @@ def _check_disk_set_may_change(existing, removed, removed_disks: RemovedDisks) -
             hint="Say what becomes of their volumes: removed_disks: keep (they leave the migration and stay)"
             " or delete. Nothing was changed",
         )
-    ensure_not_busy(state)
+    ensure_free(state, None)  # no state directory here: any holder of another host holds it
 
 
 def _disk_fields(disks, state: MigrationState, existing) -> Dict[str, Dict[str, str]]:

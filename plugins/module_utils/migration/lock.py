@@ -5,9 +5,8 @@ Two layers, because each covers what the other cannot:
   released by the kernel when the process dies, so a crashed sync never blocks
   the next one on the same host (the usual race: an AWX schedule and a manual
   run on one conversion host);
-- the record's ``owner``/``heartbeat`` fields: seen from every host. A sync
-  whose heartbeat is fresh and whose owner is another host wins; a stale one
-  (see ``HEARTBEAT_STALE_S``) is taken over, since its process is gone.
+- the record's ``owner``/``heartbeat`` fields: seen from every host (ownership.py
+  decides when another host's owner has gone quiet for good).
 """
 
 from __future__ import annotations
@@ -23,15 +22,31 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.error
     StateDirError,
 )
 
+_BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
+def boot_id() -> str:
+    """This boot of this machine: random per boot, so two clones of one host never share it."""
+    try:
+        with open(_BOOT_ID) as handle:
+            return handle.read().strip().replace("-", "")[:12]
+    except OSError:  # not Linux: the hostname and pid alone, as before
+        return ""
+
 
 def owner_id() -> str:
-    """Who is running: ``host:pid``, written into the record while a sync runs."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Who holds a migration: ``host:pid:boot``, written into the record while it holds it."""
+    return f"{socket.gethostname()[:200]}:{os.getpid()}:{boot_id()}"  # a record value holds 255 characters
 
 
 def on_this_host(owner: str) -> bool:
-    """Whether the ``host:pid`` in a record ran here, where the flock alone decides (a dead pid holds nothing)."""
-    return owner.rsplit(":", 1)[0] == socket.gethostname()
+    """Whether ``owner`` ran in this boot of this host, where the flock alone decides.
+
+    Both must match: cloned conversion hosts share a hostname but not a boot id, and hosts that
+    share a kernel (containers, network namespaces) share a boot id but not a hostname. An owner
+    written before boot ids were recorded (``host:pid``) is judged by its hostname alone."""
+    host, _pid, boot = [*owner.split(":"), "", ""][:3]
+    return host == socket.gethostname()[:200] and (not boot or boot == boot_id())
 
 
 @contextmanager

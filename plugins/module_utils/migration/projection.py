@@ -16,14 +16,18 @@ shutdown.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import math
 import os
 import statistics
+import threading
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Dict, List, Optional
 
-HISTORY = 6  # syncs kept in the record (Cinder metadata values hold 255 characters)
+HISTORY = 6  # syncs kept in the record, as many of them as fit VALUE_LIMIT
+VALUE_LIMIT = 255  # characters of one record value: what Cinder stores in one metadata value
 DEFAULT_CONVERSION_S = 300.0  # until this host has converted a guest: virt-v2v's usual minutes
 DEFAULT_INSTANCE_S = 30.0
 SHUTDOWN_S = 30.0  # the guest's own shutdown: its writes until then are in the final delta
@@ -45,12 +49,17 @@ class SyncSample:
 
 
 def format_history(samples: List[SyncSample]) -> str:
-    """``epoch:kind:bytes:ms:copy_ms;...``, the newest last, at most HISTORY of them."""
-    return ";".join(
+    """``epoch:kind:bytes:ms:copy_ms;...``, the newest last: at most HISTORY of them, and only as many of
+    the newest as fit a record value (VALUE_LIMIT characters): a multi-TB seed and hour-long syncs take
+    over 40 characters a sample, and then the oldest ones are left out (the projection uses the newest)."""
+    items = [
         f"{int(s.snapshot_at.timestamp())}:{KINDS.get(s.kind, 'i')}:{s.bytes}:{int(s.duration_s * 1000)}"
         f":{int(s.copy_s * 1000)}"
         for s in samples[-HISTORY:]
-    )
+    ]
+    while len(";".join(items)) > VALUE_LIMIT:
+        items.pop(0)
+    return ";".join(items)
 
 
 def parse_history(text: str) -> List[SyncSample]:
@@ -63,7 +72,7 @@ def parse_history(text: str) -> List[SyncSample]:
             samples.append(
                 SyncSample(when, names.get(kind, "incremental"), int(size), int(millis) / 1000, int(copy_millis) / 1000)
             )
-        except ValueError:
+        except (ValueError, OverflowError, OSError):  # OverflowError, OSError: an epoch no datetime holds
             continue  # a hand-edited entry: the others still count
     return samples
 
@@ -150,9 +159,8 @@ class HostTimes:
         try:
             with open(self.path) as handle:
                 data = json.load(handle)
-            return {
-                k: [float(x) for x in (v if isinstance(v, list) else [v])] for k, v in data.items() if k in MEASURED
-            }
+            kept = {k: v if isinstance(v, list) else [v] for k, v in data.items() if k in MEASURED}
+            return {k: [float(x) for x in v if math.isfinite(float(x))] for k, v in kept.items()}
         except (OSError, ValueError, AttributeError, TypeError):
             return {}
 
@@ -161,12 +169,16 @@ class HostTimes:
         return {k: statistics.median(v) for k, v in self._kept().items() if v}
 
     def save(self, **measured: Optional[float]) -> None:
-        data = self._kept()
-        for key, value in measured.items():
-            if value is not None:
-                data[key] = [*data.get(key, []), round(value, 1)][-KEPT_TIMES:]
+        """Add ``measured`` to what is kept. Several cutovers of one host may end at once: each reads,
+        adds and writes under an flock (no measurement lost), through a temporary file of its own."""
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as handle:
-            json.dump(data, handle)
-        os.replace(tmp, self.path)
+        with open(self.path + ".lock", "a") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            data = self._kept()
+            for key, value in measured.items():
+                if value is not None:
+                    data[key] = [*data.get(key, []), round(value, 1)][-KEPT_TIMES:]
+            tmp = f"{self.path}.{os.getpid()}.{threading.get_ident()}.tmp"
+            with open(tmp, "w") as handle:
+                json.dump(data, handle)
+            os.replace(tmp, self.path)

@@ -26,6 +26,7 @@ changed since then.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -156,6 +157,15 @@ def parse_test(text: str) -> Optional[MigrationTestRun]:
     return MigrationTestRun(at=at, result=values["result"], instance_id=values.get("server", ""), timings=timings)
 
 
+def finite(text: str) -> float:
+    """``text`` as a float, or ValueError for nan and inf: one such value would make every figure
+    computed from it (lag, rate, projection) unprintable, and the report of every migration fail."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
+
+
 def format_estimates(estimates: Dict[str, float]) -> str:
     return _format_named({k: f"{v:.0f}" for k, v in estimates.items()}, MEASURED)
 
@@ -164,7 +174,7 @@ def parse_estimates(text: str) -> Dict[str, float]:
     out = {}
     for key, value in _parse_named(text, MEASURED).items():
         try:
-            out[key] = float(value)
+            out[key] = finite(value)
         except ValueError:
             continue  # a hand-edited value: the others still count
     return out
@@ -240,8 +250,9 @@ class MigrationState:
         return max(0, int((up - down).total_seconds()))
 
     def projection(self, now: Optional[datetime] = None, convert: bool = True) -> Optional[Projection]:
-        """The downtime a cutover starting now would cause, or None before an incremental has run."""
-        if self.phase in (Phase.CUTOVER, Phase.COMPLETED) or not self.synced_at:
+        """The downtime a cutover starting now would cause, or None before an incremental has run, and
+        once the guest went down (a cutover that stopped before its shutdown still projects)."""
+        if self.phase is Phase.COMPLETED or self.cutover_step or not self.synced_at:
             return None
         since = ((now or utcnow()) - self.synced_at).total_seconds() + self.estimates.get("shutdown_s", SHUTDOWN_S)
         return project(
@@ -373,12 +384,14 @@ class MigrationState:
 
         The run fields are taken from the copy with the highest revision, the
         operator's from the copy with the highest operator revision, so a crash
-        between two volume updates never rolls the phase back to an older value.
+        between two volume updates never rolls the phase back to an older value. Two
+        claims of one revision (two hosts at the same moment: ownership.py) are told
+        apart by their owner, so every reader picks the same copy.
         """
         if not volumes:
             raise ValueError("a migration has at least one volume")
         records = [rec for _volume_id, rec in volumes]
-        newest = max(records, key=lambda r: int(r.get("revision") or 0))
+        newest = max(records, key=lambda r: (int(r.get("revision") or 0), r.get("owner", "")))
         operator = max(records, key=lambda r: (int(r.get("operator_revision") or 0), int(r.get("revision") or 0)))
         done, _slash, total = newest.get("progress", "0/0").partition("/")
         state = cls(
@@ -391,7 +404,7 @@ class MigrationState:
             sync_count=int(newest.get("sync_count") or 0),
             bytes_full=int(newest.get("bytes_full") or 0),
             bytes_incr=int(newest.get("bytes_incr") or 0),
-            rate=float(newest.get("rate") or 0),
+            rate=finite(newest.get("rate") or "0"),
             owner=newest.get("owner", ""),
             heartbeat=parse_time(newest.get("heartbeat", "")),
             progress_done=int(done or 0),

@@ -1,10 +1,10 @@
 """A test migration: a clone of the replica converted and booted while the syncs go on.
 
 The replica itself is never booted (it stays protected until the cutover): a test migration
-takes a consistent point of it - every volume cloned through Cinder while this host holds the
-migration's lock, so no sync of it writes meanwhile, and no other host's sync runs - and
-releases the lock as soon as the clones exist. Then the clones go through the cutover's own
-conversion step (and boot check, when asked) and boot as a server on a network the operator
+takes a consistent point of it - only a replica that one finished sync left whole, every volume
+cloned through Cinder while the test holds the migration (ownership.hold), so no sync of it
+writes meanwhile on any host - and lets it go as soon as the clones exist. Then the clones go
+through the cutover's own conversion step (and boot check, when asked) and boot as a server on a network the operator
 names for tests, with MACs Neutron picks, never the source's. It is a dress rehearsal of the
 cutover: its conversion and instance times become this host's measured times, which the
 downtime projection uses.
@@ -24,10 +24,9 @@ from typing import Dict, List, Optional
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion import virt_v2v
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.boot_check import boot_check
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import ownership, store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import image_properties
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError, PreflightError
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.lock import host_lock
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import HostTimes
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import (
     MigrationState,
@@ -35,7 +34,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.recor
     Phase,
     utcnow,
 )
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import SyncSettings, ensure_not_busy
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import SyncSettings
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import instance as os_instance
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import preflight as os_preflight
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
@@ -81,11 +80,7 @@ def run_test(
 ) -> MigrationTestOutcome:
     """Clone, convert and boot the replica of ``migration_id`` as a test (see the module doc)."""
     state = store.load(openstack, migration_id)
-    if state.phase in (Phase.CUTOVER, Phase.COMPLETED) or not state.seeded:
-        raise PhaseError(
-            f"migration {migration_id} is in phase '{state.phase.value}'" + ("" if state.seeded else " and not seeded"),
-            hint="A test migration needs a seeded replica before the cutover (run block_sync first)",
-        )
+    _consistent_replica(state)
     server = os_instance.find_test_server(openstack, migration_id)
     if server is not None and server.status == "ACTIVE" and state.test and state.test.result == "passed":
         return MigrationTestOutcome(changed=False, state=state, instance={"id": server.id, "status": server.status})
@@ -105,8 +100,8 @@ def run_test(
     if leftovers:
         outcome.removed = _remove_resources(openstack, migration_id, settings.instance_timeout)
     started = time.monotonic()
-    with host_lock(settings.sync.state_dir, migration_id):  # no sync of it runs on this host while Cinder clones
-        ensure_not_busy(store.load(openstack, migration_id))  # nor on another one
+    # Held while Cinder clones: no sync of it runs anywhere, and the replica is checked once more under the hold.
+    with ownership.hold(openstack, migration_id, settings.sync.state_dir, check=_consistent_replica):
         taken_at = utcnow()
         clones = os_volumes.clone_volumes(openstack, migration_id, replicas, os_instance.TEST_TAG)
     state.test = MigrationTestRun(at=taken_at.replace(microsecond=0), result="failed")
@@ -132,6 +127,31 @@ def run_test(
         conversion_s=outcome.timings.get("converted"), instance_s=outcome.timings["instance"]
     )
     return outcome
+
+
+def _consistent_replica(state: MigrationState) -> None:
+    """Refuse a replica that is not at one point of the source: a clone of it would boot a torn disk set.
+
+    Torn: a sync stopped part-way (some disk pending on a newer snapshot than the others, or a
+    phase still ``seeding``/``syncing``), or the volumes were changed outside a sync (a conversion
+    rolled back: ``needs_full_resync``)."""
+    if state.phase in (Phase.CUTOVER, Phase.COMPLETED) or not state.seeded:
+        raise PhaseError(
+            f"migration {state.migration_id} is in phase '{state.phase.value}'"
+            + ("" if state.seeded else " and not seeded"),
+            hint="A test migration needs a seeded replica before the cutover (run block_sync first)",
+        )
+    pending = [d.label or str(d.disk_key) for d in state.disks if d.pending_change_id]
+    why = ""
+    if pending or state.phase is not Phase.READY:
+        why = f"a sync stopped part-way (disks {', '.join(pending) or 'none'} pending, phase '{state.phase.value}')"
+    elif state.needs_full_resync:
+        why = "its volumes were changed outside a sync (a conversion that was rolled back)"
+    if why:
+        raise PhaseError(
+            f"the replica of migration {state.migration_id} is not at one point of the source: {why}",
+            hint="Run block_sync until it reports phase 'ready' (it completes the replica), then test again",
+        )
 
 
 def remove_test(openstack, migration_id: str, *, timeout: float = 600, check_mode=False) -> MigrationTestOutcome:

@@ -20,13 +20,13 @@ with the volumes equal to the source.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from typing import Dict, List
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.common.errors import WarmMigrationError
@@ -39,12 +39,10 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents im
     total_bytes,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.verify import digest_extents
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import ownership, store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.heartbeat import Heartbeat
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import migration_id_for
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.lock import host_lock
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import HISTORY, SyncSample
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import (
     MigrationState,
     Phase,
@@ -56,9 +54,8 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync 
     SyncOutcome,
     SyncSettings,
     copy_options,
-    ensure_not_busy,
-    holding,
     journal_path,
+    record_sync,
     source_disks,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
@@ -266,10 +263,11 @@ def import_seed(
     if check_mode:
         return SyncOutcome(changed=True, kind="seed", state=state,
                            bytes_copied=sum(total_bytes(d.data) for d in manifest.disks))  # fmt: skip
-    ensure_not_busy(state)
-    with host_lock(settings.state_dir, migration_id), Heartbeat(openstack, state) as heartbeat:
-        outcome = _import_owned(openstack, state, manifest, directory, settings, heartbeat)
-    outcome.warnings.extend(heartbeat.warnings())
+    ownership.ensure_free(state, ownership.Observations(settings.state_dir))
+    check = functools.partial(_check_record, manifest=manifest, directory=directory)
+    with ownership.hold(openstack, migration_id, settings.state_dir, check=check, phase=Phase.SEEDING) as held:
+        outcome = _import_held(openstack, held, manifest, directory, settings)
+    outcome.warnings.extend(held.heartbeat.warnings())
     return outcome
 
 
@@ -280,6 +278,13 @@ def _already_imported(state: MigrationState, manifest: Manifest) -> bool:
 
 def _check(vsphere, vm, state: MigrationState, manifest: Manifest, directory: str) -> None:
     """Everything the import relies on, checked read-only: any failure leaves the volumes and record as they are."""
+    _check_record(state, manifest, directory)
+    _check_disks(vs_inventory.inventory(vsphere, vm), state, manifest, directory)
+
+
+def _check_record(state: MigrationState, manifest: Manifest, directory: str) -> None:
+    """What the record must say for the import: checked first, and again under the hold (it may have moved
+    during the checksum pass, which reads every carried byte)."""
     if manifest.migration_id != state.migration_id:
         raise SeedFileError(
             f"{directory} holds the export of VM '{manifest.vm_name}' ({manifest.migration_id}),"
@@ -293,8 +298,6 @@ def _check(vsphere, vm, state: MigrationState, manifest: Manifest, directory: st
             " a carried seed only seeds a new migration",
             hint="Its next block_sync is an incremental; nothing needs importing",
         )
-    inv = vs_inventory.inventory(vsphere, vm)
-    current = source_disks(inv, state)  # the VM's disks still those of the migration
     shipped = {d.disk_key: d for d in manifest.disks}
     if set(shipped) != {d.disk_key for d in state.disks}:
         raise SeedFileError(
@@ -302,6 +305,12 @@ def _check(vsphere, vm, state: MigrationState, manifest: Manifest, directory: st
             parameter="directory",
             hint="Export again: the VM's disks changed since the export",
         )
+
+
+def _check_disks(inv, state: MigrationState, manifest: Manifest, directory: str) -> None:
+    """Each carried disk against the VM's disk now and its file (sizes, CBT epoch, checksum)."""
+    current = source_disks(inv, state)  # the VM's disks still those of the migration
+    shipped = {d.disk_key: d for d in manifest.disks}
     for disk in state.disks:
         carried = shipped[disk.disk_key]
         name = disk.label or disk.disk_key
@@ -352,52 +361,47 @@ def _size(view: str) -> int:
     return os.path.getsize(view)
 
 
-def _import_owned(openstack, state, manifest: Manifest, directory: str, settings: SyncSettings, heartbeat):
+def _import_held(openstack, held: ownership.Held, manifest: Manifest, directory: str, settings: SyncSettings):
     """The writes, in the sync's order: pending change id, copy, flush, change id; the common fields last."""
+    state, heartbeat = held.state, held.heartbeat
     outcome = SyncOutcome(changed=True, kind="seed", state=state)
     started = time.monotonic()
     shipped = {d.disk_key: d for d in manifest.disks}
     copied = 0
     copy_s = 0.0
-    with holding(openstack, state, Phase.SEEDING):
-        for disk in state.disks:
-            os_volumes.extend_volume(openstack, disk.volume_id, shipped[disk.disk_key].capacity)
-        heartbeat.expect(sum(d.capacity for d in manifest.disks))
-        for disk in state.disks:
-            carried = shipped[disk.disk_key]
-            disk.pending_change_id = carried.change_id
-            store.save_disks(openstack, state, [disk])
-            jpath = journal_path(settings.state_dir, state.migration_id, disk)
-            os.makedirs(os.path.dirname(jpath), mode=0o700, exist_ok=True)
-            zeros = subtract_extents([Extent(0, carried.capacity)], merge_extents(carried.data))
-            with (
-                layer.nbd_view(os.path.join(directory, carried.file), layer.VolumeFormat(manifest.format)) as uri,
-                attach_for_write(
-                    openstack, disk.volume_id, mode=settings.attach_mode, server_id=settings.conversion_server
-                ) as device,
-            ):
-                stats = copy_extents(
-                    uri, device, carried.data + zeros, size=carried.capacity, journal_path=jpath,
-                    options=copy_options(settings), progress=heartbeat.disk(disk.disk_key),
-                    source_zeros=zeros,
-                )  # fmt: skip
-            disk.change_id, disk.pending_change_id, disk.capacity = carried.change_id, "", carried.capacity
-            store.save_disks(openstack, state, [disk])
-            if os.path.exists(jpath):
-                os.unlink(jpath)
-            heartbeat.disk_done(disk.disk_key, carried.capacity)
-            copied += stats.bytes_read
-            copy_s += stats.elapsed_s
-            outcome.disks.append({"disk_key": disk.disk_key, "label": disk.label, "volume_id": disk.volume_id,
-                                  "kind": "seed", "change_id": disk.change_id, "stats": stats.as_dict()})  # fmt: skip
-        duration = time.monotonic() - started
-        snapshot_at: datetime = parse_time(manifest.snapshot_at)
-        outcome.bytes_copied, outcome.duration_s = copied, duration
-        outcome.rate = copied / duration if duration > 0 else 0.0
-        state.bytes_full += copied
-        state.sync_count += 1
-        state.synced_at = snapshot_at
-        state.history = [*state.history, SyncSample(snapshot_at, "seed", copied, duration, copy_s)][-HISTORY:]
-        state.rate = outcome.rate
-        state.phase = Phase.READY
-        return outcome
+    for disk in state.disks:
+        os_volumes.extend_volume(openstack, disk.volume_id, shipped[disk.disk_key].capacity)
+    heartbeat.expect(sum(d.capacity for d in manifest.disks))
+    for disk in state.disks:
+        carried = shipped[disk.disk_key]
+        disk.pending_change_id = carried.change_id
+        store.save_disks(openstack, state, [disk])
+        jpath = journal_path(settings.state_dir, state.migration_id, disk)
+        os.makedirs(os.path.dirname(jpath), mode=0o700, exist_ok=True)
+        zeros = subtract_extents([Extent(0, carried.capacity)], merge_extents(carried.data))
+        with (
+            layer.nbd_view(os.path.join(directory, carried.file), layer.VolumeFormat(manifest.format)) as uri,
+            attach_for_write(
+                openstack, disk.volume_id, mode=settings.attach_mode, server_id=settings.conversion_server
+            ) as device,
+        ):
+            stats = copy_extents(
+                uri, device, carried.data + zeros, size=carried.capacity, journal_path=jpath,
+                options=copy_options(settings), progress=heartbeat.disk(disk.disk_key),
+                source_zeros=zeros,
+            )  # fmt: skip
+        disk.change_id, disk.pending_change_id, disk.capacity = carried.change_id, "", carried.capacity
+        store.save_disks(openstack, state, [disk])
+        if os.path.exists(jpath):
+            os.unlink(jpath)
+        heartbeat.disk_done(disk.disk_key, carried.capacity)
+        copied += stats.bytes_read
+        copy_s += stats.elapsed_s
+        outcome.disks.append({"disk_key": disk.disk_key, "label": disk.label, "volume_id": disk.volume_id,
+                              "kind": "seed", "change_id": disk.change_id, "stats": stats.as_dict()})  # fmt: skip
+    outcome.bytes_copied, outcome.duration_s = copied, time.monotonic() - started
+    outcome.rate = record_sync(
+        openstack, state, settings.state_dir, kind="seed", snapshot_at=parse_time(manifest.snapshot_at),
+        duration_s=outcome.duration_s, copy_s=copy_s, bytes_full=copied, bytes_incr=0,
+    )  # fmt: skip
+    return outcome

@@ -15,6 +15,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.error
     MalformedRecordError,
     MigrationNotFoundError,
 )
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import VALUE_LIMIT
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import DiskState, MigrationState
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
 
@@ -55,7 +56,7 @@ def _state_of(migration_id: str, volumes) -> Tuple[Optional[MigrationState], Lis
         return None, problems
     try:
         return MigrationState.from_volumes([(v.id, v.record) for v in genuine]), problems
-    except (KeyError, ValueError, TypeError) as err:
+    except (KeyError, ValueError, TypeError, OverflowError) as err:
         problems.append(Malformed(migration_id, [v.id for v in genuine], f"its record does not parse ({err})"))
         return None, problems
 
@@ -97,7 +98,14 @@ _WRITES = threading.RLock()
 def _write(client, writes: List[Tuple[str, Dict[str, str]]]) -> None:
     """Merge each ``(volume id, fields)`` into that volume's record, the volumes side by side: each
     write is a round trip to Cinder, and a crash between them leaves a subset written either way
-    (the newest revision wins on load)."""
+    (the newest revision wins on load).
+
+    Every encoder keeps its value within VALUE_LIMIT; one that did not is a bug, stopped here before
+    any volume is written (Cinder would refuse the write part-way, after the work it records)."""
+    for _volume_id, fields in writes:
+        over = {k: len(v) for k, v in fields.items() if len(v) > VALUE_LIMIT}
+        if over:
+            raise ValueError(f"record values over {VALUE_LIMIT} characters: {over}")
     side_by_side(lambda write: os_volumes.update_record(client, *write), writes)
 
 

@@ -22,9 +22,9 @@ import os
 import queue
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from datetime import datetime
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.common.side_by_side import side_by_side
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier import (
@@ -41,13 +41,9 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents im
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.journal import remaining_extents
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.verify import verify_extents
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import (
-    MigrationBusyError,
-    PhaseError,
-)
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.heartbeat import Heartbeat
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.lock import host_lock, on_this_host, owner_id
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import ownership, store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.lock import host_lock
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import (
     HISTORY,
     HostTimes,
@@ -243,38 +239,54 @@ def run_sync(
     *,
     check_mode: bool = False,
 ) -> SyncOutcome:
-    """Run one sync of ``migration_id`` (see the module doc of block_sync for the rules)."""
+    """Run one sync of ``migration_id`` (see the module doc of block_sync for the rules).
+
+    The record decides what to do twice: read first, so that a skip or check mode costs no lock,
+    and again under the hold, where the decision counts."""
     state = store.load(openstack, migration_id)
+    skip = _skip(state, settings)
+    if skip is not None:
+        return skip
+    ownership.ensure_free(state, ownership.Observations(settings.state_dir))
+    if check_mode:
+        with host_lock(settings.state_dir, migration_id):
+            return _predict(vsphere, vm, state, settings)
+    skipped: List[SyncOutcome] = []
+
+    def may_sync(held_state: MigrationState) -> None:
+        late = _skip(held_state, settings)
+        if late is not None:
+            skipped.append(late)
+            raise _Skipped()
+
+    try:
+        with ownership.hold(openstack, migration_id, settings.state_dir, check=may_sync) as held:
+            outcome = sync_held(vsphere, vm, openstack, held, settings)
+    except _Skipped:
+        return skipped[0]
+    outcome.warnings.extend(held.heartbeat.warnings())
+    return outcome
+
+
+class _Skipped(Exception):
+    """The record, read again under the hold, says there is nothing to do (paused meanwhile, say)."""
+
+
+def _skip(state: MigrationState, settings: SyncSettings) -> Optional[SyncOutcome]:
+    """Why no sync runs now (an outcome that says so), or None; PhaseError once the cutover has begun."""
     if state.phase is Phase.COMPLETED:
         # A wave's sync schedule (or a rerun of the seed playbook) may still fire after cutover: nothing to do.
         return SyncOutcome(changed=False, kind="skipped", reason="completed", state=state)
     if state.phase is Phase.CUTOVER:
         raise PhaseError(
-            f"migration {migration_id} is in phase '{state.phase.value}'; syncs end at cutover",
+            f"migration {state.migration_id} is in phase '{state.phase.value}'; syncs end at cutover",
             hint="Use the cutover module to finish it, or migration_info to see its state",
         )
     if state.paused:
         return SyncOutcome(changed=False, kind="skipped", reason="paused", state=state)
     if settings.only_when_due and state.seeded and not state.sync_due():
         return SyncOutcome(changed=False, kind="skipped", reason=f"not due (cadence {state.cadence})", state=state)
-    ensure_not_busy(state)
-    with host_lock(settings.state_dir, migration_id):
-        if check_mode:
-            return _predict(vsphere, vm, state, settings)
-        return sync_locked(vsphere, vm, openstack, state, settings)
-
-
-def ensure_not_busy(state: MigrationState) -> None:
-    """Refuse when another host's sync or cutover of this migration reported recently.
-
-    An owner on this host is left to the flock: if its process died (killed, rebooted), the
-    flock is free and its fresh heartbeat must not block the rerun that resumes its work."""
-    if state.is_busy() and not on_this_host(state.owner):
-        raise MigrationBusyError(
-            f"migration {state.migration_id} is being synced by {state.owner}"
-            f" (last report {state.heartbeat:%H:%M:%S} UTC)",
-            hint="Wait for it to finish (see migration_info for its progress), then run again",
-        )
+    return None
 
 
 def source_disks(inv, state: MigrationState) -> Dict[int, object]:
@@ -350,120 +362,109 @@ def _disk_report(disk: DiskState, plan: DiskPlan, stats=None) -> Dict[str, objec
     return report
 
 
-def sync_locked(
-    vsphere, vm, openstack, state: MigrationState, settings: SyncSettings, heartbeat: Optional[Heartbeat] = None
-) -> SyncOutcome:
-    """The sync itself; the caller holds the host lock (run_sync, or the cutover's final delta).
+def sync_held(vsphere, vm, openstack, held: ownership.Held, settings: SyncSettings, inv=None) -> SyncOutcome:
+    """The sync itself, in a run that holds the migration (ownership.hold): a sync of its own, or the
+    cutover's syncs (the convergence syncs of a downtime budget and the final delta). ``inv`` is the
+    VM's inventory when the caller has read it already.
 
-    A sync of its own owns the migration from its first write to its last; the cutover's final
-    delta runs inside the cutover's ownership (and heartbeat), which it neither takes nor drops."""
-    if heartbeat is None:
-        with Heartbeat(openstack, state) as own:
-            outcome = _sync_owned(vsphere, vm, openstack, state, settings, own)
-        outcome.warnings.extend(own.warnings())
-        return outcome
-    return _sync_owned(vsphere, vm, openstack, state, settings, heartbeat)
-
-
-def _sync_owned(vsphere, vm, openstack, state: MigrationState, settings: SyncSettings, heartbeat: Heartbeat):
+    In phase ``cutover`` the phase stays; otherwise it is ``seeding`` or ``syncing`` from the first
+    write and ``ready`` at the end. The end's bookkeeping (counters, history, phase) is written here,
+    so a cutover that syncs several times keeps each sync's figures even if it fails later."""
+    state, heartbeat = held.state, held.heartbeat
     for_cutover = state.phase is Phase.CUTOVER
     if settings.attach_mode == "brick" and any(_copied_whole(disk, state, settings) for disk in state.disks):
         # Volumes attach before the snapshot: os-brick is made ready while vSphere and the record are asked.
         threading.Thread(target=warm_up, name="xms-brick-warm-up", daemon=True).start()
-    inv = vs_inventory.inventory(vsphere, vm)
+    inv = inv or vs_inventory.inventory(vsphere, vm)
     disks_by_key = source_disks(inv, state)
     outcome = SyncOutcome(changed=True, kind="incremental" if state.seeded else "seed", state=state)
     started = time.monotonic()
-    own_phase = None if for_cutover else (Phase.SYNCING if state.seeded else Phase.SEEDING)
-    with holding(openstack, state, own_phase):
-        vs_cbt.remove_orphan_snapshots(vsphere, vm)
-        warning = _ensure_cbt(vsphere, vm, inv)
-        if warning:
-            outcome.warnings.append(warning)
-        snapshot_time = utcnow()
-        with _Attachments(openstack, settings) as attachments:
-            attachments.attach([  # copied whole for sure: attached before the snapshot exists
-                disk for disk in state.disks
-                if _copied_whole(disk, state, settings) and disks_by_key[disk.disk_key].capacity <= disk.capacity
-            ])  # fmt: skip
-            snapshot_started = time.monotonic()
-            with vs_cbt.sync_snapshot(vsphere, vm, quiesce=settings.quiesce) as snap:
-                for disk in state.disks:
-                    if not snap.change_ids.get(disk.disk_key):
-                        raise VSphereError(
-                            f"disk {disk.label or disk.disk_key} of VM '{inv.name}' has no change id in the sync"
-                            " snapshot: CBT is not active on it",
-                            hint="Check that CBT is enabled on the VM (ctkEnabled) and that the disk is not"
-                            " independent",
-                        )
-                sync_plan = plan_sync(vsphere, vm, snap, state, settings)
-                outcome.kind = sync_plan.kind
-                outcome.warnings.extend(sync_plan.warnings)
-                # Every volume is large enough before the first byte is copied: a volume that cannot grow
-                # stops the sync with nothing copied and nothing recorded. A disk not larger than recorded
-                # fits its volume already (Cinder never shrinks one): no call for it.
-                for disk, _plan in sync_plan.disks:
-                    if snap.capacities[disk.disk_key] > disk.capacity:
-                        attachments.release(disk)  # grown since it was attached: Cinder extends only a free one
-                        os_volumes.extend_volume(openstack, disk.volume_id, snap.capacities[disk.disk_key])
-                heartbeat.expect(sum(plan.bytes for _disk, plan in sync_plan.disks))
-                copies = _DiskCopies(vsphere, vm, openstack, snap, state, settings, heartbeat, disks_by_key)
-                copies.advance_idle([disk for disk, plan in sync_plan.disks if not plan.bytes])
-                done = copies.run([(disk, plan) for disk, plan in sync_plan.disks if plan.bytes], attachments)
-            outcome.snapshot_s = time.monotonic() - snapshot_started
-        bytes_full = sum(c.stats.bytes_read for c in done if c.plan.kind in ("seed", "full_resync"))
-        bytes_incr = sum(c.stats.bytes_read for c in done if c.plan.kind not in ("seed", "full_resync"))
-        zeroed = sum(c.stats.bytes_zeroed for c in done)
-        copy_s = busy_seconds([(c.ended - c.stats.elapsed_s, c.ended) for c in done])
-        copied = {c.disk.disk_key: c for c in done}
-        for disk, plan in sync_plan.disks:
-            own = copied.get(disk.disk_key)
-            outcome.disks.append(_disk_report(disk, plan, own.stats if own else None))
-        duration = time.monotonic() - started
-        outcome.bytes_copied = bytes_full + bytes_incr
-        # The volumes changed only if bytes were written or zeroed (a guest's TRIM is a hole: zeroed
-        # without a read); advancing the change ids alone is bookkeeping.
-        outcome.changed = outcome.bytes_copied > 0 or zeroed > 0 or outcome.kind != "incremental"
-        outcome.duration_s = duration
-        outcome.rate = outcome.bytes_copied / duration if duration > 0 else 0.0
-        state.bytes_full += bytes_full
-        state.bytes_incr += bytes_incr
-        state.sync_count += 1
-        state.synced_at = snapshot_time
-        sample = SyncSample(snapshot_time, outcome.kind, outcome.bytes_copied, duration, copy_s)
-        state.history = [*state.history, sample][-HISTORY:]
-        state.estimates = {**state.estimates, **HostTimes(settings.state_dir).load()}
-        state.rate = outcome.rate
-        state.needs_full_resync = False
-        if not for_cutover:
-            state.phase = Phase.READY
-        return outcome
+    if not for_cutover:
+        state.phase = Phase.SYNCING if state.seeded else Phase.SEEDING
+        store.save_common(openstack, state)
+    vs_cbt.remove_orphan_snapshots(vsphere, vm)
+    warning = _ensure_cbt(vsphere, vm, inv)
+    if warning:
+        outcome.warnings.append(warning)
+    snapshot_time = utcnow()
+    with _Attachments(openstack, settings) as attachments:
+        attachments.attach([  # copied whole for sure: attached before the snapshot exists
+            disk for disk in state.disks
+            if _copied_whole(disk, state, settings) and disks_by_key[disk.disk_key].capacity <= disk.capacity
+        ])  # fmt: skip
+        snapshot_started = time.monotonic()
+        with vs_cbt.sync_snapshot(vsphere, vm, quiesce=settings.quiesce) as snap:
+            for disk in state.disks:
+                if not snap.change_ids.get(disk.disk_key):
+                    raise VSphereError(
+                        f"disk {disk.label or disk.disk_key} of VM '{inv.name}' has no change id in the sync"
+                        " snapshot: CBT is not active on it",
+                        hint="Check that CBT is enabled on the VM (ctkEnabled) and that the disk is not independent",
+                    )
+            sync_plan = plan_sync(vsphere, vm, snap, state, settings)
+            outcome.kind = sync_plan.kind
+            outcome.warnings.extend(sync_plan.warnings)
+            # Every volume is large enough before the first byte is copied: a volume that cannot grow
+            # stops the sync with nothing copied and nothing recorded. A disk not larger than recorded
+            # fits its volume already (Cinder never shrinks one): no call for it.
+            for disk, _plan in sync_plan.disks:
+                if snap.capacities[disk.disk_key] > disk.capacity:
+                    attachments.release(disk)  # grown since it was attached: Cinder extends only a free one
+                    os_volumes.extend_volume(openstack, disk.volume_id, snap.capacities[disk.disk_key])
+            heartbeat.expect(sum(plan.bytes for _disk, plan in sync_plan.disks))
+            copies = _DiskCopies(vsphere, vm, openstack, snap, state, settings, heartbeat, disks_by_key)
+            copies.advance_idle([disk for disk, plan in sync_plan.disks if not plan.bytes])
+            done = copies.run([(disk, plan) for disk, plan in sync_plan.disks if plan.bytes], attachments)
+        outcome.snapshot_s = time.monotonic() - snapshot_started
+    bytes_full = sum(c.stats.bytes_read for c in done if c.plan.kind in ("seed", "full_resync"))
+    bytes_incr = sum(c.stats.bytes_read for c in done if c.plan.kind not in ("seed", "full_resync"))
+    zeroed = sum(c.stats.bytes_zeroed for c in done)
+    copy_s = busy_seconds([(c.ended - c.stats.elapsed_s, c.ended) for c in done])
+    copied = {c.disk.disk_key: c for c in done}
+    for disk, plan in sync_plan.disks:
+        own = copied.get(disk.disk_key)
+        outcome.disks.append(_disk_report(disk, plan, own.stats if own else None))
+    outcome.bytes_copied = bytes_full + bytes_incr
+    # The volumes changed only if bytes were written or zeroed (a guest's TRIM is a hole: zeroed
+    # without a read); advancing the change ids alone is bookkeeping.
+    outcome.changed = outcome.bytes_copied > 0 or zeroed > 0 or outcome.kind != "incremental"
+    outcome.duration_s = time.monotonic() - started
+    outcome.rate = record_sync(
+        openstack, state, settings.state_dir, kind=outcome.kind, snapshot_at=snapshot_time,
+        duration_s=outcome.duration_s, copy_s=copy_s, bytes_full=bytes_full, bytes_incr=bytes_incr,
+    )  # fmt: skip
+    return outcome
 
 
-@contextmanager
-def holding(openstack, state: MigrationState, phase: Optional[Phase]) -> Iterator[None]:
-    """This run holds the migration: ``phase`` and owner recorded first; the error, if any, and the
-    owner cleared last. With ``phase`` None the run is the cutover's final delta, inside the cutover's
-    own holding, which it neither takes nor drops."""
-    if phase is not None:
-        state.phase = phase
-        state.owner, state.heartbeat = owner_id(), utcnow()
-    state.last_error = ""
+def record_sync(
+    openstack,
+    state: MigrationState,
+    state_dir: str,
+    *,
+    kind: str,
+    snapshot_at: datetime,
+    duration_s: float,
+    copy_s: float,
+    bytes_full: int,
+    bytes_incr: int,
+) -> float:
+    """The end of a sync, as a sync and a seed import record it: counters, the history, this host's
+    measured times, the rate, and phase ``ready`` unless the cutover runs; written at once. Returns
+    the rate (bytes/s)."""
+    copied = bytes_full + bytes_incr
+    state.bytes_full += bytes_full
+    state.bytes_incr += bytes_incr
+    state.sync_count += 1
+    state.synced_at = snapshot_at
+    state.history = [*state.history, SyncSample(snapshot_at, kind, copied, duration_s, copy_s)][-HISTORY:]
+    state.estimates = {**state.estimates, **HostTimes(state_dir).load()}
+    state.rate = copied / duration_s if duration_s > 0 else 0.0
+    state.needs_full_resync = False
+    state.progress_done = state.progress_total = 0
+    if state.phase is not Phase.CUTOVER:
+        state.phase = Phase.READY
     store.save_common(openstack, state)
-    try:
-        yield
-    except Exception as err:
-        state.last_error = str(err)
-        raise
-    finally:
-        if phase is not None:
-            state.owner, state.heartbeat = "", None
-        state.progress_done = state.progress_total = 0
-        try:
-            store.save_common(openstack, state)
-        except Exception:  # the run's own error matters more than a failed bookkeeping write
-            if not state.last_error:
-                raise
+    return state.rate
 
 
 def _remove(path: str) -> None:

@@ -7,17 +7,20 @@ does; the syncs copy at a set bandwidth. The conversion host's step times are gi
 """
 
 import time
+from contextlib import contextmanager
 
 import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import ConversionOptions
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import cutover as cutover_module
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import ownership, store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import CutoverSettings, run_cutover
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import HostTimes
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import Phase
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import PowerError
 
 from .conftest import Writer, power_state
 
@@ -67,3 +70,43 @@ def test_a_guest_writing_faster_than_a_sync_copies_is_refused_before_the_shutdow
     assert power_state(vsphere, vm_1) == "poweredOn"
     state = store.load(openstack, migration_id)
     assert (state.phase, state.cutover_step) == (Phase.READY, "")
+
+
+def test_a_budgeted_cutover_rerun_after_a_failed_shutdown_projects_as_in_ready_and_finishes_held(
+    vsphere, vm_1, openstack, target, settings, monkeypatch
+):
+    """The first run stops at the shutdown (phase cutover, no step done, the source still running); the
+    rerun projects from the history as in ready, holds the migration throughout, and completes."""
+    migration_id, key = prepared(vsphere, vm_1, openstack, target, settings)
+    with Writer("lab-vm-1", key, 200_000):
+        for _measure in range(2):  # the change rate, measured
+            time.sleep(5)
+            run_sync(vsphere, vm_1, openstack, migration_id, settings)
+    cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(skip=True), instance_timeout=300,
+                              downtime_budget=600)  # fmt: skip
+
+    def tools_not_running(*_args, **_kwargs):
+        """Mock of a guest whose VMware Tools do not answer (vcsim's guests always shut down)."""
+        raise PowerError("the guest of VM 'lab-vm-1' did not answer the shutdown: VMware Tools are not running")
+
+    monkeypatch.setattr(cutover_module.vs_power, "shutdown_guest", tools_not_running)
+    with pytest.raises(PowerError):
+        run_cutover(vsphere, vm_1, openstack, migration_id, target, cutover)
+    state = store.load(openstack, migration_id)
+    assert (state.phase, state.cutover_step, state.owner) == (Phase.CUTOVER, "", "")
+    assert power_state(vsphere, vm_1) == "poweredOn" and state.projection(convert=False) is not None
+    monkeypatch.undo()
+    holders = []
+    hold = ownership.hold
+
+    @contextmanager
+    def watched(*args, **kwargs):
+        with hold(*args, **kwargs) as held:
+            holders.append(store.load(openstack, migration_id).owner)
+            yield held
+
+    monkeypatch.setattr(cutover_module.ownership, "hold", watched)
+    rerun = run_cutover(vsphere, vm_1, openstack, migration_id, target, cutover)
+    assert rerun.projection is not None and rerun.projection["downtime_s"] <= 600
+    assert rerun.steps_done[0] == "shutdown" and rerun.steps_done[-1] == "completed"
+    assert len(holders) == 1 and holders[0]  # one hold, from the projection to the last step

@@ -27,25 +27,24 @@ import socket, sys, os
 sys.path.insert(0, {COLLECTIONS!r})
 socket.sethostname("other-conversion-host")  # in its own UTS namespace (unshare -u): another host
 os.environ["OS_CLIENT_CONFIG_FILE"] = {CLOUDS!r}
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import lock, ownership, record, store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import MigrationBusyError
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import ensure_not_busy
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration import record
-if len(sys.argv) > 2:
-    record.HEARTBEAT_STALE_S = float(sys.argv[2])  # a staleness limit the test can outlast
+lock.boot_id = lambda: "0th3rb00t000"  # another machine's kernel
+record.HEARTBEAT_STALE_S = float(sys.argv[3])  # a staleness limit the test can outlast
 try:
-    ensure_not_busy(store.load(OpenStackClient.connect(cloud="xms-lab"), sys.argv[1]))
+    ownership.ensure_free(store.load(OpenStackClient.connect(cloud="xms-lab"), sys.argv[1]),
+                          ownership.Observations(sys.argv[2]))
 except MigrationBusyError:
     sys.exit(3)
 """
 
 
-def another_host_may_take_it(migration_id: str, stale_after_s: float = 0) -> bool:
-    """What the sync or cutover of another conversion host would decide right now."""
-    argv = ["unshare", "-u", sys.executable, "-c", OTHER_HOST, migration_id]
-    run = subprocess.run(argv + ([str(stale_after_s)] if stale_after_s else []),
-                         capture_output=True, text=True, check=False)  # fmt: skip
+def another_host_may_take_it(migration_id: str, state_dir, stale_after_s: float = 600) -> bool:
+    """What the sync or cutover of another conversion host (whose state directory is ``state_dir``: what it
+    has seen of the record's heartbeats before) would decide right now."""
+    argv = ["unshare", "-u", sys.executable, "-c", OTHER_HOST, migration_id, str(state_dir), str(stale_after_s)]
+    run = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert run.returncode in (0, 3), run.stderr[-2000:]
     return run.returncode == 0
 
@@ -89,20 +88,21 @@ def test_a_pause_set_while_a_sync_runs_survives_the_sync(vsphere, source, openst
 
 
 def test_a_sync_holds_the_migration_through_every_long_phase(
-    vsphere, source, openstack, target, settings, beat_often, monkeypatch
+    vsphere, source, openstack, target, settings, beat_often, monkeypatch, tmp_path
 ):
     """Each phase is made longer than the other host's staleness limit: only the timer's beats keep it off.
 
-    The limit leaves room for what a live owner's beat can show: the record keeps whole seconds (a
-    beat reads up to 1 s old when written), beats come every 0.5 s here, and the write and the other
-    host's load take a while on a busy lab. With 2 s, one run of the whole suite found it stale."""
+    The other host looks once per phase, each look longer than its limit after the one before: a
+    beat it saw unchanged since its last look would let it take the migration over. The record keeps
+    whole seconds, so a beat every 0.5 s changes the value it sees at least once a second."""
     stale_s = 3.0
+    other_host = tmp_path / "other-host-state"
     migration_id = initialize(vsphere, source, openstack, target).migration_id
     verdicts = []
 
     def long_phase(name):
         time.sleep(stale_s + 1.5)
-        verdicts.append((name, another_host_may_take_it(migration_id, stale_s)))
+        verdicts.append((name, another_host_may_take_it(migration_id, other_host, stale_s)))
 
     def lengthened(name, call):
         def wrapper(*args, **kwargs):
@@ -131,7 +131,7 @@ def test_a_sync_holds_the_migration_through_every_long_phase(
     names = [name for name, _taken in verdicts]
     assert {"orphan removal", "snapshot taken", "copy", "verify", "snapshot removed"} <= set(names), names
     assert not any(taken for _name, taken in verdicts), [name for name, taken in verdicts if taken]
-    assert another_host_may_take_it(migration_id, stale_s)  # and once the sync is done, it may
+    assert another_host_may_take_it(migration_id, other_host, stale_s)  # and once the sync is done, it may
 
 
 def test_a_failing_heartbeat_write_neither_stalls_nor_aborts_the_copy(
@@ -154,7 +154,7 @@ def test_a_failing_heartbeat_write_neither_stalls_nor_aborts_the_copy(
 
 
 def test_the_cutover_holds_the_migration_from_its_first_step_to_its_last(
-    vsphere, vm_1, openstack, target, settings, beat_often
+    vsphere, vm_1, openstack, target, settings, beat_often, tmp_path
 ):
     migration_id = initialize(vsphere, vm_1, openstack, target).migration_id
     run_sync(vsphere, vm_1, openstack, migration_id, settings)
@@ -165,7 +165,7 @@ def test_the_cutover_holds_the_migration_from_its_first_step_to_its_last(
         state = store.load(openstack, migration_id)
         seen.append((state.phase, state.cutover_step, state.is_busy()))
         if state.phase == "cutover" and len(other_host) < 3:
-            other_host.append((state.cutover_step, another_host_may_take_it(migration_id)))
+            other_host.append((state.cutover_step, another_host_may_take_it(migration_id, tmp_path / "other")))
         time.sleep(0.2)
     assert box.get("result") is not None, box.get("error")
     during = [s for s in seen if s[0] == "cutover"]

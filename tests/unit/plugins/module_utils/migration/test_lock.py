@@ -2,7 +2,6 @@
 
 import multiprocessing
 import os
-import socket
 
 import pytest
 
@@ -10,9 +9,9 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.error
     MigrationBusyError,
     StateDirError,
 )
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.lock import host_lock
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.lock import boot_id, host_lock, owner_id
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.ownership import ensure_free
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import MigrationState, utcnow
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import ensure_not_busy
 
 
 def _hold_then_die(state_dir, ready):
@@ -50,11 +49,11 @@ def test_lock_file_is_private(tmp_path):
 
 def test_a_fresh_record_of_a_dead_sync_on_this_host_does_not_block_but_one_of_another_host_does():
     state = MigrationState(migration_id="vm-1", vm_name="web01")
-    state.owner, state.heartbeat = f"{socket.gethostname()}:999999", utcnow()  # killed a moment ago, here
-    ensure_not_busy(state)  # the flock decides on this host
+    state.owner, state.heartbeat = owner_id().rsplit(":", 2)[0] + f":999999:{boot_id()}", utcnow()  # killed, here
+    ensure_free(state, None)  # the flock decides on this host
     state.owner = "conv02.example.com:4242"
     with pytest.raises(MigrationBusyError) as err:
-        ensure_not_busy(state)
+        ensure_free(state, None)
     assert "conv02.example.com" in str(err.value)
 
 

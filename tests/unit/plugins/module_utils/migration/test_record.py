@@ -2,7 +2,18 @@
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import lock
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import (
+    HISTORY,
+    SyncSample,
+    format_history,
+    parse_history,
+)
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import (
+    CUTOVER_MARKS,
+    TEST_STEPS,
     DiskState,
     MigrationState,
     MigrationTestRun,
@@ -42,6 +53,39 @@ def test_every_value_is_a_short_string():
     state.last_error = "x" * 1000
     for _volume_id, rec in records(state):
         assert all(isinstance(v, str) and len(v) <= 255 for v in rec.values())
+
+
+def test_every_value_fits_cinder_whatever_the_figures(monkeypatch):
+    """Six samples of a 60 TB seed and of day-long syncs, the largest counters, every cutover mark, a test,
+    the longest hostname: each value still fits 255 characters; the history keeps its newest samples."""
+    state = state_with_two_disks()
+    huge, day = 60 * 10**12, 86_399.999
+    state.history = [SyncSample(T0 + timedelta(days=i), "full_resync", huge, day, day) for i in range(HISTORY)]
+    state.bytes_full = state.bytes_incr = state.sync_count = state.progress_done = state.progress_total = 10**18
+    state.rate, state.revision, state.operator_revision = 1e15, 10**18, 10**18
+    state.cutover_marks = {mark: T0 for mark in CUTOVER_MARKS}
+    state.estimates = {"shutdown_s": 1e9, "conversion_s": 1e9, "instance_s": 1e9}
+    timings = dict.fromkeys(TEST_STEPS, 10**9)
+    state.test = MigrationTestRun(at=T0, result="passed", instance_id="9" * 36, timings=timings)
+    monkeypatch.setattr(lock.socket, "gethostname", lambda: "h" * 253)  # DNS's longest name
+    state.owner, state.heartbeat, state.last_error = lock.owner_id(), T0, "x" * 1000
+    assert len(format_history(state.history[:1])) < 255 < len(";".join([format_history(state.history[:1])] * 6))
+    for _volume_id, rec in records(state):
+        assert {k: len(v) for k, v in rec.items() if len(v) > 255} == {}
+    kept = parse_history(state.common_fields()["history"])
+    assert kept and kept == state.history[-len(kept) :]  # the newest samples, the oldest left out
+
+
+def test_a_record_with_nan_inf_or_an_epoch_no_date_holds_is_malformed_and_never_breaks_its_readers():
+    state = state_with_two_disks()
+    for field, bad in (("rate", "nan"), ("rate", "inf"), ("rate", "1e400")):
+        with pytest.raises(ValueError):
+            MigrationState.from_volumes([(vid, {**rec, field: bad}) for vid, rec in records(state)])
+    state.synced_at = T0
+    odd = {"estimates": "conversion_s=nan,instance_s=inf,shutdown_s=12", "history": "99999999999999999:i:1:1:1"}
+    back = MigrationState.from_volumes([(vid, {**rec, **odd}) for vid, rec in records(state)])
+    assert back.estimates == {"shutdown_s": 12.0} and back.history == []
+    assert back.metrics(T0)["projected_downtime_s"] is None
 
 
 def test_newest_copy_of_the_common_fields_wins():
