@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence
 
+from ansible_collections.xms.warm_migration.plugins.module_utils.common.process import dies_with_parent
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.accel import QEMU, accelerator
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.errors import BootCheckError
 
@@ -112,8 +113,14 @@ def boot_check(
         open(console, "w").close()
         try:
             argv = qemu_argv(devices, mac, console, accel, memory_mb)
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    start_new_session=True)  # fmt: skip
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                preexec_fn=dies_with_parent(),  # pylint: disable=subprocess-popen-preexec-fn
+            )
         except FileNotFoundError:
             raise BootCheckError(
                 f"{QEMU} is not installed on the conversion host", hint="Install qemu-system-x86"

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 from xml.sax.saxutils import escape, quoteattr
 
+from ansible_collections.xms.warm_migration.plugins.module_utils.common.process import dies_with_parent
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.accel import accelerator
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.errors import ConversionError
 
@@ -175,8 +176,15 @@ def _run(argv: List[str], env: Dict[str, str], log: str, timeout_s: float) -> No
         out.write(("$ " + " ".join(argv) + "\n").encode())
         out.flush()
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
-                                    start_new_session=True)  # fmt: skip
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                env=env,
+                start_new_session=True,
+                preexec_fn=dies_with_parent(),  # pylint: disable=subprocess-popen-preexec-fn
+            )
         except FileNotFoundError as err:
             raise ConversionError(
                 f"{tool} is not installed on the conversion host",

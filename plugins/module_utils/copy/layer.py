@@ -24,8 +24,6 @@ one its overlay records.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import json
 import os
 import shutil
@@ -38,13 +36,13 @@ from contextlib import contextmanager
 from enum import Enum
 from typing import ContextManager, Dict, Iterator, List, Optional
 
+from ansible_collections.xms.warm_migration.plugins.module_utils.common.process import dies_with_parent
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy import nbd_source
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.errors import SourceUnreachableError, TargetError
 
 START_TIMEOUT_S = 120.0  # opening a LUKS key slot is deliberately slow (PBKDF2); TCG hosts are slower
 SECRET_ID = "xmskey"
 EXPORT = "disk"
-PR_SET_PDEATHSIG = 1
 
 
 class VolumeFormat(str, Enum):
@@ -120,7 +118,7 @@ def _served(path: str, fmt: VolumeFormat, passphrase: Optional[bytes], *, as_fil
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             pass_fds=fds,
-            preexec_fn=_die_with_parent,  # pylint: disable=subprocess-popen-preexec-fn
+            preexec_fn=dies_with_parent(signal.SIGTERM),  # pylint: disable=subprocess-popen-preexec-fn
         )
         for fd in fds:
             os.close(fd)
@@ -225,11 +223,6 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
     if proc.stderr:
         proc.stderr.close()
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _is_block(path: str) -> bool:
