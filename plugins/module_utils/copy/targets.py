@@ -16,6 +16,7 @@ or a back-end that does not zero new volumes would keep whatever it held.
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -112,10 +113,13 @@ class FileTarget:
             os.posix_fadvise(self.fd, old_start, old_length, os.POSIX_FADV_DONTNEED)
 
     def zero(self, offset: int, length: int) -> None:
-        while self._zero_modes:
-            if _fallocate(self.fd, self._zero_modes[0], offset, length):
+        # Copy threads share this target: each works on its own snapshot of the modes, and a mode the
+        # file system refuses is dropped by value (another thread may have dropped it already).
+        for mode in list(self._zero_modes):
+            if _fallocate(self.fd, mode, offset, length):
                 return
-            self._zero_modes.pop(0)  # not supported here: do not ask again
+            with contextlib.suppress(ValueError):
+                self._zero_modes.remove(mode)  # not supported here: do not ask again
         end = offset + length
         while offset < end:
             chunk = min(len(ZERO_CHUNK), end - offset)

@@ -104,6 +104,7 @@ def run_cutover(
     check_mode: bool = False,
 ) -> CutoverOutcome:
     """Run (or resume) the cutover of ``migration_id``."""
+    check_settings(settings)
     state = store.load(openstack, migration_id)
     if state.phase is Phase.COMPLETED:
         return CutoverOutcome(changed=False, steps_done=[], state=state)
@@ -164,6 +165,24 @@ def run_cutover(
     outcome.after = _state_view(state)
     _remember_times(settings, outcome)
     return outcome
+
+
+def check_settings(settings: CutoverSettings) -> None:
+    """Timeouts that would fail or power the guest off after it went down, refused before anything is read."""
+    timeouts = {"shutdown_timeout": settings.shutdown_timeout, "instance_timeout": settings.instance_timeout}
+    for name, value in timeouts.items():
+        if value <= 0:
+            raise PreflightError(
+                f"{name} is {value}: it must be a positive number of seconds",
+                parameter=name,
+                hint="Nothing was changed and the source still runs; give the seconds to wait (see the module doc)",
+            )
+    if settings.downtime_budget is not None and settings.downtime_budget <= 0:
+        raise PreflightError(
+            f"downtime_budget is {settings.downtime_budget}: it must be a positive number of seconds",
+            parameter="downtime_budget",
+            hint="Nothing was changed; leave it out to cut over without a budget",
+        )
 
 
 def _may_cut_over(state: MigrationState) -> None:

@@ -220,6 +220,17 @@ def _fixed_ip_check(client, net, nic: NicTarget, migration_id: str) -> Check:
     if not inside:
         where = f"subnet '{nic.subnet}'" if nic.subnet else f"any subnet of network '{nic.network}'"
         return Check("fixed_ip", False, f"fixed IP {address} is not in {where}", parameter="fixed_ips")
+    subnet = inside[0]
+    cidr = ipaddress.ip_network(subnet.cidr, strict=False)
+    reserved = {
+        "the subnet's gateway address": subnet.gateway_ip,
+        "the subnet's network address": str(cidr.network_address),
+    }
+    if cidr.version == 4 and cidr.prefixlen < 31:
+        reserved["the subnet's broadcast address"] = str(cidr.broadcast_address)
+    taken = [what for what, ip in reserved.items() if ip and ipaddress.ip_address(ip) == address]
+    if taken:
+        return Check("fixed_ip", False, f"fixed IP {address} is {taken[0]} ({cidr})", parameter="fixed_ips")
     holders = [
         p
         for p in network.ports(network_id=net.id, fixed_ips=f"ip_address={address}")

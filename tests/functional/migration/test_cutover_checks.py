@@ -5,6 +5,7 @@ still powered on and the migration's cutover has not begun (phase ready, no step
 """
 
 import dataclasses
+import ipaddress
 
 import pytest
 
@@ -69,6 +70,18 @@ def test_a_fixed_ip_outside_its_subnet(vsphere, openstack, seeded):
     bad = dataclasses.replace(target, fixed_ips={nic_mac(vsphere, vm): "10.99.0.5"})
     err = refused(vsphere, vm, openstack, migration_id, bad, CutoverSettings(sync=sync))
     assert err.parameter == "fixed_ips" and "10.99.0.5" in str(err)
+
+
+@pytest.mark.parametrize("which", ["gateway", "network", "broadcast"])
+def test_a_fixed_ip_that_is_its_subnets_gateway_network_or_broadcast_address(vsphere, openstack, seeded, which):
+    vm, migration_id, target, sync = seeded
+    net = openstack.conn.network.find_network("lab-net-a")
+    subnet = next(iter(openstack.conn.network.subnets(network_id=net.id, ip_version=4)))
+    cidr = ipaddress.ip_network(subnet.cidr)
+    address = {"gateway": subnet.gateway_ip, "network": cidr.network_address, "broadcast": cidr.broadcast_address}
+    bad = dataclasses.replace(target, fixed_ips={nic_mac(vsphere, vm): str(address[which])})
+    err = refused(vsphere, vm, openstack, migration_id, bad, CutoverSettings(sync=sync))
+    assert err.parameter == "fixed_ips" and f"the subnet's {which} address" in str(err)
 
 
 def test_a_port_created_meanwhile_with_the_source_mac(vsphere, openstack, seeded):

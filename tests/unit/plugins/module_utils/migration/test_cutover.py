@@ -4,9 +4,13 @@
 
 import pytest
 
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration import cutover
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import MigrationState, Phase
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import cutover, rehearsal
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError, PreflightError
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import (
+    DiskState,
+    MigrationState,
+    Phase,
+)
 
 
 def test_a_source_powered_on_after_conversion_is_refused_untouched(monkeypatch):
@@ -32,3 +36,36 @@ def test_a_source_already_off_is_recorded_as_shut_down_without_a_shutdown(monkey
     outcome = cutover.CutoverOutcome(changed=True, steps_done=[], state=state)
     cutover._source_stays_off(None, None, None, state, None, outcome)
     assert outcome.shutdown == "already_off" and done == ["shutdown"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("shutdown_timeout", 0), ("shutdown_timeout", -5), ("instance_timeout", 0), ("downtime_budget", 0)],
+)
+def test_timeouts_that_would_fail_after_the_shutdown_are_refused_before_anything(field, value):
+    settings = cutover.CutoverSettings(sync=None)
+    setattr(settings, field, value)
+    with pytest.raises(PreflightError) as err:
+        cutover.run_cutover(None, None, None, "vm-9", None, settings)  # nothing is read: no adapter is needed
+    assert err.value.parameter == field and "Nothing was changed" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"phase": Phase.SYNCING}, "stopped part-way"),
+        ({"pending": True}, "disks 2000 pending"),
+        ({"needs_full_resync": True}, "changed outside a sync"),
+    ],
+)
+def test_a_torn_replica_is_refused_for_a_test_migration(change, words):
+    state = MigrationState(migration_id="vm-9", vm_name="web", phase=change.get("phase", Phase.READY),
+                           needs_full_resync=change.get("needs_full_resync", False))  # fmt: skip
+    disk = DiskState(disk_key=2000, volume_id="vol-a", index=0, capacity=1 << 30, change_id="52 1/8")
+    disk.pending_change_id = "52 1/9" if change.get("pending") else ""
+    state.disks = [disk]
+    with pytest.raises(PhaseError) as err:
+        rehearsal._consistent_replica(state)
+    assert words in str(err.value) and "block_sync" in str(err.value)
+    rehearsal._consistent_replica(MigrationState(migration_id="vm-9", vm_name="web", phase=Phase.READY,
+                                                 disks=[DiskState(2000, "vol-a", 0, 1 << 30, "52 1/8")]))  # fmt: skip
