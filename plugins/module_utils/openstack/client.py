@@ -8,6 +8,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.error
     AuthenticationError,
     OpenStackError,
 )
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.faults import GuardedConnection
 
 try:
     import openstack
@@ -22,10 +23,11 @@ API_TIMEOUT_S = 180
 
 
 class OpenStackClient:
-    """An authenticated openstacksdk connection (``.conn``) to the migration's target project."""
+    """An authenticated openstacksdk connection (``.conn``) to the migration's target project; its service
+    proxies translate faults where they enter (faults.py)."""
 
     def __init__(self, conn) -> None:
-        self.conn = conn
+        self.conn = GuardedConnection(conn)
 
     @classmethod
     def connect(

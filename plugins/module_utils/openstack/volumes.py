@@ -138,8 +138,6 @@ def ensure_volumes(
             )
     except Exception as err:
         delete_volumes(client, created)
-        if isinstance(err, OpenStackError):
-            raise
         raise _volume_error(err) from None
     return find_volumes(client, migration_id), created
 
@@ -166,8 +164,6 @@ def clone_volumes(client, migration_id: str, volumes: List[TargetVolume], tag: s
                      what=f"clone {volume_id} to become available", hint="Check the cinder-volume service")  # fmt: skip
     except Exception as err:
         delete_volumes(client, created)
-        if isinstance(err, OpenStackError):
-            raise
         raise _volume_error(err) from None
     return created
 
@@ -228,6 +224,10 @@ def _available(client, volume_id: str) -> bool:
 
 
 def _volume_error(err: Exception) -> OpenStackError:
+    """What a failed creation says, once what it created is deleted again."""
+    if isinstance(err, OpenStackError):  # typed already (faults.py, a waiter): it says the rest
+        err.hint = (err.hint + ". " if err.hint else "") + "Nothing was left behind"
+        return err
     text = str(getattr(err, "details", None) or err)
     if "quota" in text.lower() or "VolumeLimitExceeded" in text:
         return QuotaError(

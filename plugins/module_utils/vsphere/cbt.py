@@ -20,6 +20,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors 
     TaskError,
     VSphereError,
 )
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.faults import VSphereFault
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.inventory import _props
 
 try:
@@ -141,12 +142,14 @@ def changed_extents(client, vm, snapshot: SnapshotView, disk_key: int, since_cha
         try:
             info = vm.QueryChangedDiskAreas(snapshot=snapshot.ref, deviceKey=disk_key, startOffset=offset,
                                             changeId=since_change_id or "*")  # fmt: skip
-        except vmodl.fault.InvalidArgument as err:
+        except VSphereFault as err:
+            if not isinstance(err.fault, vmodl.fault.InvalidArgument):
+                raise
             if since_change_id:
                 raise CbtResetError(
-                    f"disk {disk_key}: vSphere refused change id {since_change_id}: {err.msg}"
+                    f"disk {disk_key}: vSphere refused change id {since_change_id}: {err.fault.msg}"
                 ) from None
-            raise VSphereError(f"disk {disk_key}: vSphere cannot list its allocated areas: {err.msg}") from None
+            raise VSphereError(f"disk {disk_key}: vSphere cannot list its allocated areas: {err.fault.msg}") from None
         extents.extend(Extent(a.start, a.length) for a in info.changedArea or [])
         if info.length <= 0:
             raise VSphereError(f"disk {disk_key}: QueryChangedDiskAreas made no progress at offset {offset}")

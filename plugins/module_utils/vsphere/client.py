@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.common.waiter import Backoff, wait_for
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import faults
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import (
     TaskError,
     VSphereAuthError,
@@ -47,6 +48,11 @@ class VSphereClient:
         self.content = si.RetrieveContent()
         self.conn = conn
         self.thumbprint = thumbprint
+        faults.guard(si._stub, self._login)
+
+    def _login(self) -> None:
+        """Log the session in again (it expired, or was ended by vCenter) with the same credentials."""
+        self.content.sessionManager.Login(userName=self.conn.username, password=self.conn.password)
 
     @classmethod
     def connect(cls, conn: VSphereConnection) -> VSphereClient:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import VmNotFoundError
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.faults import VSphereFault
 
 try:
     from pyVmomi import vim, vmodl
@@ -86,7 +87,9 @@ def find_vm(client, *, name=None, datacenter=None, folder=None, uuid=None, moref
         vm = vim.VirtualMachine(moref, client.si._stub)
         try:
             _props(client, vm, ["name"])
-        except vmodl.fault.ManagedObjectNotFound:
+        except VSphereFault as err:
+            if not isinstance(err.fault, vmodl.fault.ManagedObjectNotFound):
+                raise
             vm = None
         if vm is None:
             raise VmNotFoundError(f"no VM has moref '{moref}'", parameter="vm_moref")

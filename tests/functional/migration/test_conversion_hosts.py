@@ -85,7 +85,7 @@ def test_a_wave_runs_across_two_conversion_hosts_over_ssh(vsphere, openstack, la
     second = playbook("sync", "--limit", "lab-vm-2", "-e", "warm_migration_conversion_host=conv-a", check=False)
     racing.join()
     assert first["run"].returncode == 0
-    assert second.returncode != 0 and "is being synced by conv-b:" in second.stdout, second.stdout[-3000:]
+    assert second.returncode != 0 and "is held by conv-b:" in second.stdout, second.stdout[-3000:]
 
     playbook("cutover")
     for name in WAVE:

@@ -26,6 +26,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.error
     ProtectedReplicaError,
     QuotaError,
 )
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.faults import OpenStackRefusedError
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.instance import (
     SERVER_TAG,
     NicSpec,
@@ -213,6 +214,7 @@ HOLDER = """
 import sys, time
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_for_write
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.faults import OpenStackRefusedError
 with attach_for_write(OpenStackClient.connect(cloud="xms-lab"), sys.argv[1]) as path:
     print(path, flush=True)
     time.sleep(600)
@@ -329,3 +331,16 @@ def test_a_server_left_without_its_ports_is_replaced_on_the_rerun(lab, migration
                              volume_ids=[volumes[0].id], nics=[NicSpec(mac, "lab-net-a")])  # fmt: skip
     assert server.id != orphan.id and [p["mac"] for p in server.ports] == [mac]
     assert lab.conn.compute.find_server(orphan.id, ignore_missing=True) is None
+
+
+def test_the_labs_cinder_refuses_a_record_value_over_255_characters_as_real_cinder_does(lab, migration):
+    """The limit every record encoder keeps (record.py, projection.py) is real: Cinder refuses the write whole,
+    and the translated fault names the call; nothing of it lands."""
+    volumes, _created = ensure(lab, migration, specs([(GiB, "standard-ssd", "az1")]))
+    volume_id = volumes[0].id
+    os_volumes.update_record(lab, volume_id, {"history": "x" * 255})
+    with pytest.raises(OpenStackRefusedError) as err:
+        os_volumes.update_record(lab, volume_id, {"history": "y" * 256, "phase": "ready"})
+    assert "set_volume_metadata" in str(err.value) and "HTTP 400" in str(err.value)
+    record = os_volumes.find_volumes(lab, migration)[0].record
+    assert record["history"] == "x" * 255 and record.get("phase") != "ready"
