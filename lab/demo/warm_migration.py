@@ -92,8 +92,9 @@ class Writers:
             thread.join()
 
 
-def write_inventory(workdir: str, lab: dict, vms: list[str]) -> tuple[str, str]:
-    """The wave as an operator writes it, and the vCenter password in a separate 0600 vars file."""
+def write_inventory(workdir: str, lab: dict, vms: list[str]) -> str:
+    """The wave as an operator writes it; the vCenter password in a 0600 file the conversion host (this
+    machine) holds, so it is never in a module's arguments (which Ansible writes to the host under async)."""
     hosts = {}
     for name in vms:
         hosts[name] = {"warm_migration_cadence": "hourly"}
@@ -103,8 +104,12 @@ def write_inventory(workdir: str, lab: dict, vms: list[str]) -> tuple[str, str]:
             hosts[name]["cutover_conversion"] = {"skip": True}
         if name in ENCRYPTED_VMS:
             hosts[name]["warm_migration_volume_type"] = ENCRYPTED_TYPE
+    password_file = os.path.join(workdir, "vcenter.password")
+    fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(lab["password"] + "\n")
     vcenter = {"hostname": lab["hostname"], "port": lab["port"], "username": lab["username"],
-               "password": "{{ lab_vcenter_password }}", "validate_certs": False}  # fmt: skip
+               "password_file": password_file, "validate_certs": False}  # fmt: skip
     inventory_doc = {
         "all": {
             "vars": {
@@ -129,14 +134,10 @@ def write_inventory(workdir: str, lab: dict, vms: list[str]) -> tuple[str, str]:
     path = os.path.join(workdir, "inventory.json")
     with open(path, "w") as handle:
         json.dump(inventory_doc, handle, indent=1)
-    secrets = os.path.join(workdir, "secrets.json")
-    fd = os.open(secrets, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"lab_vcenter_password": lab["password"]}, handle)
-    return path, secrets
+    return path
 
 
-def playbook(workdir: str, inventory_path: str, secrets: str, name: str, step: str, *extra: str) -> float:
+def playbook(workdir: str, inventory_path: str, name: str, step: str, *extra: str) -> float:
     """Run playbooks/<name>.yml on the wave; returns its duration. Output goes to <workdir>/<step>.log."""
     # The lab's VDDK stand-in (lab/vsphere/bin/nbdkit) comes first on PATH, as nbdkit-vddk would be installed.
     path = os.path.join(ROOT, "lab", "vsphere", "bin") + os.pathsep + os.environ["PATH"]
@@ -144,7 +145,7 @@ def playbook(workdir: str, inventory_path: str, secrets: str, name: str, step: s
            "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_HOST_KEY_CHECKING": "false"}  # fmt: skip
     book = os.path.join(ROOT, "playbooks", f"{name}.yml")
     argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", inventory_path,
-            "-e", f"@{secrets}", "-e", "wave=wave1", *extra, book]  # fmt: skip
+            "-e", "wave=wave1", *extra, book]  # fmt: skip
     started = time.monotonic()
     with open(os.path.join(workdir, f"{step}.log"), "w") as out:
         rc = subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
@@ -255,29 +256,29 @@ def main() -> int:
         log(f"wave {', '.join(vms)}; logs and state in {workdir}")
         for name in vms:
             reset_vm(vsphere, inventory.find_vm(vsphere, name=name), openstack)
-        inventory_path, secrets = write_inventory(workdir, lab, vms)
+        inventory_path = write_inventory(workdir, lab, vms)
 
         log("preflight (check mode)")
-        playbook(workdir, inventory_path, secrets, "preflight", "01-preflight")
+        playbook(workdir, inventory_path, "preflight", "01-preflight")
         writers = Writers(lab, vms)
         writers.start()
         log(f"writers started on {len(writers.targets)} disks; seeding while they write")
-        took = playbook(workdir, inventory_path, secrets, "seed", "02-seed")
+        took = playbook(workdir, inventory_path, "seed", "02-seed")
         log(f"seeded in {took:.1f} s")
         for n in range(1, args.incrementals + 1):
             time.sleep(2)
-            took = playbook(workdir, inventory_path, secrets, "sync", f"03-sync-{n}")
+            took = playbook(workdir, inventory_path, "sync", f"03-sync-{n}")
             log(f"incremental sync {n} in {took:.1f} s ({writers.writes} blocks written so far)")
         ready_report = os.path.join(workdir, "wave1-ready.html")
-        playbook(workdir, inventory_path, secrets, "report", "03-report-ready", "-e", f"report_path={ready_report}")
+        playbook(workdir, inventory_path, "report", "03-report-ready", "-e", f"report_path={ready_report}")
         log(f"wave report while ready (lag, syncs, projected downtime): {ready_report}")
         writers.stop()  # a shut-down guest writes no more; the cutover shuts the VMs down first
         log(f"writers stopped after {writers.writes} blocks; cutover (shutdown, final delta, conversion, instance)")
-        took = playbook(workdir, inventory_path, secrets, "cutover", "04-cutover")
+        took = playbook(workdir, inventory_path, "cutover", "04-cutover")
         log(f"cut over in {took:.1f} s")
         report = os.path.join(workdir, "wave1-report.html")
         metrics = os.path.join(workdir, "wave1.prom")
-        playbook(workdir, inventory_path, secrets, "report", "05-report", "-e", f"report_path={report}",
+        playbook(workdir, inventory_path, "report", "05-report", "-e", f"report_path={report}",
                  "-e", f"report_metrics_path={metrics}")  # fmt: skip
         print_metrics(openstack, vsphere, vms)
         ok = compare(vsphere, openstack, lab, vms, workdir)

@@ -21,9 +21,19 @@ options:
     description:
       - The password of O(username). Never logged, never passed on a command line.
       - If not set, the value of the E(VMWARE_PASSWORD) environment variable is used.
+      - Ansible writes a task's arguments into a file on the host that runs the module when the task runs
+        under C(async) (as every role of this collection does), and keeps it there until the job ends. On
+        conversion hosts use O(password_file) instead.
+      - One of O(password) and O(password_file) is required.
     type: str
-    required: true
     aliases: [pass, pwd]
+  password_file:
+    description:
+      - A file on the host that runs the module (the conversion host) whose first line is the password of
+        O(username). It must belong to the user the module runs as and be readable by nobody else (mode 0600
+        or 0400); it is read when the module connects, and the password never travels in the arguments.
+      - Mutually exclusive with O(password).
+    type: path
   port:
     description:
       - The HTTPS port of O(hostname).

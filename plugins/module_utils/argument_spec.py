@@ -28,11 +28,11 @@ def vsphere_argument_spec() -> Dict[str, Any]:
         },
         "password": {
             "type": "str",
-            "required": True,
             "no_log": True,
             "aliases": ["pass", "pwd"],
             "fallback": (env_fallback, ["VMWARE_PASSWORD"]),
         },
+        "password_file": {"type": "path", "no_log": False},  # a path, not the secret
         "port": {"type": "int", "default": 443, "fallback": (env_fallback, ["VMWARE_PORT"])},
         "validate_certs": {"type": "bool", "default": True, "fallback": (env_fallback, ["VMWARE_VALIDATE_CERTS"])},
     }
@@ -61,6 +61,8 @@ def source_vm_argument_spec() -> Dict[str, Any]:
 
 
 SOURCE_VM_ONE_OF = [["vm_name", "vm_uuid", "vm_moref"]]
+# The vCenter password: in the arguments, or in a file on the host that runs the module (see the doc fragment).
+PASSWORD_ONE_OF = [["password", "password_file"]]
 
 
 def data_path_argument_spec() -> Dict[str, Any]:

@@ -35,6 +35,8 @@ options:
   force_full:
     description:
       - Copy every disk whole (allocated or not), whatever the recorded change ids say.
+      - Each run with it starts over from the first byte. A forced copy that was interrupted is resumed by a run
+        without it, which copies what the interrupted copy had not flushed plus what changed since.
     type: bool
     default: false
   only_when_due:
@@ -153,8 +155,8 @@ def main() -> None:
     }
     module = AnsibleModule(
         argument_spec=argument_spec,
-        required_one_of=specs.SOURCE_VM_ONE_OF,
-        mutually_exclusive=specs.SOURCE_VM_ONE_OF,
+        required_one_of=specs.SOURCE_VM_ONE_OF + specs.PASSWORD_ONE_OF,
+        mutually_exclusive=specs.SOURCE_VM_ONE_OF + specs.PASSWORD_ONE_OF,
         required_if=specs.data_path_required_if(),
         supports_check_mode=True,
     )

@@ -183,8 +183,8 @@ def main() -> None:
     }
     module = AnsibleModule(
         argument_spec=argument_spec,
-        required_one_of=specs.SOURCE_VM_ONE_OF,
-        mutually_exclusive=specs.SOURCE_VM_ONE_OF,
+        required_one_of=specs.SOURCE_VM_ONE_OF + specs.PASSWORD_ONE_OF,
+        mutually_exclusive=specs.SOURCE_VM_ONE_OF + specs.PASSWORD_ONE_OF,
         required_if=[*specs.data_path_required_if(), ["state", "present", ["test_network"]]],
         supports_check_mode=True,
     )

@@ -10,15 +10,15 @@ module: seed_export
 short_description: Write one snapshot's data of a running VM to files, to ship the seed on disks
 version_added: 0.1.0
 description:
-  - For a VM whose first copy is too large for the link. Takes one snapshot of the source VM (all disks at
-    one point in time), writes each disk's allocated areas at their offsets into a sparse file in
-    O(directory) (C(disk-<key>.raw) or C(.qcow2)), then a C(manifest.json) - the VM, each disk's key,
-    capacity and change id, the areas written and a SHA-256 of their bytes as read back from the file -
-    and removes the snapshot. CBT's change ids stay valid without it.
-  - Carry the directory to the target site (any copy that keeps the files whole; C(cp -r --sparse=always)
-    keeps them sparse) and import it with M(xms.warm_migration.seed_import).
-  - CBT is switched on when it is off. The manifest is written last; a directory without one holds an
-    unfinished export, which a rerun starts over. A rerun after a finished export changes nothing.
+  - For a VM whose first copy is too large for the link. Takes one snapshot of the source VM (all disks at one
+    point in time), writes each disk's allocated areas at their offsets into a sparse file in O(directory)
+    (C(disk-<key>.raw) or C(.qcow2)), then a C(manifest.json) - the VM, each disk's key, capacity and change id,
+    the areas written and a SHA-256 of their bytes as read back from the file, bound to the migration, the disk,
+    its change id and capacity - and removes the snapshot. CBT's change ids stay valid without it.
+  - Carry the directory to the target site (any copy that keeps the files whole; C(cp -r --sparse=always) keeps
+    them sparse) and import it with M(xms.warm_migration.seed_import).
+  - CBT is switched on when it is off. The manifest is written last; a directory without one holds an unfinished
+    export, which a rerun starts over. A rerun after a finished export changes nothing.
   - Needs only vCenter, not the target cloud.
 author:
   - xms.warm_migration developers (@xms)
@@ -38,6 +38,13 @@ options:
     type: str
     choices: [raw, qcow2]
     default: raw
+  manifest_key_file:
+    description:
+      - A file on the host that runs the module, readable only by its owner, whose first line is a secret the
+        target site holds too. The manifest is then signed with it (HMAC-SHA256), and
+        M(xms.warm_migration.seed_import) given the same file accepts only a manifest it signed; without it
+        the digests prove a file whole, not who wrote it.
+    type: path
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -96,11 +103,12 @@ def main() -> None:
         **specs.data_path_argument_spec(),
         "directory": {"type": "path", "required": True},
         "format": {"type": "str", "default": "raw", "choices": list(FORMATS)},
+        "manifest_key_file": {"type": "path"},
     }
     module = AnsibleModule(
         argument_spec=argument_spec,
-        required_one_of=specs.SOURCE_VM_ONE_OF,
-        mutually_exclusive=specs.SOURCE_VM_ONE_OF,
+        required_one_of=specs.SOURCE_VM_ONE_OF + specs.PASSWORD_ONE_OF,
+        mutually_exclusive=specs.SOURCE_VM_ONE_OF + specs.PASSWORD_ONE_OF,
         supports_check_mode=True,
     )
     name = module.params["vm_name"] or module.params["vm_uuid"] or module.params["vm_moref"]
@@ -110,7 +118,7 @@ def main() -> None:
             vm = mparams.find_source_vm(vsphere, module.params)
             outcome = export_seed(
                 vsphere, vm, module.params["directory"], module.params["format"], mparams.sync_settings(module.params),
-                check_mode=module.check_mode,
+                key=mparams.manifest_key(module.params), check_mode=module.check_mode,
             )  # fmt: skip
         for warning in outcome.warnings:
             module.warn(warning)

@@ -12,14 +12,17 @@ version_added: 0.1.0
 description:
   - The target-site half of M(xms.warm_migration.seed_export). The migration must be initialized
     (M(xms.warm_migration.warm_migration_init)) and not seeded yet.
-  - Before anything changes it checks the manifest and the files - the export is of this VM and of its
-    current disks and capacities, every file is whole (not shorter than its disk) and holds what was
-    exported (SHA-256 of the exported areas), and CBT was not reset on the VM since the export (the guest's
-    writes since could not be known; then seeding over the network with M(xms.warm_migration.block_sync)
-    is the only correct answer) - and refuses naming O(directory).
-  - Then writes each file into its volume as a seed would (the data at the same offsets, the rest made
-    zero) and records the export's change ids as the seed. The next M(xms.warm_migration.block_sync) is an
-    incremental of everything the guest wrote since the export.
+  - Before anything changes it checks the manifest and the files - the export is of this VM and of its current
+    disks and capacities, every file is whole (not shorter than its disk) and holds what was exported (SHA-256
+    of the exported areas, bound to the migration, the disk, its change id and capacity, so entries swapped
+    between disks fail; with O(manifest_key_file), a manifest signed at the source site), a qcow2 file is
+    self-contained (no backing or data file; its header read under memory and CPU limits), and CBT was not reset on
+    the VM since the export (the guest's writes since could not be known; then seeding over the network with
+    M(xms.warm_migration.block_sync) is the only correct answer) - and refuses naming O(directory).
+  - Then writes each file into its volume as a seed would (the data at the same offsets, the rest made zero),
+    checks what reached the volume against the manifest's digest (a file changed after the check is caught here;
+    that disk's change id is not recorded) and records the export's change ids as the seed. The next
+    M(xms.warm_migration.block_sync) is an incremental of everything the guest wrote since the export.
   - An import that stops part-way is resumed by a rerun (or completed by the next block_sync, from a new
     snapshot); a rerun after a finished import changes nothing.
 author:
@@ -35,6 +38,12 @@ options:
       - The carried directory, as seed_export wrote it (C(manifest.json) and one file per disk).
     type: path
     required: true
+  manifest_key_file:
+    description:
+      - The secret file the export was signed with (see M(xms.warm_migration.seed_export)), on the host that runs
+        the module and readable only by its owner. Given, only a manifest signed with it is imported; a signed
+        manifest is imported only with it.
+    type: path
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -96,11 +105,12 @@ def main() -> None:
         **specs.source_vm_argument_spec(),
         **specs.data_path_argument_spec(),
         "directory": {"type": "path", "required": True},
+        "manifest_key_file": {"type": "path"},
     }
     module = AnsibleModule(
         argument_spec=argument_spec,
-        required_one_of=specs.SOURCE_VM_ONE_OF,
-        mutually_exclusive=specs.SOURCE_VM_ONE_OF,
+        required_one_of=specs.SOURCE_VM_ONE_OF + specs.PASSWORD_ONE_OF,
+        mutually_exclusive=specs.SOURCE_VM_ONE_OF + specs.PASSWORD_ONE_OF,
         required_if=specs.data_path_required_if(),
         supports_check_mode=True,
     )
@@ -113,7 +123,8 @@ def main() -> None:
             openstack = mparams.connect_openstack(module.params)
             outcome = import_seed(
                 vsphere, vm, openstack, migration_id, module.params["directory"],
-                mparams.sync_settings(module.params), check_mode=module.check_mode,
+                mparams.sync_settings(module.params), key=mparams.manifest_key(module.params),
+                check_mode=module.check_mode,
             )  # fmt: skip
         for warning in outcome.warnings:
             module.warn(warning)

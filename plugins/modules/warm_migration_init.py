@@ -127,8 +127,8 @@ def main() -> None:
     }
     module = AnsibleModule(
         argument_spec=argument_spec,
-        required_one_of=specs.SOURCE_VM_ONE_OF,
-        mutually_exclusive=specs.SOURCE_VM_ONE_OF,
+        required_one_of=specs.SOURCE_VM_ONE_OF + specs.PASSWORD_ONE_OF,
+        mutually_exclusive=specs.SOURCE_VM_ONE_OF + specs.PASSWORD_ONE_OF,
         supports_check_mode=True,
     )
     name = module.params["vm_name"] or module.params["vm_uuid"] or module.params["vm_moref"]

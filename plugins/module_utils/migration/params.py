@@ -7,7 +7,7 @@ argument_spec.py); this is the one place that turns them into objects.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import ConversionOptions
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PreflightError
@@ -15,7 +15,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initi
     NetworkMapping,
     TargetSettings,
 )
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import SyncSettings
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.settings import SyncSettings
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.client import (
@@ -27,15 +27,51 @@ Params = Dict[str, Any]
 
 
 def connect_vsphere(params: Params) -> VSphereClient:
+    password = params["password"]
+    if params.get("password_file"):
+        password = read_secret_file(params["password_file"], "password_file")
     return VSphereClient.connect(
         VSphereConnection(
             hostname=params["hostname"],
             username=params["username"],
-            password=params["password"],
+            password=password,
             port=params["port"],
             validate_certs=params["validate_certs"],
         )
     )
+
+
+def manifest_key(params: Params) -> Optional[bytes]:
+    """The secret a shipped seed's manifest is signed with (``manifest_key_file``), or None."""
+    path = params.get("manifest_key_file")
+    return read_secret_file(path, "manifest_key_file").encode() if path else None
+
+
+def read_secret_file(path: str, parameter: str) -> str:
+    """The first line of ``path``, a file only the user the module runs as may read (PreflightError otherwise,
+    naming ``parameter``).
+
+    Checked before it is read: a secret file others can read, or another user's, is a leak waiting
+    to happen, and the operator should hear of it, not have it used."""
+    hint = f"Create it as the user the module runs as, with the secret on its first line: chmod 600 {path}"
+    try:
+        info = os.stat(path)
+    except OSError as err:
+        raise PreflightError(f"the file {path} cannot be read ({err.strerror})", parameter=parameter,
+                             hint=hint) from None  # fmt: skip
+    if info.st_mode & 0o077 or info.st_uid != os.geteuid():
+        raise PreflightError(
+            f"the file {path} is not private to this user (mode {info.st_mode & 0o777:o}, owner uid"
+            f" {info.st_uid}, this user {os.geteuid()})",
+            parameter=parameter,
+            hint=hint,
+        )
+    with open(path) as handle:
+        secret = handle.readline().rstrip("\r\n")
+    if not secret:
+        raise PreflightError(f"the file {path} holds nothing on its first line", parameter=parameter,
+                             hint=hint)  # fmt: skip
+    return secret
 
 
 def find_source_vm(client: VSphereClient, params: Params):

@@ -109,7 +109,7 @@ def test_a_wave_of_two_vms_migrates_warm_and_ends_byte_identical(demo):
         if name.endswith(".log"):
             with open(path) as handle:
                 assert password not in handle.read(), f"the vCenter password leaked into {name}"
-    assert oct(os.stat(os.path.join(workdir, "secrets.json")).st_mode & 0o777) == "0o600"
+    assert oct(os.stat(os.path.join(workdir, "vcenter.password")).st_mode & 0o777) == "0o600"
     with open(os.path.join(workdir, "04-cutover.log")) as handle:
         cutover_log = handle.read()
     for vm in WAVE:  # the cutover playbook ends with one line per VM: downtime, instance, where the time went

@@ -25,3 +25,20 @@ def test_a_number_out_of_range_is_refused_naming_it(override, parameter):
     with pytest.raises(PreflightError) as err:
         mparams.sync_settings(defaults(**override))
     assert err.value.parameter == parameter and err.value.hint
+
+
+def test_a_password_file_is_read_only_when_private_to_this_user(tmp_path):
+    path = tmp_path / "vcenter.password"
+    path.write_text("s3cret\nignored\n")
+    path.chmod(0o600)
+    assert mparams.read_secret_file(str(path), "password_file") == "s3cret"
+    path.chmod(0o640)
+    with pytest.raises(PreflightError) as err:
+        mparams.read_secret_file(str(path), "password_file")
+    assert err.value.parameter == "password_file" and "mode 640" in str(err.value) and "s3cret" not in str(err.value)
+    path.chmod(0o600)
+    path.write_text("\n")
+    with pytest.raises(PreflightError, match="holds nothing"):
+        mparams.read_secret_file(str(path), "password_file")
+    with pytest.raises(PreflightError, match="cannot be read"):
+        mparams.read_secret_file(str(tmp_path / "missing"), "password_file")
