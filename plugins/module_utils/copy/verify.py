@@ -55,9 +55,9 @@ def verify_extents(source_uri: str, target: str, extents: List[Extent]) -> Verif
     return result
 
 
-def digest_extents(target: str, extents: List[Extent]) -> str:
-    """SHA-256 of the bytes of ``extents`` of ``target`` (path or NBD URI), in offset order."""
-    digest = hashlib.sha256()
+def digest_extents(target: str, extents: List[Extent], prefix: bytes = b"") -> str:
+    """SHA-256 of ``prefix`` and then the bytes of ``extents`` of ``target`` (path or NBD URI), in offset order."""
+    digest = hashlib.sha256(prefix)
     read, close = _reader(target)
     try:
         for piece in split_extents(merge_extents(extents), CHUNK):

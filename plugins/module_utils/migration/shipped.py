@@ -21,13 +21,16 @@ with the volumes equal to the source.
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import json
 import os
+import resource
 import shutil
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.common.errors import WarmMigrationError
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy import layer, nbd_source
@@ -43,6 +46,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration impor
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import migration_id_for
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.lock import host_lock
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.plan import journal_path
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import (
     MigrationState,
     Phase,
@@ -50,11 +54,9 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.recor
     parse_time,
     utcnow,
 )
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.settings import SyncSettings, copy_options
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import (
     SyncOutcome,
-    SyncSettings,
-    copy_options,
-    journal_path,
     record_sync,
     source_disks,
 )
@@ -66,8 +68,11 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.datapat
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import VSphereError
 
 MANIFEST = "manifest.json"
-VERSION = 1
+VERSION = 2  # 2: each digest bound to its migration, disk, change id and capacity; an optional HMAC
 FORMATS = ("raw", "qcow2")
+# What reading a carried qcow2's header may cost (qemu-img info), as Nova and Glance bound their image
+# inspection: a crafted header must not take the conversion host's memory or CPU.
+INSPECT_LIMITS = {"address_space": 1 << 30, "cpu_s": 30}
 
 
 class SeedFileError(WarmMigrationError):
@@ -84,7 +89,7 @@ class ShippedDisk:
     change_id: str
     file: str  # name inside the directory
     extents: List[List[int]]  # [offset, length] of the allocated areas: the only data in the file
-    sha256: str  # of those areas' bytes, in offset order, read back from the file
+    sha256: str  # of binding() and those areas' bytes, in offset order, read back from the file
 
     @property
     def data(self) -> List[Extent]:
@@ -101,9 +106,22 @@ class Manifest:
     format: str  # raw | qcow2
     disks: List[ShippedDisk] = field(default_factory=list)
     version: int = VERSION
+    hmac: str = ""  # HMAC-SHA256 of the rest, keyed by a secret both sites hold (manifest_key_file); "" unsigned
 
     def as_dict(self) -> Dict[str, object]:
         return asdict(self)
+
+    def mac(self, key: bytes) -> str:
+        """The HMAC of every field but ``hmac`` itself, over a canonical JSON text."""
+        fields = {k: v for k, v in self.as_dict().items() if k != "hmac"}
+        text = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+        return hmac.new(key, text, hashlib.sha256).hexdigest()
+
+
+def binding(migration_id: str, disk: ShippedDisk) -> bytes:
+    """What a disk's digest covers besides its data: the file is this migration's disk at this CBT point, at this
+    size. Entries swapped between disks, or carried to another migration, no longer match their digests."""
+    return f"xms-seed-v{VERSION}\n{migration_id}\n{disk.disk_key}\n{disk.change_id}\n{disk.capacity}\n".encode()
 
 
 @dataclass
@@ -147,9 +165,17 @@ def read_manifest(directory: str) -> Manifest:
 
 # --- export (source site) ---------------------------------------------------------------------------------
 def export_seed(
-    vsphere, vm, directory: str, fmt: str, settings: SyncSettings, *, check_mode: bool = False
+    vsphere,
+    vm,
+    directory: str,
+    fmt: str,
+    settings: SyncSettings,
+    *,
+    key: Optional[bytes] = None,
+    check_mode: bool = False,
 ) -> ExportOutcome:
-    """Export one snapshot's allocated data of every disk of ``vm`` to ``directory`` (see the module doc).
+    """Export one snapshot's allocated data of every disk of ``vm`` to ``directory`` (see the module doc);
+    with ``key`` the manifest is signed (HMAC-SHA256).
 
     Holds the host lock of the VM's migration, so a sync of it on this host waits its turn (both
     take snapshots)."""
@@ -171,10 +197,12 @@ def export_seed(
     if check_mode:
         return ExportOutcome(changed=True, manifest=planned)
     with host_lock(settings.state_dir, migration_id):
-        return _export_locked(vsphere, vm, inv, directory, planned, settings)
+        return _export_locked(vsphere, vm, inv, directory, planned, settings, key)
 
 
-def _export_locked(vsphere, vm, inv, directory: str, planned: Manifest, settings: SyncSettings) -> ExportOutcome:
+def _export_locked(
+    vsphere, vm, inv, directory: str, planned: Manifest, settings: SyncSettings, key: Optional[bytes]
+) -> ExportOutcome:
     fmt = planned.format
     outcome = ExportOutcome(changed=True, manifest=planned)
     started = time.monotonic()
@@ -205,12 +233,15 @@ def _export_locked(vsphere, vm, inv, directory: str, planned: Manifest, settings
                 layer.plain_view(path, layer.VolumeFormat(fmt)) as dest,
             ):
                 stats = copy_extents(uri, dest, allocated, size=capacity, options=copy_options(settings))
-                digest = digest_extents(dest, allocated)
+                shipped = ShippedDisk(
+                    disk_key=source.key, label=source.label, capacity=capacity, change_id=change_id, file=name,
+                    extents=[[e.offset, e.length] for e in allocated], sha256="",
+                )  # fmt: skip
+                shipped.sha256 = digest_extents(dest, allocated, binding(planned.migration_id, shipped))
             outcome.bytes_written += stats.bytes_written
-            planned.disks.append(ShippedDisk(
-                disk_key=source.key, label=source.label, capacity=capacity, change_id=change_id, file=name,
-                extents=[[e.offset, e.length] for e in allocated], sha256=digest,
-            ))  # fmt: skip
+            planned.disks.append(shipped)
+    if key is not None:
+        planned.hmac = planned.mac(key)
     _write_manifest(directory, planned)
     outcome.duration_s = time.monotonic() - started
     return outcome
@@ -252,13 +283,23 @@ def _write_manifest(directory: str, manifest: Manifest) -> None:
 
 # --- import (target site) ---------------------------------------------------------------------------------
 def import_seed(
-    vsphere, vm, openstack, migration_id: str, directory: str, settings: SyncSettings, *, check_mode: bool = False
+    vsphere,
+    vm,
+    openstack,
+    migration_id: str,
+    directory: str,
+    settings: SyncSettings,
+    *,
+    key: Optional[bytes] = None,
+    check_mode: bool = False,
 ) -> SyncOutcome:
-    """Write a carried export into the migration's volumes and record it as the seed (see the module doc)."""
+    """Write a carried export into the migration's volumes and record it as the seed (see the module doc);
+    with ``key`` the manifest must carry the HMAC the export made with the same key."""
     manifest = read_manifest(directory)
     state = store.load(openstack, migration_id)
     if _already_imported(state, manifest):
         return SyncOutcome(changed=False, kind="skipped", reason="imported", state=state)
+    _check_signature(manifest, key, directory)
     _check(vsphere, vm, state, manifest, directory)
     if check_mode:
         return SyncOutcome(changed=True, kind="seed", state=state,
@@ -327,14 +368,33 @@ def _check_disks(inv, state: MigrationState, manifest: Manifest, directory: str)
                 parameter="directory",
                 hint="The carried seed cannot be used; seed over the network with block_sync (a full copy)",
             )
-        _check_file(directory, manifest.format, carried, name)
+        _check_file(directory, manifest.format, carried, name, state.migration_id)
 
 
-def _check_file(directory: str, fmt: str, carried: ShippedDisk, name) -> None:
+def _check_signature(manifest: Manifest, key: Optional[bytes], directory: str) -> None:
+    """With a key, only a manifest it signed; a signed manifest only with its key (checked before anything else)."""
+    if key is None and manifest.hmac:
+        raise SeedFileError(
+            f"the manifest in {directory} is signed, and no key was given to check it",
+            parameter="manifest_key_file",
+            hint="Name the key file the export was signed with",
+        )
+    if key is not None and not hmac.compare_digest(manifest.hmac, manifest.mac(key)):
+        raise SeedFileError(
+            f"the manifest in {directory} is {'not signed' if not manifest.hmac else 'not signed with this key'}:"
+            " it is not the export the source site made, or it was changed since",
+            parameter="manifest_key_file",
+            hint="Carry the directory again from the source site, and use the key file both sites hold",
+        )
+
+
+def _check_file(directory: str, fmt: str, carried: ShippedDisk, name, migration_id: str) -> None:
     path = os.path.join(directory, carried.file)
     if os.path.basename(carried.file) != carried.file or not os.path.isfile(path):
         raise SeedFileError(f"the file {carried.file} of disk {name} is missing from {directory}",
                             parameter="directory", hint="Carry the whole directory seed_export wrote")  # fmt: skip
+    if fmt == "qcow2":
+        _inspect_qcow2(path, name)
     with layer.plain_view(path, layer.VolumeFormat(fmt)) as view:
         size = _size(view)
         if size < carried.capacity:
@@ -343,12 +403,45 @@ def _check_file(directory: str, fmt: str, carried: ShippedDisk, name) -> None:
                 parameter="directory",
                 hint="Copy the file again from the source site (a copy that ran out of space is shorter)",
             )
-        if digest_extents(view, carried.data) != carried.sha256:
+        if digest_extents(view, carried.data, binding(migration_id, carried)) != carried.sha256:
             raise SeedFileError(
                 f"{path} does not hold what was exported for disk {name}: its checksum differs",
                 parameter="directory",
                 hint="Copy the file again from the source site; the carried copy is damaged",
             )
+
+
+def _inspect_qcow2(path: str, name) -> None:
+    """A carried qcow2 is one plain image: no backing file (it would read another file of this host into the
+    volume), no external data file; its header read by qemu-img under memory and CPU limits."""
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (INSPECT_LIMITS["address_space"],) * 2)
+        resource.setrlimit(resource.RLIMIT_CPU, (INSPECT_LIMITS["cpu_s"],) * 2)
+
+    argv = [shutil.which("qemu-img") or "qemu-img", "info", "-f", "qcow2", "--output=json", path]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60,
+                              preexec_fn=limited)  # pylint: disable=subprocess-popen-preexec-fn  # fmt: skip
+        info = json.loads(done.stdout) if done.returncode == 0 else None
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        info = None
+    if not isinstance(info, dict):
+        raise SeedFileError(f"{path} (disk {name}) cannot be read as a qcow2 image within the limits",
+                            parameter="directory", hint="Copy the file again from the source site")  # fmt: skip
+    data_file = (info.get("format-specific") or {}).get("data", {}).get("data-file")
+    if info.get("backing-filename") or info.get("full-backing-filename") or data_file:
+        raise SeedFileError(
+            f"{path} (disk {name}) refers to another file ({info.get('backing-filename') or data_file}):"
+            " seed_export writes self-contained images only",
+            parameter="directory",
+            hint="Carry the directory seed_export wrote, unchanged",
+        )
+
+
+def _remove_journal(path: str) -> None:
+    if os.path.exists(path):
+        os.unlink(path)
 
 
 def _size(view: str) -> int:
@@ -390,10 +483,18 @@ def _import_held(openstack, held: ownership.Held, manifest: Manifest, directory:
                 options=copy_options(settings), progress=heartbeat.disk(disk.disk_key),
                 source_zeros=zeros,
             )  # fmt: skip
+            # What was copied, not what was checked: the file may have changed since. Read back from the volume.
+            if digest_extents(device, carried.data, binding(state.migration_id, carried)) != carried.sha256:
+                _remove_journal(jpath)  # the disk stays pending without a journal: the next run rewrites it whole
+                raise SeedFileError(
+                    f"disk {disk.label or disk.disk_key}: what was copied from {carried.file} is not what was"
+                    " exported (the file changed after it was checked); its change id was not recorded",
+                    parameter="directory",
+                    hint="Carry the directory again from the source site, or seed over the network with block_sync",
+                )
         disk.change_id, disk.pending_change_id, disk.capacity = carried.change_id, "", carried.capacity
         store.save_disks(openstack, state, [disk])
-        if os.path.exists(jpath):
-            os.unlink(jpath)
+        _remove_journal(jpath)
         heartbeat.disk_done(disk.disk_key, carried.capacity)
         copied += stats.bytes_read
         copy_s += stats.elapsed_s

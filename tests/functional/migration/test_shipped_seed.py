@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.verify import digest_extents
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import shipped, store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import (
     initialize,
     migration_id_for,
@@ -20,6 +21,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.recor
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.shipped import (
     MANIFEST,
     SeedFileError,
+    binding,
     export_seed,
     import_seed,
 )
@@ -116,6 +118,84 @@ def test_a_carried_seed_that_cannot_be_used_is_refused_before_anything_changes(
     set_cbt(vsphere, events_vm, False)  # VMware's "reset CBT": off, then on; the export's change ids are void
     set_cbt(vsphere, events_vm, True)
     refused(courier(tmp_path / "source-site", tmp_path), "seed over the network with block_sync")
+
+
+def test_a_carried_seed_proves_identity_and_with_a_key_authenticity_and_is_checked_as_copied(
+    vsphere, events_vm, openstack, target, settings, tmp_path, monkeypatch
+):
+    """Entries swapped between disks (each digest valid for its own file), planted data with digests recomputed
+    (what anyone can do without the sites' key), a qcow2 pointing at another file of the host, and a file
+    changed after the check: none is imported, and no change id of a wrong disk is recorded."""
+    migration_id = initialize(vsphere, events_vm, openstack, target).migration_id
+    key = b"a secret both sites hold"
+    source = tmp_path / "source-site"
+    exported = export_seed(vsphere, events_vm, str(source), "raw", settings, key=key).manifest
+    first = exported.disks[0]
+
+    def untouched(disk_key=None):
+        state = store.load(openstack, migration_id)
+        assert not any(d.change_id for d in state.disks if disk_key in (None, d.disk_key)), state.disks
+        assert state.sync_count == 0
+
+    def refused(directory, *words, with_key=key):
+        with pytest.raises(SeedFileError) as err:
+            import_seed(vsphere, events_vm, openstack, migration_id, directory, settings, key=with_key)
+        assert any(w in str(err.value) for w in words), err.value
+        untouched()
+
+    def edited(name, change):
+        directory = courier(source, tmp_path, name)
+        manifest = shipped.read_manifest(directory)
+        change(directory, manifest)
+        with open(os.path.join(directory, MANIFEST), "w") as handle:
+            json.dump(manifest.as_dict(), handle)
+        return directory
+
+    def swap(_directory, manifest):
+        a, b = manifest.disks[0], manifest.disks[1]
+        a.file, b.file, a.sha256, b.sha256 = b.file, a.file, b.sha256, a.sha256
+        a.extents, b.extents = b.extents, a.extents
+        manifest.hmac = manifest.mac(key)  # even re-signed by someone holding the key: the binding catches it
+
+    refused(edited("swapped", swap), "its checksum differs", "cut short")  # the smaller disk's file: cut short
+
+    def plant(directory, manifest):
+        with open(os.path.join(directory, first.file), "r+b") as handle:
+            handle.seek(first.extents[0][0])
+            handle.write(b"planted" * 64)
+        disk = manifest.disks[0]
+        disk.sha256 = digest_extents(os.path.join(directory, disk.file), disk.data, binding(migration_id, disk))
+
+    planted = edited("planted", plant)
+    refused(planted, "not signed with this key")
+    refused(planted, "is signed, and no key was given", with_key=None)
+
+    def backed(directory, manifest):
+        for disk in manifest.disks:
+            raw = os.path.join(directory, disk.file)
+            disk.file = disk.file.replace(".raw", ".qcow2")
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", raw, "-F", "raw",
+                            os.path.join(directory, disk.file)], check=True)  # fmt: skip
+        manifest.format = "qcow2"
+        manifest.hmac = manifest.mac(key)
+
+    refused(edited("backed", backed), "refers to another file")
+
+    carried = courier(source, tmp_path, "changed-after-check")
+    check = shipped._check
+
+    def then_the_file_changes(*args, **kwargs):
+        """The real check, then a writer changes the carried file before the copy reads it."""
+        check(*args, **kwargs)
+        with open(os.path.join(carried, first.file), "r+b") as handle:
+            handle.seek(first.extents[0][0])
+            handle.write(b"late" * 64)
+
+    monkeypatch.setattr(shipped, "_check", then_the_file_changes)
+    with pytest.raises(SeedFileError) as err:
+        import_seed(vsphere, events_vm, openstack, migration_id, carried, settings, key=key)
+    assert "changed after it was checked" in str(err.value)
+    untouched(first.disk_key)  # the other disk, copied whole from an unchanged file, may have been recorded
 
 
 def test_the_wave_playbooks_ship_a_seed(vsphere, events_vm, openstack, lab, tmp_path):
