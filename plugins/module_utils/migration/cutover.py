@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.common.errors import WarmMigrationError
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion import virt_v2v
@@ -33,18 +33,13 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.error
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import TargetSettings, nic_targets
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import HostTimes
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import MigrationState, Phase, utcnow
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import (
-    SyncSettings,
-    source_disks,
-    sync_held,
-)
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.settings import SyncSettings
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import source_disks, sync_held
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import instance as os_instance
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import preflight as os_preflight
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_all
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import power as vs_power
-
-STEPS = ("shutdown", "final_sync", "converted", "instance", "completed")
 
 
 @dataclass
@@ -151,7 +146,7 @@ def run_cutover(
             state.cutover_marks = {"started": _second()}
         store.save_common(openstack, state)
         try:
-            _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome, held)
+            _run_steps(_Run(vsphere, vm, openstack, held, inv, nics, target, settings, outcome))
         except WarmMigrationError as err:
             if state.cutover_step and "rolled_back" not in err.hint:
                 # Past the shutdown the operator must know where things stand: the source is off.
@@ -333,85 +328,158 @@ def _source_stays_off(vsphere, vm, openstack, state, settings, outcome) -> None:
     _done(openstack, state, "shutdown", outcome)  # the final delta runs (again) next
 
 
-def _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome, held) -> None:
-    if not _after(state, "instance"):  # once the instance runs on the volumes, they are never synced again
-        _source_stays_off(vsphere, vm, openstack, state, settings, outcome)
-    if not _after(state, "final_sync"):
-        sync = sync_held(vsphere, vm, openstack, held, settings.sync, inv)
-        outcome.warnings.extend(sync.warnings)
-        outcome.final_sync = {
-            "kind": sync.kind,
-            "bytes": sync.bytes_copied,
-            "duration_s": round(sync.duration_s, 3),
-            "disks": sync.disks,
-        }
-        _done(openstack, state, "final_sync", outcome)
-    if not _after(state, "converted"):
-        convert = not state.converted and not settings.conversion.skip
-        converted_at = None  # when the conversion ended: the boot check's time is its own mark
-        if convert or settings.boot_check:
-            with attach_all(
-                openstack,
-                [d.volume_id for d in state.disks],
-                mode=settings.sync.attach_mode,
-                server_id=settings.sync.conversion_server,
-                as_file=True,
-            ) as devices:
-                if convert:
-                    # virt-v2v writes the volumes in place: from its first byte they match no source
-                    # snapshot, so a rollback from here on, even after a crash, copies them whole.
-                    state.needs_full_resync = True
-                    store.save_common(openstack, state)
-                    result = virt_v2v.convert_in_place(
-                        devices, settings.conversion, name=inv.name, macs=[nic.mac for nic, _mapping in nics]
-                    )
-                    outcome.conversion = result.as_dict()
-                    state.converted = True
-                    store.save_common(openstack, state)
-                converted_at = _second()
-                if settings.boot_check:
-                    mac = nics[0][0].mac if nics else None
-                    outcome.boot = boot_check(devices, mac=mac, timeout_s=settings.boot_check_timeout).as_dict()
-                    state.cutover_marks["boot_checked"] = _second()
-        elif settings.conversion.skip:
-            outcome.conversion = {"converted": False, "skipped": True}
-        _done(openstack, state, "converted", outcome, when=converted_at)
-    if not _after(state, "instance"):
-        _source_stays_off(vsphere, vm, openstack, state, settings, outcome)
-        if state.cutover_step == "shutdown":  # it ran again: the final delta and conversion are redone
-            _steps(vsphere, vm, openstack, state, inv, nics, target, settings, outcome, held)
-            return
-        server = os_instance.create_instance(
-            openstack,
-            state.migration_id,
-            name=target.instance_name or inv.name,
-            flavor=target.flavor,
-            vcpus=inv.vcpus,
-            ram_mb=inv.memory_mb,
-            volume_ids=[d.volume_id for d in state.disks],
-            nics=[
-                os_instance.NicSpec(
-                    mac=nic.mac, network=m.network, subnet=m.subnet, fixed_ip=target.fixed_ips.get(nic.mac)
-                )
-                for nic, m in nics
-            ],
-            availability_zone=target.availability_zone,
-            key_name=settings.key_name,
-            security_groups=settings.security_groups,
-            image_properties=image_properties(inv),
-            timeout=settings.instance_timeout,
+@dataclass
+class _Run:
+    """One cutover run, built once: what its steps read (adapters, the VM's inventory, inputs) and write."""
+
+    vsphere: Any
+    vm: Any
+    openstack: Any
+    held: ownership.Held
+    inv: Any
+    nics: List[Any]
+    target: TargetSettings
+    settings: CutoverSettings
+    outcome: CutoverOutcome
+
+    @property
+    def state(self) -> MigrationState:
+        return self.held.state
+
+
+@dataclass(frozen=True)
+class Step:
+    """A cutover step: ``name`` is recorded as ``cutover_step`` once ``run`` is done (STEP_TABLE order); with
+    ``source_off`` the source's power state is read before it runs (see _run_steps)."""
+
+    name: str
+    source_off: bool
+    run: Callable[[_Run], None]
+
+
+def _shut_down(run: _Run) -> None:
+    _source_stays_off(run.vsphere, run.vm, run.openstack, run.state, run.settings, run.outcome)
+
+
+def _final_delta(run: _Run) -> None:
+    sync = sync_held(run.vsphere, run.vm, run.openstack, run.held, run.settings.sync, run.inv)
+    run.outcome.warnings.extend(sync.warnings)
+    run.outcome.final_sync = {
+        "kind": sync.kind,
+        "bytes": sync.bytes_copied,
+        "duration_s": round(sync.duration_s, 3),
+        "disks": sync.disks,
+    }
+    _done(run.openstack, run.state, "final_sync", run.outcome)
+
+
+def _convert(run: _Run) -> None:
+    state, settings, outcome = run.state, run.settings, run.outcome
+    if state.needs_full_resync and not state.converted:
+        # A conversion stopped part-way (failed, killed): its writes are on the volumes. They are copied
+        # whole again from the stopped source first, a copy that resumes if it is interrupted in turn.
+        outcome.warnings.append(
+            "an earlier conversion stopped part-way: the volumes were copied whole from the stopped source"
+            " before converting again"
         )
-        state.instance_id = server.id
-        outcome.instance = server.as_dict()
-        _done(openstack, state, "instance", outcome)
+        sync_held(run.vsphere, run.vm, run.openstack, run.held, settings.sync, run.inv)
+    convert = not state.converted and not settings.conversion.skip
+    converted_at = None  # when the conversion ended: the boot check's time is its own mark
+    if convert or settings.boot_check:
+        with attach_all(
+            run.openstack,
+            [d.volume_id for d in state.disks],
+            mode=settings.sync.attach_mode,
+            server_id=settings.sync.conversion_server,
+            as_file=True,
+        ) as devices:
+            if convert:
+                # virt-v2v writes the volumes in place: from its first byte they match no source
+                # snapshot, so a rollback from here on, even after a crash, copies them whole.
+                state.needs_full_resync = True
+                store.save_common(run.openstack, state)
+                result = virt_v2v.convert_in_place(
+                    devices, settings.conversion, name=run.inv.name, macs=[nic.mac for nic, _mapping in run.nics]
+                )
+                outcome.conversion = result.as_dict()
+                state.converted = True
+                store.save_common(run.openstack, state)
+            converted_at = _second()
+            if settings.boot_check:
+                mac = run.nics[0][0].mac if run.nics else None
+                outcome.boot = boot_check(devices, mac=mac, timeout_s=settings.boot_check_timeout).as_dict()
+                state.cutover_marks["boot_checked"] = _second()
+    elif settings.conversion.skip:
+        outcome.conversion = {"converted": False, "skipped": True}
+    _done(run.openstack, state, "converted", outcome, when=converted_at)
+
+
+def _boot_instance(run: _Run) -> None:
+    state, target, settings = run.state, run.target, run.settings
+    server = os_instance.create_instance(
+        run.openstack,
+        state.migration_id,
+        name=target.instance_name or run.inv.name,
+        flavor=target.flavor,
+        vcpus=run.inv.vcpus,
+        ram_mb=run.inv.memory_mb,
+        volume_ids=[d.volume_id for d in state.disks],
+        nics=[
+            os_instance.NicSpec(mac=nic.mac, network=m.network, subnet=m.subnet, fixed_ip=target.fixed_ips.get(nic.mac))
+            for nic, m in run.nics
+        ],
+        availability_zone=target.availability_zone,
+        key_name=settings.key_name,
+        security_groups=settings.security_groups,
+        image_properties=image_properties(run.inv),
+        timeout=settings.instance_timeout,
+    )
+    state.instance_id = server.id
+    run.outcome.instance = server.as_dict()
+    _done(run.openstack, state, "instance", run.outcome)
+
+
+def _complete(run: _Run) -> None:
+    state = run.state
     vs_power.mark_migrated(
-        vsphere,
-        vm,
+        run.vsphere,
+        run.vm,
         note=f"Migrated to OpenStack instance {state.instance_id} "
         f"by xms.warm_migration ({state.migration_id}); do not power on",
     )
     state.phase = Phase.COMPLETED
-    _done(openstack, state, "completed", outcome)
+    _done(run.openstack, state, "completed", run.outcome)
+
+
+# The cutover, in order. Up to the instance the source must stay off: once the instance runs on the
+# volumes they are never synced again, and the source is only marked migrated.
+STEP_TABLE = (
+    Step("shutdown", False, _shut_down),
+    Step("final_sync", True, _final_delta),
+    Step("converted", True, _convert),
+    Step("instance", True, _boot_instance),
+    Step("completed", False, _complete),
+)
+STEPS = tuple(step.name for step in STEP_TABLE)
+
+
+def _next_step(state: MigrationState) -> Optional[Step]:
+    return next((step for step in STEP_TABLE if not _after(state, step.name)), None)
+
+
+def _run_steps(run: _Run) -> None:
+    """Every step after the one the record names, in STEP_TABLE order.
+
+    Before a step with ``source_off`` the source's power state is read (someone may have powered it
+    on between two runs, or during this one): the guest is shut down again and the record goes back
+    to ``shutdown``, so the final delta and what follows run again (_source_stays_off refuses once
+    the volumes are converted)."""
+    while (step := _next_step(run.state)) is not None:
+        if step.source_off:
+            _shut_down(run)
+            if _next_step(run.state) is not step:
+                continue
+        step.run(run)
 
 
 def image_properties(inv) -> Dict[str, str]:

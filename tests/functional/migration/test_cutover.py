@@ -7,6 +7,8 @@ checked under QEMU with its MAC, booted by Nova. ``lab-vm-2`` is no guest at
 all: its conversion fails, and the rollback powers it on again.
 """
 
+import os
+
 import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.common.errors import WarmMigrationError
@@ -24,6 +26,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.error
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import instance as os_instance
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_for_write
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.errors import InstanceError
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.instance import SERVER_TAG
@@ -184,6 +187,30 @@ def test_a_failed_conversion_stays_retryable_and_the_rollback_powers_the_source_
     assert not state.needs_full_resync
     assert_volumes_equal_source(vsphere, vm, openstack, state)
     assert run_sync(vsphere, vm, openstack, migration_id, settings).kind == "incremental"
+
+
+@pytest.mark.parametrize("cutover_vm", ["lab-vm-2"], indirect=True)
+def test_a_conversion_rerun_first_restores_the_volumes_a_stopped_conversion_wrote(
+    vsphere, cutover_vm, openstack, target, settings
+):
+    """virt-v2v fails on lab-vm-2 (test patterns, no OS) before writing; the bytes a conversion killed part-way
+    leaves are written here into a volume. The rerun copies the volumes whole from the stopped source before it
+    converts again: after its own (again failing) conversion they equal the source."""
+    vm = cutover_vm
+    migration_id = initialize(vsphere, vm, openstack, target).migration_id
+    run_sync(vsphere, vm, openstack, migration_id, settings)
+    cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(timeout_s=900, log_dir=settings.state_dir))
+    with pytest.raises(ConversionError):
+        run_cutover(vsphere, vm, openstack, migration_id, target, cutover)
+    state = store.load(openstack, migration_id)
+    with attach_for_write(openstack, state.disks[0].volume_id) as path, open(path, "r+b") as volume:
+        volume.seek(1 << 20)
+        volume.write(os.urandom(256 << 10))  # what a conversion killed mid-way leaves behind
+    with pytest.raises(ConversionError):
+        run_cutover(vsphere, vm, openstack, migration_id, target, cutover)
+    state = store.load(openstack, migration_id)
+    assert state.history[-1].kind == "full_resync" and power_state(vsphere, vm) == "poweredOff"
+    assert_volumes_equal_source(vsphere, vm, openstack, state)
 
 
 @pytest.mark.parametrize("cutover_vm", ["lab-vm-1"], indirect=True)

@@ -69,3 +69,52 @@ def test_a_torn_replica_is_refused_for_a_test_migration(change, words):
     assert words in str(err.value) and "block_sync" in str(err.value)
     rehearsal._consistent_replica(MigrationState(migration_id="vm-9", vm_name="web", phase=Phase.READY,
                                                  disks=[DiskState(2000, "vol-a", 0, 1 << 30, "52 1/8")]))  # fmt: skip
+
+
+def test_a_rollback_of_a_completed_migration_says_why_not(monkeypatch):
+    done = MigrationState(migration_id="vm-9", vm_name="web", phase=Phase.COMPLETED, instance_id="srv-1")
+    monkeypatch.setattr(cutover.store, "load", lambda _client, _mid: done)  # mock: the record as Cinder holds it
+    with pytest.raises(PhaseError) as err:
+        cutover.rollback(None, None, None, "vm-9", cutover.CutoverSettings(sync=None))
+    assert err.value.parameter == "state" and "srv-1" in str(err.value) and "warm_migration_init" in str(err.value)
+
+
+def table_run(monkeypatch, state, power_on_before=()):
+    """The step table with each step's body replaced by a named mock that records itself; the guard reads a
+    mock power state that is 'poweredOn' once before each step named in ``power_on_before``."""
+    ran, pending = [], list(power_on_before)
+
+    def fake_body(name):
+        def body(run):
+            ran.append(name)
+            run.state.cutover_step = name
+
+        return body
+
+    def guard(_vsphere, _vm, _openstack, st, _settings, _outcome):
+        """Mock of _source_stays_off: the guest was powered on meanwhile when the next step is in the list."""
+        nxt = cutover._next_step(st).name
+        if nxt in pending:
+            pending.remove(nxt)
+            ran.append(f"shut down again before {nxt}")
+            st.cutover_step = "shutdown"
+
+    table = tuple(cutover.Step(s.name, s.source_off, fake_body(s.name)) for s in cutover.STEP_TABLE)
+    monkeypatch.setattr(cutover, "STEP_TABLE", table)
+    monkeypatch.setattr(cutover, "_source_stays_off", guard)
+    held = type("Held", (), {"state": state})()
+    cutover._run_steps(cutover._Run(None, None, None, held, None, [], None, None, None))
+    return ran
+
+
+def test_the_step_table_runs_every_step_after_the_recorded_one_in_order(monkeypatch):
+    fresh = MigrationState(migration_id="vm-9", vm_name="web", phase=Phase.CUTOVER)
+    assert table_run(monkeypatch, fresh) == ["shutdown", "final_sync", "converted", "instance", "completed"]
+    resumed = MigrationState(migration_id="vm-9", vm_name="web", phase=Phase.CUTOVER, cutover_step="converted")
+    assert table_run(monkeypatch, resumed) == ["instance", "completed"]
+
+
+def test_a_source_powered_on_before_the_instance_sends_the_table_back_to_the_final_delta(monkeypatch):
+    state = MigrationState(migration_id="vm-9", vm_name="web", phase=Phase.CUTOVER, cutover_step="final_sync")
+    ran = table_run(monkeypatch, state, power_on_before=["instance"])
+    assert ran == ["converted", "shut down again before instance", "final_sync", "converted", "instance", "completed"]
