@@ -50,10 +50,8 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initi
     TargetSettings,
     initialize,
 )
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import (  # noqa: E402
-    SyncSettings,
-    run_sync,
-)
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.settings import SyncSettings  # noqa: E402
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync  # noqa: E402
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import (  # noqa: E402
     OpenStackClient,
 )

@@ -34,7 +34,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.recor
     Phase,
     utcnow,
 )
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import SyncSettings
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.settings import SyncSettings
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import instance as os_instance
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import preflight as os_preflight
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes

@@ -12,7 +12,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.rehea
     MigrationTestSettings,
     run_test,
 )
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import SyncSettings
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.settings import SyncSettings
 
 if __name__ == "__main__":
     lab_json, clouds, vm_name, migration_id, state_dir = sys.argv[1:6]

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration import sync
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import disk_copies, sync
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.client import VSphereClient, VSphereConnection
@@ -34,8 +34,10 @@ def lab_clients(lab_json: str, clouds: str, vm_name: str):
 
 if __name__ == "__main__":
     lab_json, clouds, vm_name, migration_id, state_dir, limit = sys.argv[1:7]
-    options = sync.copy_options
-    sync.copy_options = lambda *args, **kwargs: dataclasses.replace(options(*args, **kwargs), checkpoint_seconds=0.5)
+    options = disk_copies.copy_options
+    disk_copies.copy_options = lambda *args, **kwargs: dataclasses.replace(
+        options(*args, **kwargs), checkpoint_seconds=0.5
+    )
     with lab_clients(lab_json, clouds, vm_name) as (vsphere, vm, openstack):
-        settings = sync.SyncSettings(state_dir=state_dir, vddk_libdir=state_dir, bandwidth_limit=int(limit))
+        settings = disk_copies.SyncSettings(state_dir=state_dir, vddk_libdir=state_dir, bandwidth_limit=int(limit))
         sync.run_sync(vsphere, vm, openstack, migration_id, settings)

@@ -21,7 +21,8 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initi
     migration_id_for,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import Phase
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import SyncSettings, run_sync
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.settings import SyncSettings
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 

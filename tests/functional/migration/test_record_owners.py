@@ -10,8 +10,7 @@ from contextlib import contextmanager
 import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import ConversionOptions
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration import heartbeat, store
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration import sync as sync_module
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import disk_copies, heartbeat, store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import CutoverSettings, run_cutover
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.info import set_schedule
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
@@ -124,8 +123,8 @@ def test_a_sync_holds_the_migration_through_every_long_phase(
 
     monkeypatch.setattr(cbt, "remove_orphan_snapshots", lengthened("orphan removal", cbt.remove_orphan_snapshots))
     monkeypatch.setattr(cbt, "sync_snapshot", lengthened_snapshot)
-    monkeypatch.setattr(sync_module, "copy_extents", lengthened("copy", sync_module.copy_extents))
-    monkeypatch.setattr(sync_module, "verify_extents", lengthened("verify", sync_module.verify_extents))
+    monkeypatch.setattr(disk_copies, "copy_extents", lengthened("copy", disk_copies.copy_extents))
+    monkeypatch.setattr(disk_copies, "verify_extents", lengthened("verify", disk_copies.verify_extents))
     settings.verify = True
     assert run_sync(vsphere, source, openstack, migration_id, settings).kind == "seed"
     names = [name for name, _taken in verdicts]

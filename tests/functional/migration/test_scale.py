@@ -19,7 +19,7 @@ from typing import Set, Tuple
 import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.errors import ReadError
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store, sync
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import disk_copies, store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
 
@@ -66,9 +66,11 @@ def wait_for_both_disks_to_journal(state_dir, migration_id, alive, child=None) -
 def often_checkpointed(monkeypatch):
     """A test setting: journals every half second (not every 30 s), so a fault a few seconds in lands
     after each disk recorded progress, as one an hour into a real seed does."""
-    options = sync.copy_options
+    options = disk_copies.copy_options
     monkeypatch.setattr(
-        sync, "copy_options", lambda *args, **kw: dataclasses.replace(options(*args, **kw), checkpoint_seconds=0.5)
+        disk_copies,
+        "copy_options",
+        lambda *args, **kw: dataclasses.replace(options(*args, **kw), checkpoint_seconds=0.5),
     )
 
 

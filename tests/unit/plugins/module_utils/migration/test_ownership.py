@@ -134,3 +134,13 @@ def test_without_a_state_directory_any_owner_of_another_host_holds_it():
     with pytest.raises(MigrationBusyError) as err:
         ownership.ensure_free(state, None)
     assert "conv02" in str(err.value)
+
+
+def test_one_migration_with_nan_inf_or_an_undatable_epoch_is_reported_malformed_and_the_others_listed():
+    cinder = a_migration()
+    broken = {k: v for k, v in cinder.metadata["vol-a"].items()}
+    broken.update({"xms_migration_id": "vm-2", "xms_volume_id": "vol-b", "xms_rate": "nan"})
+    cinder.metadata["vol-b"] = broken
+    states, malformed = store.list_all(cinder)
+    assert list(states) == ["vm-1"] and [m.migration_id for m in malformed] == ["vm-2"]
+    assert "does not parse" in malformed[0].reason and "nan" in malformed[0].reason

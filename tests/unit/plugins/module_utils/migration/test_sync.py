@@ -10,9 +10,10 @@ import threading
 import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents import Extent
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration import sync
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import disk_copies, settings
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.disk_copies import busy_seconds
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.plan import SyncPlan, plan_disk
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import DiskState
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import SyncPlan, busy_seconds, plan_disk
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import CbtResetError
 
 GiB, MiB = 1 << 30, 1 << 20
@@ -108,24 +109,24 @@ def test_the_copy_time_of_disks_copied_at_once_is_the_time_any_of_them_ran():
 
 def test_the_cores_are_shared_out_among_the_copies_of_a_sync(monkeypatch):
     """More copy threads than cores convoy on the GIL: two disks on two cores get one connection each."""
-    monkeypatch.setattr(sync.os, "cpu_count", lambda: 2)
-    assert [sync.connections_per_copy(n) for n in (1, 2, 4)] == [2, 1, 1]
-    monkeypatch.setattr(sync.os, "cpu_count", lambda: 16)
-    assert [sync.connections_per_copy(n) for n in (1, 2, 4, 8)] == [4, 4, 4, 2]
+    monkeypatch.setattr(settings.os, "cpu_count", lambda: 2)
+    assert [settings.connections_per_copy(n) for n in (1, 2, 4)] == [2, 1, 1]
+    monkeypatch.setattr(settings.os, "cpu_count", lambda: 16)
+    assert [settings.connections_per_copy(n) for n in (1, 2, 4, 8)] == [4, 4, 4, 2]
 
 
 def test_a_copy_thread_steps_back_alone_and_its_connections_with_it():
     seen = {}
 
     def copy_thread():
-        sync.lower_copy_priority()
+        disk_copies.lower_copy_priority()
         seen["copy"] = os.getpriority(os.PRIO_PROCESS, 0)
         connection = threading.Thread(target=lambda: seen.update(connection=os.getpriority(os.PRIO_PROCESS, 0)))
         connection.start()
         connection.join()
 
     before = os.getpriority(os.PRIO_PROCESS, 0)
-    stepped_back = min(19, before + sync.COPY_NICENESS)  # Linux's lowest priority is 19
+    stepped_back = min(19, before + disk_copies.COPY_NICENESS)  # Linux's lowest priority is 19
     thread = threading.Thread(target=copy_thread)
     thread.start()
     thread.join()
