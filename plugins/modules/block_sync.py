@@ -57,7 +57,11 @@ options:
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
+    support: partial
+    details:
+      - The target (volumes, record) is not changed. On the source, the plan needs vSphere's changed areas,
+        which it answers only for a snapshot - check mode takes a temporary snapshot of the source VM (named
+        with the collection's prefix, without memory or quiescing) and removes it before returning.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none

@@ -175,6 +175,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils import argument
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import params as mparams
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import (
     CutoverSettings,
+    check_settings,
     rollback,
     run_cutover,
 )
@@ -222,6 +223,7 @@ def main() -> None:
     )
 
     def body():
+        check_settings(settings)
         with mparams.connect_vsphere(p) as vsphere:
             vm = mparams.find_source_vm(vsphere, p)
             inv = vs_inventory.inventory(vsphere, vm)

@@ -98,8 +98,7 @@ def run_cutover(
     *,
     check_mode: bool = False,
 ) -> CutoverOutcome:
-    """Run (or resume) the cutover of ``migration_id``."""
-    check_settings(settings)
+    """Run (or resume) the cutover of ``migration_id`` (the module has checked ``settings``: check_settings)."""
     state = store.load(openstack, migration_id)
     if state.phase is Phase.COMPLETED:
         return CutoverOutcome(changed=False, steps_done=[], state=state)
@@ -163,7 +162,8 @@ def run_cutover(
 
 
 def check_settings(settings: CutoverSettings) -> None:
-    """Timeouts that would fail or power the guest off after it went down, refused before anything is read."""
+    """Timeouts that would fail or power the guest off after it went down: refused before anything is read
+    (the module calls this before it connects)."""
     timeouts = {"shutdown_timeout": settings.shutdown_timeout, "instance_timeout": settings.instance_timeout}
     for name, value in timeouts.items():
         if value <= 0:

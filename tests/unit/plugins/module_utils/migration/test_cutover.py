@@ -46,7 +46,7 @@ def test_timeouts_that_would_fail_after_the_shutdown_are_refused_before_anything
     settings = cutover.CutoverSettings(sync=None)
     setattr(settings, field, value)
     with pytest.raises(PreflightError) as err:
-        cutover.run_cutover(None, None, None, "vm-9", None, settings)  # nothing is read: no adapter is needed
+        cutover.check_settings(settings)
     assert err.value.parameter == field and "Nothing was changed" in str(err.value)
 
 
