@@ -32,7 +32,8 @@ def reset_vm(vsphere, vm, openstack) -> None:
     """No instance, no ports, no volumes of this VM's migration or of its test; the VM powered on, without the note."""
     migration_id = migration_id_for(inventory.inventory(vsphere, vm))
     os_instance.delete_test_instance(openstack, migration_id, 120)
-    release_and_delete(openstack, os_volumes.find_tagged_volumes(openstack, os_instance.TEST_TAG, migration_id))
+    replicas = [volume.id for volume in os_volumes.find_volumes(openstack, migration_id)]
+    release_and_delete(openstack, os_volumes.find_test_clones(openstack, os_instance.TEST_TAG, migration_id, replicas))
     server = os_instance.find_server(openstack, migration_id)
     if server is not None:
         os_instance._delete_server(openstack, server.id, 120)

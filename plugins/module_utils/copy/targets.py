@@ -182,3 +182,21 @@ def open_target(target: str):
     if nbd_source.is_nbd_uri(target):
         return NbdTarget(target)
     return FileTarget(target)
+
+
+def zero_beyond(target: str, offset: int) -> int:
+    """Make ``target`` read zero from ``offset`` to its end; returns the bytes zeroed.
+
+    A volume is sized in whole GiB, so it may end after its source disk: that tail is never
+    copied into, and a reused volume or a back-end that does not zero new ones (a block device)
+    would show the guest old or foreign bytes there."""
+    opened = open_target(target)
+    try:
+        size = opened.size()
+        if size <= offset:
+            return 0
+        opened.zero(offset, size - offset)
+        opened.flush()
+        return size - offset
+    finally:
+        opened.close()

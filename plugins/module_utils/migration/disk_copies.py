@@ -17,6 +17,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier imp
     copy_extents,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.errors import CopyError, CopyStopped
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.targets import zero_beyond
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.verify import verify_extents
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.plan import DiskPlan, journal_path
@@ -109,6 +110,8 @@ class DiskCopies:
                     continue
                 try:
                     done.append(self._end(active.pop(key), result))
+                    if waiting:  # at most parallel_disks volumes held at once: this one's place goes to the next
+                        attachments.release(done[-1].disk)
                 except Exception as err:
                     failures.append(err)
                     self.stop.set()
@@ -166,6 +169,8 @@ class DiskCopies:
                 options=options, journal_path=jpath, progress=self.heartbeat.disk(disk.disk_key),
                 source_zeros=plan.unallocated, stop=self.stop,
             )  # fmt: skip
+            if plan.kind != "incremental" or self.snap.capacities[disk.disk_key] > disk.capacity:
+                zero_beyond(device, self.snap.capacities[disk.disk_key])  # the volume's whole-GiB tail
             ended = time.monotonic()
             if self.settings.verify:
                 verify_extents(uri, device, plan.extents).raise_for_mismatch()
@@ -197,8 +202,10 @@ class Attachments:
     Attaching and detaching cost Cinder seconds per volume (more under a wave's load), and the
     snapshot need not live through them: a disk the record says is copied whole (a seed, a forced
     or a needed full copy) is attached before the snapshot is taken, any other once its plan says
-    it has something to copy, and the sync leaves them attached until the snapshot is removed.
-    The volumes of one call attach side by side, and all detach side by side."""
+    it has something to copy, and the sync leaves them attached until the snapshot is removed -
+    except that no more than ``parallel_disks`` are held at once: with more disks waiting, a copied
+    disk's volume detaches when its copy ends. The volumes of one call attach side by side, and all
+    detach side by side."""
 
     def __init__(self, openstack, settings: SyncSettings) -> None:
         self.openstack, self.settings = openstack, settings

@@ -89,16 +89,14 @@ def run_test(
     flavor = _check(openstack, state, inv, replicas, settings)
     actions = ["clone", "convert" if not settings.conversion.skip else "no_conversion"]
     actions += ["boot_check"] * settings.boot_check + ["instance"]
-    leftovers = server is not None or bool(
-        os_volumes.find_tagged_volumes(openstack, os_instance.TEST_TAG, migration_id)
-    )
+    leftovers = server is not None or bool(_clones(openstack, state))
     if leftovers:
         actions.insert(0, "remove_earlier_test")
     if check_mode:
         return MigrationTestOutcome(changed=True, state=state, actions=actions)
     outcome = MigrationTestOutcome(changed=True, state=state, actions=actions)
     if leftovers:
-        outcome.removed = _remove_resources(openstack, migration_id, settings.instance_timeout)
+        outcome.removed = _remove_resources(openstack, state, settings.instance_timeout)
     started = time.monotonic()
     # Held while Cinder clones: no sync of it runs anywhere, and the replica is checked once more under the hold.
     with ownership.hold(openstack, migration_id, settings.sync.state_dir, check=_consistent_replica):
@@ -158,23 +156,40 @@ def remove_test(openstack, migration_id: str, *, timeout: float = 600, check_mod
     """Delete the test's server, ports and clones; the record keeps the test, as ``removed``."""
     state = store.load(openstack, migration_id)
     server = os_instance.find_test_server(openstack, migration_id)
-    clones = os_volumes.find_tagged_volumes(openstack, os_instance.TEST_TAG, migration_id)
+    clones = _clones(openstack, state)
     if server is None and not clones:
         return MigrationTestOutcome(changed=False, state=state)
     if check_mode:
         planned = ([f"server:{server.id}"] if server is not None else []) + [f"volume:{c}" for c in clones]
         return MigrationTestOutcome(changed=True, state=state, removed=planned)
-    removed = _remove_resources(openstack, migration_id, timeout)
+    removed = _remove_resources(openstack, state, timeout)
     if state.test is not None:
         state.test.result, state.test.instance_id = "removed", ""
         store.save_test(openstack, state)
     return MigrationTestOutcome(changed=True, state=state, removed=removed)
 
 
-def _remove_resources(openstack, migration_id: str, timeout: float) -> List[str]:
-    removed = os_instance.delete_test_instance(openstack, migration_id, timeout)
-    clones = os_volumes.find_tagged_volumes(openstack, os_instance.TEST_TAG, migration_id)
-    release_and_delete(openstack, clones)  # a test killed while it converted left them attached here
+def _clones(openstack, state: MigrationState) -> List[str]:
+    """The clones a test of this migration made (never a volume someone made from one of them)."""
+    replicas = [d.volume_id for d in state.disks]
+    return os_volumes.find_test_clones(openstack, os_instance.TEST_TAG, state.migration_id, replicas)
+
+
+def _remove_resources(openstack, state: MigrationState, timeout: float) -> List[str]:
+    """The test's server, ports and clones; refused, before anything is deleted, while someone's snapshots
+    of a clone exist (they are theirs: deleting the clone would take them along)."""
+    clones = _clones(openstack, state)
+    kept = os_volumes.snapshots_of(openstack, clones)
+    if kept:
+        raise PreflightError(
+            f"the test's clones have snapshots somebody took ({', '.join(kept)}): removing the clones would"
+            " delete them",
+            parameter="state",
+            hint="Nothing was removed. Delete those snapshots, or keep them elsewhere (a volume from each), then"
+            " remove the test again",
+        )
+    removed = os_instance.delete_test_instance(openstack, state.migration_id, timeout)
+    release_and_delete(openstack, clones, cascade=False)  # a test killed while it converted left them attached
     return removed + [f"volume:{c}" for c in clones]
 
 

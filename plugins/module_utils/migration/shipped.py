@@ -41,6 +41,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents im
     subtract_extents,
     total_bytes,
 )
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.targets import zero_beyond
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.verify import digest_extents
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import ownership, store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError
@@ -483,6 +484,7 @@ def _import_held(openstack, held: ownership.Held, manifest: Manifest, directory:
                 options=copy_options(settings), progress=heartbeat.disk(disk.disk_key),
                 source_zeros=zeros,
             )  # fmt: skip
+            zero_beyond(device, carried.capacity)  # the volume's whole-GiB tail, past the disk
             # What was copied, not what was checked: the file may have changed since. Read back from the volume.
             if digest_extents(device, carried.data, binding(state.migration_id, carried)) != carried.sha256:
                 _remove_journal(jpath)  # the disk stays pending without a journal: the next run rewrites it whole

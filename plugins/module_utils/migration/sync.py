@@ -234,10 +234,10 @@ def sync_held(vsphere, vm, openstack, held: ownership.Held, settings: SyncSettin
         outcome.warnings.append(warning)
     snapshot_time = utcnow()
     with Attachments(openstack, settings) as attachments:
-        attachments.attach([  # copied whole for sure: attached before the snapshot exists
+        attachments.attach([  # copied whole for sure: the first batch attached before the snapshot exists
             disk for disk in state.disks
             if copied_whole(disk, state, settings) and disks_by_key[disk.disk_key].capacity <= disk.capacity
-        ])  # fmt: skip
+        ][: settings.parallel_disks])  # fmt: skip
         snapshot_started = time.monotonic()
         with vs_cbt.sync_snapshot(vsphere, vm, quiesce=settings.quiesce) as snap:
             for disk in state.disks:

@@ -302,7 +302,7 @@ def release_stale_attachments(client, volume_id: str, host: str) -> int:
     return len(stale)
 
 
-def release_and_delete(client, volume_ids: list) -> None:
+def release_and_delete(client, volume_ids: list, *, cascade: bool = True) -> None:
     """Delete volumes, first releasing what a run killed on this host left attached to them.
 
     A run killed while it held a volume (a test converting its clones, a sync or a test run
@@ -311,7 +311,7 @@ def release_and_delete(client, volume_ids: list) -> None:
     """
     for volume_id in volume_ids:
         release_stale_attachments(client, volume_id, socket.gethostname())
-    os_volumes.delete_volumes(client, volume_ids)
+    os_volumes.delete_volumes(client, volume_ids, cascade=cascade)
 
 
 def _detach(storage, attachment_id: str, volume_id: str) -> None:

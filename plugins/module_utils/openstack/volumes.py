@@ -168,11 +168,21 @@ def clone_volumes(client, migration_id: str, volumes: List[TargetVolume], tag: s
     return created
 
 
-def find_tagged_volumes(client, tag: str, migration_id: str) -> List[str]:
-    """Ids of the volumes whose metadata says ``tag`` = ``migration_id`` (a test migration's clones)."""
+def find_test_clones(client, tag: str, migration_id: str, replica_ids: List[str]) -> List[str]:
+    """Ids of a test migration's clones: tagged ``tag`` = ``migration_id`` and cloned from one of the replicas.
+
+    Cinder copies a volume's metadata into its clones: a volume someone cloned from a test's clone
+    carries the tag too, but its source is that clone, not a replica - it is theirs, and never found here."""
     return [
-        v.id for v in client.conn.block_storage.volumes(details=True) if (v.metadata or {}).get(tag) == migration_id
+        v.id
+        for v in client.conn.block_storage.volumes(details=True)
+        if (v.metadata or {}).get(tag) == migration_id and v.source_volume_id in replica_ids
     ]
+
+
+def snapshots_of(client, volume_ids: List[str]) -> List[str]:
+    """Ids of the snapshots of ``volume_ids`` (somebody took them: the collection takes none of a volume)."""
+    return [snap.id for vid in volume_ids for snap in client.conn.block_storage.snapshots(volume_id=vid)]
 
 
 def extend_volume(client, volume_id: str, size_bytes: int, timeout: float = 600) -> bool:
@@ -237,13 +247,13 @@ def _volume_error(err: Exception) -> OpenStackError:
     return OpenStackError(f"creating a volume failed: {text}", hint="Nothing was left behind")
 
 
-def delete_volumes(client, volume_ids: List[str], timeout: float = 300) -> None:
+def delete_volumes(client, volume_ids: List[str], timeout: float = 300, *, cascade: bool = True) -> None:
     """Delete volumes and wait until they are gone (rollback and cleanup).
 
     A volume still being created cannot be deleted yet, so every one is first
     awaited until it settles (available or error); an attached one never
-    would, so it is refused then, before any of them is deleted. Snapshots
-    somebody took of a replica go with it (cascade): they are copies of a
+    would, so it is refused then, before any of them is deleted. With ``cascade``
+    snapshots somebody took of a replica go with it: they are copies of a
     replica, never the source's only copy, and would otherwise block the delete.
     """
     storage = client.conn.block_storage
@@ -255,7 +265,7 @@ def delete_volumes(client, volume_ids: List[str], timeout: float = 300) -> None:
             what=f"volume {volume_id} to settle before it is deleted",
         )
     for volume_id in volume_ids:
-        storage.delete_volume(volume_id, ignore_missing=True, cascade=True)
+        storage.delete_volume(volume_id, ignore_missing=True, cascade=cascade)
     for volume_id in volume_ids:
         wait_for(
             lambda vid=volume_id: storage.find_volume(vid, ignore_missing=True) is None,

@@ -46,16 +46,22 @@ def guest(vsphere, openstack):
     reset_vm(vsphere, vm, openstack)
 
 
+def clones_of_test(openstack, migration_id):
+    """The clones a test of the migration made (of its replicas)."""
+    replicas = [d.volume_id for d in store.load(openstack, migration_id).disks]
+    return os_volumes.find_test_clones(openstack, os_instance.TEST_TAG, migration_id, replicas)
+
+
 def leftovers(openstack, migration_id):
     """What the test migration made that is still there: server, ports, clones."""
     server = os_instance.find_test_server(openstack, migration_id)
     ports = [p.id for p in openstack.conn.network.ports() if (p.name or "").startswith(f"xms-test-{migration_id}-")]
-    clones = os_volumes.find_tagged_volumes(openstack, os_instance.TEST_TAG, migration_id)
+    clones = clones_of_test(openstack, migration_id)
     return ([server.id] if server else []) + ports + clones
 
 
 def clones_available(openstack, migration_id):
-    clones = os_volumes.find_tagged_volumes(openstack, os_instance.TEST_TAG, migration_id)
+    clones = clones_of_test(openstack, migration_id)
     return len(clones) == 2 and all(openstack.conn.block_storage.get_volume(c).status == "available" for c in clones)
 
 
@@ -114,7 +120,7 @@ def test_a_clone_of_the_replica_boots_while_the_guest_writes_and_syncs_go_on(
 
 def clones_held_by_this_host(openstack, migration_id):
     """Both clones attached to this host (no server): the test migration is converting them."""
-    clones = os_volumes.find_tagged_volumes(openstack, os_instance.TEST_TAG, migration_id)
+    clones = clones_of_test(openstack, migration_id)
     attachments = [a for c in clones for a in openstack.conn.block_storage.get_volume(c).attachments or []]
     return len(clones) == 2 and len(attachments) == 2 and not any(a.get("server_id") for a in attachments)
 
@@ -188,3 +194,35 @@ def test_a_project_without_volume_quota_for_the_clones_is_refused(vsphere, guest
         assert leftovers(openstack, migration_id) == []
     finally:
         admin.update_quota_set(project, gigabytes=limit)
+
+
+def test_removing_a_test_keeps_what_others_made_of_its_clones(vsphere, guest, openstack, target, settings):
+    """Somebody snapshotted a clone, and made a volume carrying the test's tag (as Cinder's clone of a clone
+    does): the removal refuses while the snapshot exists, then removes the test's own clones and never theirs."""
+    migration_id = initialize(vsphere, guest, openstack, target).migration_id
+    run_sync(vsphere, guest, openstack, migration_id, settings)
+    test = MigrationTestSettings(sync=settings, network="lab-net-b", conversion=ConversionOptions(skip=True))
+    run_test(vsphere, guest, openstack, migration_id, test)
+    storage = openstack.conn.block_storage
+    clones = clones_of_test(openstack, migration_id)
+    # The test's server went first (someone deleted it): the clones are available, and this lab's NFS back-end
+    # snapshots only an available volume (an attached one needs Nova's assisted snapshots).
+    os_instance.delete_test_instance(openstack, migration_id, 300)
+    storage.wait_for_status(storage.get_volume(clones[0]), "available", wait=300)
+    theirs = storage.create_volume(size=1, name="their-volume", metadata={os_instance.TEST_TAG: migration_id})
+    storage.wait_for_status(theirs, "available", wait=300)
+    snapshot = storage.create_snapshot(volume_id=clones[0], name="their-snapshot")
+    storage.wait_for_status(snapshot, "available", wait=300)
+    try:
+        with pytest.raises(PreflightError) as err:
+            remove_test(openstack, migration_id)
+        assert snapshot.id in str(err.value) and "Nothing was removed" in str(err.value)
+        assert sorted(clones_of_test(openstack, migration_id)) == sorted(clones)
+        storage.delete_snapshot(snapshot.id)
+        storage.wait_for_delete(snapshot, wait=300)
+        removed = remove_test(openstack, migration_id)
+        assert {f"volume:{c}" for c in clones} <= set(removed.removed)
+        assert f"volume:{theirs.id}" not in removed.removed and storage.get_volume(theirs.id).status == "available"
+        assert leftovers(openstack, migration_id) == []
+    finally:
+        storage.delete_volume(theirs.id, ignore_missing=True, cascade=True)

@@ -114,6 +114,28 @@ def test_the_disks_are_copied_at_once_and_an_idle_sync_attaches_nothing(vsphere,
     assert_volumes_equal_source(vsphere, source, openstack, store.load(openstack, migration_id))
 
 
+def test_a_seed_holds_no_more_volumes_attached_than_parallel_disks(vsphere, source, openstack, target, settings):
+    """A VM with more disks than parallel_disks (here 2 and 1): one volume attached at a time, and still equal."""
+    migration_id = initialize(vsphere, source, openstack, target).migration_id
+    volume_ids = [d.volume_id for d in store.load(openstack, migration_id).disks]
+    attached_at_once, seeding = [], threading.Event()
+
+    def watch_cinder():
+        while not seeding.is_set():
+            volumes = [openstack.conn.block_storage.get_volume(v) for v in volume_ids]
+            attached_at_once.append(sum(1 for v in volumes if v.attachments))
+            seeding.wait(0.2)
+
+    settings.bandwidth_limit, settings.parallel_disks = 4 << 20, 1
+    watcher = threading.Thread(target=watch_cinder, daemon=True)
+    watcher.start()
+    seed = run_sync(vsphere, source, openstack, migration_id, settings)
+    seeding.set()
+    watcher.join()
+    assert seed.kind == "seed" and max(attached_at_once) == 1 and len(volume_ids) == 2, attached_at_once
+    assert_volumes_equal_source(vsphere, source, openstack, store.load(openstack, migration_id))
+
+
 def test_one_disk_failing_stops_the_others_and_the_rerun_resumes_every_disk(
     vsphere, source, openstack, target, settings, lab, often_checkpointed
 ):

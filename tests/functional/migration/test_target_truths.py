@@ -17,6 +17,7 @@ import pytest
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_for_write
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt, datapath, inventory
 
 from .conftest import SOURCE_VM, assert_volumes_equal_source, lab_cmd
@@ -115,3 +116,24 @@ def test_a_replica_snapshotted_in_cinder_is_synced_into_its_qcow2_overlay(vspher
     assert_volumes_equal_source(vsphere, source, openstack, store.load(openstack, migration_id))
     with open(before, "rb") as handle:
         assert handle.read() == snapshot_data, "the sync wrote into the snapshot's data"
+
+
+def test_the_volume_past_its_disks_end_reads_zero_after_a_seed(vsphere, source, openstack, target, settings):
+    """Volumes come in whole GiB: a 48 MiB disk's volume has 976 MiB past the disk that no copy writes. A reused
+    volume (old bytes written there first, as a block back-end that does not zero would show) reads zero there
+    after the seed, as the guest will see it once its instance boots."""
+    migration_id = initialize(vsphere, source, openstack, target).migration_id
+    disk = store.load(openstack, migration_id).disks[0]
+    with attach_for_write(openstack, disk.volume_id) as path, open(path, "r+b") as volume:
+        volume.seek(0, os.SEEK_END)
+        end = volume.tell()
+        assert end > disk.capacity + (2 << 20), "the lab disk fills its volume: nothing to show"
+        for offset in (disk.capacity, disk.capacity + (1 << 20), end - 4096):
+            volume.seek(offset)
+            volume.write(b"\xa5" * 4096)
+    run_sync(vsphere, source, openstack, migration_id, settings)
+    with attach_for_write(openstack, disk.volume_id) as path, open(path, "rb") as volume:
+        for offset in (disk.capacity, disk.capacity + (1 << 20), end - 4096):
+            volume.seek(offset)
+            assert volume.read(4096) == bytes(4096), offset
+    assert_volumes_equal_source(vsphere, source, openstack, store.load(openstack, migration_id))

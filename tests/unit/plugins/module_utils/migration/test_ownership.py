@@ -138,7 +138,7 @@ def test_without_a_state_directory_any_owner_of_another_host_holds_it():
 
 def test_one_migration_with_nan_inf_or_an_undatable_epoch_is_reported_malformed_and_the_others_listed():
     cinder = a_migration()
-    broken = {k: v for k, v in cinder.metadata["vol-a"].items()}
+    broken = dict(cinder.metadata["vol-a"])
     broken.update({"xms_migration_id": "vm-2", "xms_volume_id": "vol-b", "xms_rate": "nan"})
     cinder.metadata["vol-b"] = broken
     states, malformed = store.list_all(cinder)
