@@ -1,5 +1,8 @@
 """The downtime projection: rates from the sync history, the final delta, conversion and instance times."""
 
+import os
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -67,3 +70,21 @@ def test_a_conversion_host_estimates_by_the_median_of_its_last_cutovers(tmp_path
     for instance_s in (30.0, 4.0, 7.0, 5.0):
         times.save(instance_s=instance_s)
     assert times.load() == {"instance_s": 5.0}  # of 4, 7 and 5: the 30 s of the oldest cutover is forgotten
+
+
+def test_cutovers_ending_at_once_on_one_host_each_keep_their_measurement(tmp_path):
+    """Processes saving at once (a wave's cutovers on one conversion host): none loses another's measure, and
+    none trips on another's temporary file (they once shared one fixed name)."""
+    script = (
+        "import sys\n"
+        "from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import HostTimes\n"
+        "for _ in range(200):\n"
+        "    HostTimes(sys.argv[1]).save(**{sys.argv[2]: 1.0})\n"
+    )
+    parent = sys.modules["ansible_collections"].__path__[0].rsplit("/ansible_collections", 1)[0]
+    env = {**os.environ, "PYTHONPATH": parent}
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), key], env=env, stderr=subprocess.PIPE)
+            for key in ("shutdown_s", "conversion_s", "instance_s")]  # fmt: skip
+    errors = [run.communicate(timeout=60)[1] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0], errors
+    assert HostTimes(str(tmp_path)).load() == {"shutdown_s": 1.0, "conversion_s": 1.0, "instance_s": 1.0}
