@@ -193,7 +193,7 @@ class _Copy:
         self._check_plan_fits(self.handle.get_size())
         try:
             self.target = open_target(target)
-        except Exception:
+        except Exception:  # re-raised unchanged once the source is closed
             self.close()
             raise
         target_size = self.target.size()

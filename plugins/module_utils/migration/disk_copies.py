@@ -99,7 +99,7 @@ class DiskCopies:
                     batch, waiting = waiting[:room], waiting[room:]
                     try:
                         self._start(batch, attachments, options, active)
-                    except Exception as err:
+                    except Exception as err:  # a disk that cannot start stops the others (raised below)
                         failures.append(err)
                         self.stop.set()
                 if not active:
@@ -112,7 +112,7 @@ class DiskCopies:
                     done.append(self._end(active.pop(key), result))
                     if waiting:  # at most parallel_disks volumes held at once: this one's place goes to the next
                         attachments.release(done[-1].disk)
-                except Exception as err:
+                except Exception as err:  # a disk's failure stops the others; the first real failure is raised below
                     failures.append(err)
                     self.stop.set()
         except BaseException:  # interrupted: the copies stop (each journals what it flushed) and are closed

@@ -131,7 +131,7 @@ def hold(
         try:
             with Heartbeat(openstack, state) as beat:
                 yield Held(state, beat)
-        except Exception as err:
+        except Exception as err:  # recorded as last_error, then re-raised
             state.last_error = str(err)
             raise
         finally:

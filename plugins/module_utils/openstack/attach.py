@@ -120,7 +120,7 @@ def _brick(client, volume_id: str, as_file: bool) -> Iterator[str]:
     release_stale_attachments(client, volume_id, properties.get("host") or socket.gethostname())
     try:
         attachment = storage.create_attachment(volume_id, connector=properties, mode="rw")
-    except Exception as err:
+    except Exception as err:  # Cinder's refusal, whatever its type, named with the volume
         raise AttachError(
             f"Cinder refused to attach volume {volume_id} to this host: {_text(err)}",
             hint="The volume must be 'available' (not attached elsewhere)",
@@ -130,7 +130,7 @@ def _brick(client, volume_id: str, as_file: bool) -> Iterator[str]:
     try:  # what the path will hold, and its key: refused here, before anything is connected or written
         fmt = layer.volume_format(info.get("format"), volume_id)
         passphrase = _passphrase(client, volume_id) if info.get("encrypted") else None
-    except Exception:
+    except Exception:  # re-raised unchanged once the attachment is undone
         _detach(storage, attachment.id, volume_id)
         raise
     try:
@@ -139,7 +139,7 @@ def _brick(client, volume_id: str, as_file: bool) -> Iterator[str]:
         )
         with _BRICK:
             device = brick.connect_volume(info)
-    except Exception as err:
+    except Exception as err:  # os-brick raises its own exceptions: undone, then named
         _detach(storage, attachment.id, volume_id)
         raise AttachError(f"os-brick could not connect volume {volume_id} ({protocol}): {_text(err)}") from None
     try:
@@ -228,7 +228,7 @@ def close_all(held: List[HeldAttachment], *, raising: bool = True) -> None:
     for each in held:
         try:
             each.close()
-        except Exception as err:
+        except Exception as err:  # every volume detaches whatever one raised; first error raised after
             errors.append(err)
     if errors and raising:
         raise errors[0]
@@ -263,7 +263,7 @@ def _passphrase(client, volume_id: str) -> bytes:
     )
     try:
         payload = client.conn.key_manager.get_secret(key_id).payload
-    except Exception as err:
+    except Exception as err:  # the key manager's errors (castellan, Barbican): named with the volume
         raise AttachError(
             f"the key manager did not give the key of encrypted volume {volume_id}: {_text(err)}",
             parameter="cloud",
@@ -331,7 +331,7 @@ def _nova(client, volume_id: str, server_id: str) -> Iterator[str]:
         raise AttachError(f"conversion host server '{server_id}' does not exist", parameter="conversion_server")
     try:
         compute.create_volume_attachment(server, volume=volume_id)
-    except Exception as err:
+    except Exception as err:  # Nova's refusal, whatever its type, named with the volume and the server
         raise AttachError(f"Nova could not attach volume {volume_id} to {server.name}: {_text(err)}") from None
     try:
         path = wait_for(

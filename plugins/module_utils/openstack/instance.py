@@ -213,7 +213,7 @@ def _boot(
             args["key_name"] = key_name
         try:
             server = conn.compute.create_server(**args)
-        except Exception as err:
+        except Exception as err:  # a lost answer may still have made the server: looked for before the error goes on
             server = _created_anyway(find, err)
             if server is None:
                 raise
@@ -224,7 +224,7 @@ def _boot(
             hint="See nova-compute's log",
         )
         return _info(client, server)
-    except Exception as err:
+    except Exception as err:  # any failure: what this call made is removed, then the error is typed
         if server is not None:
             _delete_server(client, server.id, timeout)
         for port_id in created_ports:
@@ -298,7 +298,7 @@ def _port(client, migration_id: str, nic: NicSpec, security_groups):
         args["security_group_ids"] = [network.find_security_group(g, ignore_missing=False).id for g in security_groups]
     try:
         return network.create_port(**args), True
-    except Exception as err:
+    except Exception as err:  # the port's refusal, typed here with its NIC (403: MACs may not be set by this project)
         if getattr(err, "status_code", None) == 403:
             raise InstanceError(
                 f"not allowed to create a port with MAC {nic.mac} on network '{nic.network}'",

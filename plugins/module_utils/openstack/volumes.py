@@ -136,7 +136,7 @@ def ensure_volumes(
                 what=f"volume {volume_id} to become available",
                 hint="Check the cinder-volume service and its back-end",
             )
-    except Exception as err:
+    except Exception as err:  # any failure: what was created is deleted first, then the error is typed
         delete_volumes(client, created)
         raise _volume_error(err) from None
     return find_volumes(client, migration_id), created
@@ -162,7 +162,7 @@ def clone_volumes(client, migration_id: str, volumes: List[TargetVolume], tag: s
         for volume_id in created:
             wait_for(lambda vid=volume_id: _available(client, vid), timeout=timeout,
                      what=f"clone {volume_id} to become available", hint="Check the cinder-volume service")  # fmt: skip
-    except Exception as err:
+    except Exception as err:  # any failure: what was created is deleted first, then the error is typed
         delete_volumes(client, created)
         raise _volume_error(err) from None
     return created
@@ -200,7 +200,7 @@ def extend_volume(client, volume_id: str, size_bytes: int, timeout: float = 600)
         return False
     try:
         storage.extend_volume(volume, need)
-    except Exception as err:
+    except Exception as err:  # refused or failed: said with the volume's type
         text = str(getattr(err, "details", None) or err)
         raise OpenStackError(
             f"volume {volume_id} (type {volume.volume_type}) cannot be extended from {volume.size} to {need} GiB:"
