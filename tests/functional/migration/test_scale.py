@@ -74,24 +74,31 @@ def often_checkpointed(monkeypatch):
     )
 
 
+def watching_attachments(openstack, volume_ids, call):
+    """``call()``'s result, and how many of ``volume_ids`` Cinder showed attached every 0.2 s meanwhile."""
+    attached_at_once, done = [], threading.Event()
+
+    def watch_cinder():
+        while not done.is_set():
+            volumes = [openstack.conn.block_storage.get_volume(v) for v in volume_ids]
+            attached_at_once.append(sum(1 for v in volumes if v.attachments))
+            done.wait(0.2)
+
+    watcher = threading.Thread(target=watch_cinder, daemon=True)
+    watcher.start()
+    try:
+        return call(), attached_at_once
+    finally:
+        done.set()
+        watcher.join()
+
+
 def test_the_disks_are_copied_at_once_and_an_idle_sync_attaches_nothing(vsphere, source, openstack, target, settings):
     migration_id = initialize(vsphere, source, openstack, target).migration_id
     volume_ids = [d.volume_id for d in store.load(openstack, migration_id).disks]
-    attached_at_once = []
-    seeding = threading.Event()
-
-    def watch_cinder():  # how many of the migration's volumes Cinder shows attached, every 0.2 s
-        while not seeding.is_set():
-            volumes = [openstack.conn.block_storage.get_volume(v) for v in volume_ids]
-            attached_at_once.append(sum(1 for v in volumes if v.attachments))
-            seeding.wait(0.2)
-
     settings.bandwidth_limit = 2 << 20  # a few seconds of seed, shared by both disks
-    watcher = threading.Thread(target=watch_cinder, daemon=True)
-    watcher.start()
-    seed = run_sync(vsphere, source, openstack, migration_id, settings)
-    seeding.set()
-    watcher.join()
+    seed, attached_at_once = watching_attachments(openstack, volume_ids, lambda: run_sync(
+        vsphere, source, openstack, migration_id, settings))  # fmt: skip
     assert seed.kind == "seed" and max(attached_at_once) == 2, attached_at_once
     assert seed.snapshot_s >= max(d["stats"]["elapsed_s"] for d in seed.disks)  # one snapshot held for all copies
     assert_volumes_equal_source(vsphere, source, openstack, store.load(openstack, migration_id))
@@ -118,20 +125,9 @@ def test_a_seed_holds_no_more_volumes_attached_than_parallel_disks(vsphere, sour
     """A VM with more disks than parallel_disks (here 2 and 1): one volume attached at a time, and still equal."""
     migration_id = initialize(vsphere, source, openstack, target).migration_id
     volume_ids = [d.volume_id for d in store.load(openstack, migration_id).disks]
-    attached_at_once, seeding = [], threading.Event()
-
-    def watch_cinder():
-        while not seeding.is_set():
-            volumes = [openstack.conn.block_storage.get_volume(v) for v in volume_ids]
-            attached_at_once.append(sum(1 for v in volumes if v.attachments))
-            seeding.wait(0.2)
-
     settings.bandwidth_limit, settings.parallel_disks = 4 << 20, 1
-    watcher = threading.Thread(target=watch_cinder, daemon=True)
-    watcher.start()
-    seed = run_sync(vsphere, source, openstack, migration_id, settings)
-    seeding.set()
-    watcher.join()
+    seed, attached_at_once = watching_attachments(openstack, volume_ids, lambda: run_sync(
+        vsphere, source, openstack, migration_id, settings))  # fmt: skip
     assert seed.kind == "seed" and max(attached_at_once) == 1 and len(volume_ids) == 2, attached_at_once
     assert_volumes_equal_source(vsphere, source, openstack, store.load(openstack, migration_id))
 
