@@ -41,6 +41,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt
     ConversionOptions,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store  # noqa: E402
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext  # noqa: E402
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import (  # noqa: E402
     CutoverSettings,
     run_cutover,
@@ -78,8 +79,8 @@ def one_round(vsphere, openstack, settings, rate, pause=60, budget=None):
     reset_vm(vsphere, vm, openstack)
     target = TargetSettings(volume_type="standard-ssd", availability_zone="az1",
                             network_map=[NetworkMapping(source="DC0_DVPG0", network="lab-net-a")])  # fmt: skip
-    migration_id = initialize(vsphere, vm, openstack, target).migration_id
-    run_sync(vsphere, vm, openstack, migration_id, settings)
+    migration_id = initialize(MigrationContext.read(vsphere, vm, openstack), target).migration_id
+    run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
     key = str(store.load(openstack, migration_id).disks[0].disk_key)
     stop = threading.Event()
     thread = threading.Thread(target=writer, args=(vsphere, vm, key, rate, stop), daemon=True)
@@ -87,11 +88,11 @@ def one_round(vsphere, openstack, settings, rate, pause=60, budget=None):
     try:
         for _measure in range(2):
             time.sleep(10)
-            run_sync(vsphere, vm, openstack, migration_id, settings)
+            run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
         time.sleep(pause)
         cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(skip=True), instance_timeout=600,
                                   downtime_budget=budget)  # fmt: skip
-        outcome = run_cutover(vsphere, vm, openstack, migration_id, target, cutover)
+        outcome = run_cutover(MigrationContext.read(vsphere, vm, openstack), target, cutover)
     finally:
         stop.set()
         thread.join()

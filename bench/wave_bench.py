@@ -70,9 +70,7 @@ from conversion_hosts import ConversionHosts  # noqa: E402
 from lab_reset import reset_vm  # noqa: E402
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store  # noqa: E402
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import (  # noqa: E402
-    migration_id_for,
-)
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext  # noqa: E402
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import (  # noqa: E402
     OpenStackClient,
 )
@@ -341,7 +339,7 @@ def run_wave(hosts, files, vms, vsphere, openstack, idle_sync):
     seeds = results_with(seed_out, "snapshot_seconds")
     spans, copies, per_vm = [], [], {}
     for name, vm in vms.items():
-        state = store.load(openstack, migration_id_for(inventory.inventory(vsphere, vm)))
+        state = store.load(openstack, MigrationContext.read(vsphere, vm).migration_id)
         result = seeds[name]
         start = state.synced_at.timestamp()  # the seed's snapshot was asked for then
         spans.append((start, start + result["duration_s"]))

@@ -7,7 +7,7 @@ run of the demo or of a test wants none of them.
 
 from pyVmomi import vim
 
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import migration_id_for
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import instance as os_instance
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import release_and_delete
@@ -30,7 +30,7 @@ def delete_migration(openstack, migration_id: str) -> None:
 
 def reset_vm(vsphere, vm, openstack) -> None:
     """No instance, no ports, no volumes of this VM's migration or of its test; the VM powered on, without the note."""
-    migration_id = migration_id_for(inventory.inventory(vsphere, vm))
+    migration_id = MigrationContext.read(vsphere, vm).migration_id
     os_instance.delete_test_instance(openstack, migration_id, 120)
     replicas = [volume.id for volume in os_volumes.find_volumes(openstack, migration_id)]
     release_and_delete(openstack, os_volumes.find_test_clones(openstack, os_instance.TEST_TAG, migration_id, replicas))

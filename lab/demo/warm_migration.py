@@ -44,9 +44,7 @@ import nbd  # noqa: E402
 from lab_reset import reset_vm  # noqa: E402
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store  # noqa: E402
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import (  # noqa: E402
-    migration_id_for,
-)
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext  # noqa: E402
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient  # noqa: E402
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory  # noqa: E402
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.client import (  # noqa: E402
@@ -198,7 +196,7 @@ def compare(vsphere, openstack, lab: dict, vms: list[str], workdir: str) -> bool
     print(f"\n{'VM':<14} {'disk':<12} {'size':>9}  {'source sha256':<16} {'volume sha256':<16} result")
     for name in vms:
         vm = inventory.find_vm(vsphere, name=name)
-        state = store.load(openstack, migration_id_for(inventory.inventory(vsphere, vm)))
+        state = store.load(openstack, MigrationContext.read(vsphere, vm).migration_id)
         for index, disk in enumerate(state.disks):
             sock = os.path.join(LAB_DIR, "vsphere", "qsd", name, "nbd.sock")
             handle = nbd.NBD()
@@ -231,7 +229,7 @@ def print_metrics(openstack, vsphere, vms: list[str]) -> None:
           f"{'syncs':>5} {'rate MiB/s':>10} {'down s':>6}  instance")  # fmt: skip
     for name in vms:
         vm = inventory.find_vm(vsphere, name=name)
-        m = store.load(openstack, migration_id_for(inventory.inventory(vsphere, vm))).metrics()
+        m = store.load(openstack, MigrationContext.read(vsphere, vm).migration_id).metrics()
         lag = "-" if m["lag_seconds"] is None else f"{m['lag_seconds']:.0f}"
         down = "-" if m["downtime_s"] is None else m["downtime_s"]
         print(f"{name:<14} {m['phase']:<10} {(m['last_sync'] or '-')[:19]:<20} {lag:>6} {m['bytes_full']:>12} "

@@ -140,10 +140,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.xms.warm_migration.plugins.module_utils import argument_spec as specs
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import params as mparams
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import migration_id_for
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
 from ansible_collections.xms.warm_migration.plugins.module_utils.module_base import run
-from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
 
 
 def main() -> None:
@@ -167,13 +165,9 @@ def main() -> None:
     name = module.params["vm_name"] or module.params["vm_uuid"] or module.params["vm_moref"]
 
     def body():
-        with mparams.connect_vsphere(module.params) as vsphere:
-            vm = mparams.find_source_vm(vsphere, module.params)
-            migration_id = migration_id_for(vs_inventory.inventory(vsphere, vm))
-            openstack = mparams.connect_openstack(module.params)
-            outcome = run_sync(
-                vsphere, vm, openstack, migration_id, mparams.sync_settings(module.params), check_mode=module.check_mode
-            )
+        settings = mparams.sync_settings(module.params)
+        with mparams.module_context(module.params) as ctx:
+            outcome = run_sync(ctx, settings, check_mode=module.check_mode)
         for warning in outcome.warnings:
             module.warn(warning)
         return {

@@ -179,9 +179,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutov
     rollback,
     run_cutover,
 )
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import migration_id_for
 from ansible_collections.xms.warm_migration.plugins.module_utils.module_base import run
-from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
 
 
 def main() -> None:
@@ -224,18 +222,12 @@ def main() -> None:
 
     def body():
         check_settings(settings)
-        with mparams.connect_vsphere(p) as vsphere:
-            vm = mparams.find_source_vm(vsphere, p)
-            inv = vs_inventory.inventory(vsphere, vm)
-            migration_id = migration_id_for(inv)
-            openstack = mparams.connect_openstack(p)
+        target = mparams.target_settings(p)
+        with mparams.module_context(p) as ctx:
             if p["state"] == "rolled_back":
-                outcome = rollback(vsphere, vm, openstack, migration_id, settings, check_mode=module.check_mode)
+                outcome = rollback(ctx, settings, check_mode=module.check_mode)
             else:
-                target = mparams.target_settings(p)
-                outcome = run_cutover(
-                    vsphere, vm, openstack, migration_id, target, settings, check_mode=module.check_mode
-                )
+                outcome = run_cutover(ctx, target, settings, check_mode=module.check_mode)
         for warning in outcome.warnings:
             module.warn(warning)
         result = {

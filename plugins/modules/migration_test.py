@@ -153,14 +153,12 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.xms.warm_migration.plugins.module_utils import argument_spec as specs
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import params as mparams
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import migration_id_for
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.rehearsal import (
     MigrationTestSettings,
     remove_test,
     run_test,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.module_base import run
-from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
 
 
 def main() -> None:
@@ -205,16 +203,11 @@ def main() -> None:
     )
 
     def body():
-        with mparams.connect_vsphere(p) as vsphere:
-            vm = mparams.find_source_vm(vsphere, p)
-            migration_id = migration_id_for(vs_inventory.inventory(vsphere, vm))
-            openstack = mparams.connect_openstack(p)
+        with mparams.module_context(p) as ctx:
             if p["state"] == "absent":
-                outcome = remove_test(
-                    openstack, migration_id, timeout=settings.instance_timeout, check_mode=module.check_mode
-                )
+                outcome = remove_test(ctx, timeout=settings.instance_timeout, check_mode=module.check_mode)
             else:
-                outcome = run_test(vsphere, vm, openstack, migration_id, settings, check_mode=module.check_mode)
+                outcome = run_test(ctx, settings, check_mode=module.check_mode)
         result = {
             "changed": outcome.changed,
             "actions": outcome.actions,

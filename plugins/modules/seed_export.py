@@ -114,12 +114,10 @@ def main() -> None:
     name = module.params["vm_name"] or module.params["vm_uuid"] or module.params["vm_moref"]
 
     def body():
-        with mparams.connect_vsphere(module.params) as vsphere:
-            vm = mparams.find_source_vm(vsphere, module.params)
-            outcome = export_seed(
-                vsphere, vm, module.params["directory"], module.params["format"], mparams.sync_settings(module.params),
-                key=mparams.manifest_key(module.params), check_mode=module.check_mode,
-            )  # fmt: skip
+        settings, key = mparams.sync_settings(module.params), mparams.manifest_key(module.params)
+        with mparams.module_context(module.params, openstack=False) as ctx:
+            outcome = export_seed(ctx, module.params["directory"], module.params["format"], settings, key=key,
+                                  check_mode=module.check_mode)  # fmt: skip
         for warning in outcome.warnings:
             module.warn(warning)
         manifest = outcome.manifest.as_dict()

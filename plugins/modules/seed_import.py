@@ -92,10 +92,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.xms.warm_migration.plugins.module_utils import argument_spec as specs
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import params as mparams
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import migration_id_for
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.shipped import import_seed
 from ansible_collections.xms.warm_migration.plugins.module_utils.module_base import run
-from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
 
 
 def main() -> None:
@@ -117,15 +115,9 @@ def main() -> None:
     name = module.params["vm_name"] or module.params["vm_uuid"] or module.params["vm_moref"]
 
     def body():
-        with mparams.connect_vsphere(module.params) as vsphere:
-            vm = mparams.find_source_vm(vsphere, module.params)
-            migration_id = migration_id_for(vs_inventory.inventory(vsphere, vm))
-            openstack = mparams.connect_openstack(module.params)
-            outcome = import_seed(
-                vsphere, vm, openstack, migration_id, module.params["directory"],
-                mparams.sync_settings(module.params), key=mparams.manifest_key(module.params),
-                check_mode=module.check_mode,
-            )  # fmt: skip
+        settings, key = mparams.sync_settings(module.params), mparams.manifest_key(module.params)
+        with mparams.module_context(module.params) as ctx:
+            outcome = import_seed(ctx, module.params["directory"], settings, key=key, check_mode=module.check_mode)
         for warning in outcome.warnings:
             module.warn(warning)
         return {

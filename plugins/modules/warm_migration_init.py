@@ -134,11 +134,9 @@ def main() -> None:
     name = module.params["vm_name"] or module.params["vm_uuid"] or module.params["vm_moref"]
 
     def body():
-        with mparams.connect_vsphere(module.params) as vsphere:
-            vm = mparams.find_source_vm(vsphere, module.params)
-            openstack = mparams.connect_openstack(module.params)
-            target = mparams.target_settings(module.params)
-            outcome = initialize(vsphere, vm, openstack, target, check_mode=module.check_mode,
+        target = mparams.target_settings(module.params)
+        with mparams.module_context(module.params) as ctx:
+            outcome = initialize(ctx, target, check_mode=module.check_mode,
                                  removed_disks=RemovedDisks(module.params["removed_disks"]))  # fmt: skip
         for warning in outcome.warnings:
             module.warn(warning)

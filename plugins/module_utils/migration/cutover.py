@@ -29,6 +29,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.common.errors i
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion import virt_v2v
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.boot_check import boot_check
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import ownership, store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError, PreflightError
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import TargetSettings, nic_targets
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import HostTimes
@@ -38,7 +39,6 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync 
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import instance as os_instance
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import preflight as os_preflight
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_all
-from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import power as vs_power
 
 
@@ -89,16 +89,10 @@ def _after(state: MigrationState, step: str) -> bool:
 
 
 def run_cutover(
-    vsphere,
-    vm,
-    openstack,
-    migration_id: str,
-    target: TargetSettings,
-    settings: CutoverSettings,
-    *,
-    check_mode: bool = False,
+    ctx: MigrationContext, target: TargetSettings, settings: CutoverSettings, *, check_mode: bool = False
 ) -> CutoverOutcome:
-    """Run (or resume) the cutover of ``migration_id`` (the module has checked ``settings``: check_settings)."""
+    """Run (or resume) the cutover of ``ctx``'s migration (the module has checked ``settings``: check_settings)."""
+    openstack, migration_id, inv = ctx.openstack, ctx.migration_id, ctx.inventory
     state = store.load(openstack, migration_id)
     if state.phase is Phase.COMPLETED:
         return CutoverOutcome(changed=False, steps_done=[], state=state)
@@ -108,7 +102,6 @@ def run_cutover(
             hint="Run block_sync until it reports phase 'ready', then cut over",
         )
     ownership.ensure_free(state, ownership.Observations(settings.sync.state_dir))
-    inv = vs_inventory.inventory(vsphere, vm)
     if not state.converted:  # bad scripts or drivers: refuse before the guest goes down
         virt_v2v.check_options(settings.conversion, guest_id=inv.guest_id)
     source_disks(inv, state)  # a disk added or removed since init: refuse while the source still runs
@@ -136,7 +129,7 @@ def run_cutover(
     with ownership.hold(openstack, migration_id, settings.sync.state_dir, check=_may_cut_over) as held:
         state = outcome.state = held.state  # as read under the hold
         if settings.downtime_budget is not None and not _after(state, "shutdown"):
-            _converge(vsphere, vm, openstack, held, inv, settings, outcome)
+            _converge(ctx, held, settings, outcome)
         elif not _after(state, "shutdown"):
             projection = state.projection(convert=convert)
             outcome.projection = projection.as_dict() if projection else None
@@ -145,7 +138,7 @@ def run_cutover(
             state.cutover_marks = {"started": _second()}
         store.save_common(openstack, state)
         try:
-            _run_steps(_Run(vsphere, vm, openstack, held, inv, nics, target, settings, outcome))
+            _run_steps(_Run(ctx, held, nics, target, settings, outcome))
         except WarmMigrationError as err:
             if state.cutover_step and "rolled_back" not in err.hint:
                 # Past the shutdown the operator must know where things stand: the source is off.
@@ -193,7 +186,7 @@ def _may_cut_over(state: MigrationState) -> None:
 MAX_CONVERGENCE_SYNCS = 5
 
 
-def _converge(vsphere, vm, openstack, held: ownership.Held, inv, settings: CutoverSettings, outcome) -> None:
+def _converge(ctx: MigrationContext, held: ownership.Held, settings: CutoverSettings, outcome) -> None:
     """Sync back to back while the source runs until the projected downtime fits the budget.
 
     The syncs run inside the cutover's hold: no other run takes the migration between them. Each
@@ -216,7 +209,7 @@ def _converge(vsphere, vm, openstack, held: ownership.Held, inv, settings: Cutov
             previous = projection
         if syncs == MAX_CONVERGENCE_SYNCS:
             break
-        sync_held(vsphere, vm, openstack, held, settings.sync, inv)
+        sync_held(ctx, held, settings.sync)
     if projection is None:
         raise PhaseError(f"migration {state.migration_id} cannot project its downtime: no incremental sync yet",
                          parameter="downtime_budget", hint="Run block_sync once more, then cut over")  # fmt: skip
@@ -299,7 +292,7 @@ def _done(openstack, state: MigrationState, step: str, outcome: CutoverOutcome, 
     outcome.steps_done.append(step)
 
 
-def _source_stays_off(vsphere, vm, openstack, state, settings, outcome) -> None:
+def _source_stays_off(run: _Run) -> None:
     """The source is off before the final snapshot and before the instance, whatever the record says.
 
     The power state is read each time, never taken from the record: someone may have powered the
@@ -309,6 +302,8 @@ def _source_stays_off(vsphere, vm, openstack, state, settings, outcome) -> None:
     once converted, CBT cannot bring them over (the conversion changed the volumes), so the
     cutover refuses and says how to start over.
     """
+    vsphere, vm, openstack = run.ctx.vsphere, run.ctx.vm, run.ctx.openstack
+    state, settings, outcome = run.state, run.settings, run.outcome
     if vs_power.power_state(vsphere, vm) == "poweredOff":
         if not _after(state, "shutdown"):  # shut down before the cutover (by the operator): nothing to wait for
             outcome.shutdown = "already_off"
@@ -330,13 +325,10 @@ def _source_stays_off(vsphere, vm, openstack, state, settings, outcome) -> None:
 
 @dataclass
 class _Run:
-    """One cutover run, built once: what its steps read (adapters, the VM's inventory, inputs) and write."""
+    """One cutover run, built once: what its steps read (the run's context, inputs) and write."""
 
-    vsphere: Any
-    vm: Any
-    openstack: Any
+    ctx: MigrationContext
     held: ownership.Held
-    inv: Any
     nics: List[Any]
     target: TargetSettings
     settings: CutoverSettings
@@ -358,11 +350,11 @@ class Step:
 
 
 def _shut_down(run: _Run) -> None:
-    _source_stays_off(run.vsphere, run.vm, run.openstack, run.state, run.settings, run.outcome)
+    _source_stays_off(run)
 
 
 def _final_delta(run: _Run) -> None:
-    sync = sync_held(run.vsphere, run.vm, run.openstack, run.held, run.settings.sync, run.inv)
+    sync = sync_held(run.ctx, run.held, run.settings.sync)
     run.outcome.warnings.extend(sync.warnings)
     run.outcome.final_sync = {
         "kind": sync.kind,
@@ -370,11 +362,11 @@ def _final_delta(run: _Run) -> None:
         "duration_s": round(sync.duration_s, 3),
         "disks": sync.disks,
     }
-    _done(run.openstack, run.state, "final_sync", run.outcome)
+    _done(run.ctx.openstack, run.state, "final_sync", run.outcome)
 
 
 def _convert(run: _Run) -> None:
-    state, settings, outcome = run.state, run.settings, run.outcome
+    state, settings, outcome, openstack = run.state, run.settings, run.outcome, run.ctx.openstack
     if state.needs_full_resync and not state.converted:
         # A conversion stopped part-way (failed, killed): its writes are on the volumes. They are copied
         # whole again from the stopped source first, a copy that resumes if it is interrupted in turn.
@@ -382,12 +374,12 @@ def _convert(run: _Run) -> None:
             "an earlier conversion stopped part-way: the volumes were copied whole from the stopped source"
             " before converting again"
         )
-        sync_held(run.vsphere, run.vm, run.openstack, run.held, settings.sync, run.inv)
+        sync_held(run.ctx, run.held, settings.sync)
     convert = not state.converted and not settings.conversion.skip
     converted_at = None  # when the conversion ended: the boot check's time is its own mark
     if convert or settings.boot_check:
         with attach_all(
-            run.openstack,
+            openstack,
             [d.volume_id for d in state.disks],
             mode=settings.sync.attach_mode,
             server_id=settings.sync.conversion_server,
@@ -397,13 +389,13 @@ def _convert(run: _Run) -> None:
                 # virt-v2v writes the volumes in place: from its first byte they match no source
                 # snapshot, so a rollback from here on, even after a crash, copies them whole.
                 state.needs_full_resync = True
-                store.save_common(run.openstack, state)
+                store.save_common(openstack, state)
                 result = virt_v2v.convert_in_place(
-                    devices, settings.conversion, name=run.inv.name, macs=[nic.mac for nic, _mapping in run.nics]
+                    devices, settings.conversion, name=run.ctx.vm_name, macs=[nic.mac for nic, _mapping in run.nics]
                 )
                 outcome.conversion = result.as_dict()
                 state.converted = True
-                store.save_common(run.openstack, state)
+                store.save_common(openstack, state)
             converted_at = _second()
             if settings.boot_check:
                 mac = run.nics[0][0].mac if run.nics else None
@@ -411,18 +403,18 @@ def _convert(run: _Run) -> None:
                 state.cutover_marks["boot_checked"] = _second()
     elif settings.conversion.skip:
         outcome.conversion = {"converted": False, "skipped": True}
-    _done(run.openstack, state, "converted", outcome, when=converted_at)
+    _done(openstack, state, "converted", outcome, when=converted_at)
 
 
 def _boot_instance(run: _Run) -> None:
-    state, target, settings = run.state, run.target, run.settings
+    state, target, settings, inv = run.state, run.target, run.settings, run.ctx.inventory
     server = os_instance.create_instance(
-        run.openstack,
+        run.ctx.openstack,
         state.migration_id,
-        name=target.instance_name or run.inv.name,
+        name=target.instance_name or inv.name,
         flavor=target.flavor,
-        vcpus=run.inv.vcpus,
-        ram_mb=run.inv.memory_mb,
+        vcpus=inv.vcpus,
+        ram_mb=inv.memory_mb,
         volume_ids=[d.volume_id for d in state.disks],
         nics=[
             os_instance.NicSpec(mac=nic.mac, network=m.network, subnet=m.subnet, fixed_ip=target.fixed_ips.get(nic.mac))
@@ -431,24 +423,24 @@ def _boot_instance(run: _Run) -> None:
         availability_zone=target.availability_zone,
         key_name=settings.key_name,
         security_groups=settings.security_groups,
-        image_properties=image_properties(run.inv),
+        image_properties=image_properties(inv),
         timeout=settings.instance_timeout,
     )
     state.instance_id = server.id
     run.outcome.instance = server.as_dict()
-    _done(run.openstack, state, "instance", run.outcome)
+    _done(run.ctx.openstack, state, "instance", run.outcome)
 
 
 def _complete(run: _Run) -> None:
     state = run.state
     vs_power.mark_migrated(
-        run.vsphere,
-        run.vm,
+        run.ctx.vsphere,
+        run.ctx.vm,
         note=f"Migrated to OpenStack instance {state.instance_id} "
         f"by xms.warm_migration ({state.migration_id}); do not power on",
     )
     state.phase = Phase.COMPLETED
-    _done(run.openstack, state, "completed", run.outcome)
+    _done(run.ctx.openstack, state, "completed", run.outcome)
 
 
 # The cutover, in order. Up to the instance the source must stay off: once the instance runs on the
@@ -492,15 +484,14 @@ def image_properties(inv) -> Dict[str, str]:
     }
 
 
-def rollback(
-    vsphere, vm, openstack, migration_id: str, settings: CutoverSettings, *, check_mode: bool = False
-) -> CutoverOutcome:
+def rollback(ctx: MigrationContext, settings: CutoverSettings, *, check_mode: bool = False) -> CutoverOutcome:
     """Undo a cutover that has not created the instance: power the source on, back to ``ready``.
 
     The cloud is asked, not only the record: an instance of the migration that exists (the
     record may be behind, or someone booted one) runs on the replicas, and powering the source
     on beside it would split the VM in two. Check mode returns what the rollback would do.
     """
+    openstack, migration_id = ctx.openstack, ctx.migration_id
     state = store.load(openstack, migration_id)
     if state.phase is Phase.COMPLETED:
         raise PhaseError(
@@ -521,7 +512,7 @@ def rollback(
     check = functools.partial(_may_roll_back, openstack)
     with ownership.hold(openstack, migration_id, settings.sync.state_dir, check=check) as held:
         state = held.state
-        vs_power.power_on(vsphere, vm)
+        vs_power.power_on(ctx.vsphere, ctx.vm)
         state.needs_full_resync = _needs_full_resync(state)
         state.phase, state.cutover_step, state.converted, state.cutover_marks = Phase.READY, "", False, {}
         store.save_common(openstack, state)

@@ -20,6 +20,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.copy.errors imp
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.targets import zero_beyond
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.verify import verify_extents
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.plan import DiskPlan, journal_path
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import (
     DiskState,
@@ -65,8 +66,8 @@ class DiskCopies:
     stopped: each journals what it had flushed, and the rerun resumes every disk from there. A disk
     with nothing to copy costs no attachment and no nbdkit: only its change id advances."""
 
-    def __init__(self, vsphere, vm, openstack, snap, state, settings: SyncSettings, heartbeat, disks_by_key) -> None:
-        self.vsphere, self.vm, self.openstack, self.snap = vsphere, vm, openstack, snap
+    def __init__(self, ctx: MigrationContext, snap, state, settings: SyncSettings, heartbeat, disks_by_key) -> None:
+        self.ctx, self.openstack, self.snap = ctx, ctx.openstack, snap
         self.state, self.settings, self.heartbeat, self.disks_by_key = state, settings, heartbeat, disks_by_key
         self.stop = threading.Event()
         self.finished: queue.Queue[Tuple[int, object]] = queue.Queue()
@@ -137,7 +138,7 @@ class DiskCopies:
             for disk, plan in batch:
                 stale = self._journal(disk) if disk.pending_change_id else None
                 server = DiskServer(
-                    self.vsphere, self.vm, self.snap, self.disks_by_key[disk.disk_key],
+                    self.ctx.vsphere, self.ctx.vm, self.snap, self.disks_by_key[disk.disk_key],
                     vddk_libdir=self.settings.vddk_libdir, transports=self.settings.vddk_transports,
                 )  # fmt: skip
                 started.append(_Starting(disk, plan, stale, server))

@@ -14,6 +14,7 @@ from enum import Enum
 from typing import Dict, List, Optional
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError, PreflightError
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.ownership import ensure_free
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import (
@@ -50,11 +51,6 @@ class TargetSettings:
     network_map: List[NetworkMapping] = field(default_factory=list)
     fixed_ips: Dict[str, str] = field(default_factory=dict)  # source MAC -> fixed IP
     cadence: str = "manual"
-
-
-def migration_id_for(inv) -> str:
-    """One migration per source VM: its vSphere instance UUID never changes, unlike its name."""
-    return f"vm-{inv.instance_uuid}"
 
 
 def volume_type_for(disk, target: TargetSettings) -> Optional[str]:
@@ -98,9 +94,7 @@ class RemovedDisks(str, Enum):
 
 
 def initialize(
-    vsphere,
-    vm,
-    openstack,
+    ctx: MigrationContext,
     target: TargetSettings,
     *,
     removed_disks: RemovedDisks = RemovedDisks.FAIL,
@@ -116,8 +110,7 @@ def initialize(
         raise PreflightError(
             f"unknown cadence '{target.cadence}'", parameter="cadence", hint=f"Use one of {', '.join(CADENCES)}"
         )
-    inv = vs_inventory.inventory(vsphere, vm)
-    migration_id = migration_id_for(inv)
+    inv, migration_id, openstack = ctx.inventory, ctx.migration_id, ctx.openstack
     warnings: List[str] = []
 
     verdict = vs_inventory.preflight(inv)
@@ -197,7 +190,7 @@ def initialize(
             volumes_planned=planned,
         )
 
-    cbt_changed = vs_cbt.enable_cbt(vsphere, vm)
+    cbt_changed = vs_cbt.enable_cbt(ctx.vsphere, ctx.vm)
     for volume in removed:
         if removed_disks is RemovedDisks.DELETE:
             os_volumes.delete_volumes(openstack, [volume.id])

@@ -6,10 +6,12 @@ argument_spec.py); this is the one place that turns them into objects.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import ConversionOptions
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PreflightError
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import (
     NetworkMapping,
@@ -24,6 +26,15 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.client 
 )
 
 Params = Dict[str, Any]
+
+
+@contextlib.contextmanager
+def module_context(params: Params, *, openstack: bool = True) -> Iterator[MigrationContext]:
+    """The run's one context: vCenter connected (and logged out at the end), the source VM found and
+    its inventory read, the cloud connected unless ``openstack`` is False."""
+    with connect_vsphere(params) as vsphere:
+        vm = find_source_vm(vsphere, params)
+        yield MigrationContext.read(vsphere, vm, connect_openstack(params) if openstack else None)
 
 
 def connect_vsphere(params: Params) -> VSphereClient:

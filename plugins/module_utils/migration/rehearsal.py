@@ -25,6 +25,7 @@ from typing import Dict, List, Optional
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion import virt_v2v
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.boot_check import boot_check
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import ownership, store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import image_properties
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError, PreflightError
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import HostTimes
@@ -42,7 +43,6 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attac
     attach_all,
     release_and_delete,
 )
-from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
 
 
 @dataclass
@@ -75,16 +75,14 @@ class MigrationTestOutcome:
     removed: List[str] = field(default_factory=list)
 
 
-def run_test(
-    vsphere, vm, openstack, migration_id: str, settings: MigrationTestSettings, *, check_mode=False
-) -> MigrationTestOutcome:
-    """Clone, convert and boot the replica of ``migration_id`` as a test (see the module doc)."""
+def run_test(ctx: MigrationContext, settings: MigrationTestSettings, *, check_mode=False) -> MigrationTestOutcome:
+    """Clone, convert and boot the replica of ``ctx``'s migration as a test (see the module doc)."""
+    openstack, migration_id, inv = ctx.openstack, ctx.migration_id, ctx.inventory
     state = store.load(openstack, migration_id)
     _consistent_replica(state)
     server = os_instance.find_test_server(openstack, migration_id)
     if server is not None and server.status == "ACTIVE" and state.test and state.test.result == "passed":
         return MigrationTestOutcome(changed=False, state=state, instance={"id": server.id, "status": server.status})
-    inv = vs_inventory.inventory(vsphere, vm)
     replicas = _replicas(openstack, state)
     flavor = _check(openstack, state, inv, replicas, settings)
     actions = ["clone", "convert" if not settings.conversion.skip else "no_conversion"]
@@ -152,8 +150,9 @@ def _consistent_replica(state: MigrationState) -> None:
         )
 
 
-def remove_test(openstack, migration_id: str, *, timeout: float = 600, check_mode=False) -> MigrationTestOutcome:
+def remove_test(ctx: MigrationContext, *, timeout: float = 600, check_mode=False) -> MigrationTestOutcome:
     """Delete the test's server, ports and clones; the record keeps the test, as ``removed``."""
+    openstack, migration_id = ctx.openstack, ctx.migration_id
     state = store.load(openstack, migration_id)
     server = os_instance.find_test_server(openstack, migration_id)
     clones = _clones(openstack, state)

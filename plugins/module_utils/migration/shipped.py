@@ -44,10 +44,11 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents im
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.targets import zero_beyond
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.verify import digest_extents
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import ownership, store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import migration_id_for
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.lock import host_lock
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.plan import journal_path
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import SyncSample
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import (
     MigrationState,
     Phase,
@@ -64,7 +65,6 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync 
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_for_write
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt as vs_cbt
-from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.datapath import open_disk
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import VSphereError
 
@@ -166,8 +166,7 @@ def read_manifest(directory: str) -> Manifest:
 
 # --- export (source site) ---------------------------------------------------------------------------------
 def export_seed(
-    vsphere,
-    vm,
+    ctx: MigrationContext,
     directory: str,
     fmt: str,
     settings: SyncSettings,
@@ -175,13 +174,12 @@ def export_seed(
     key: Optional[bytes] = None,
     check_mode: bool = False,
 ) -> ExportOutcome:
-    """Export one snapshot's allocated data of every disk of ``vm`` to ``directory`` (see the module doc);
+    """Export one snapshot's allocated data of every disk of ``ctx``'s VM to ``directory`` (see the module doc);
     with ``key`` the manifest is signed (HMAC-SHA256).
 
     Holds the host lock of the VM's migration, so a sync of it on this host waits its turn (both
     take snapshots)."""
-    inv = vs_inventory.inventory(vsphere, vm)
-    migration_id = migration_id_for(inv)
+    inv, migration_id = ctx.inventory, ctx.migration_id
     if os.path.exists(os.path.join(directory, MANIFEST)):
         manifest = read_manifest(directory)
         if manifest.migration_id != migration_id:
@@ -198,12 +196,13 @@ def export_seed(
     if check_mode:
         return ExportOutcome(changed=True, manifest=planned)
     with host_lock(settings.state_dir, migration_id):
-        return _export_locked(vsphere, vm, inv, directory, planned, settings, key)
+        return _export_locked(ctx, directory, planned, settings, key)
 
 
 def _export_locked(
-    vsphere, vm, inv, directory: str, planned: Manifest, settings: SyncSettings, key: Optional[bytes]
+    ctx: MigrationContext, directory: str, planned: Manifest, settings: SyncSettings, key: Optional[bytes]
 ) -> ExportOutcome:
+    vsphere, vm, inv = ctx.vsphere, ctx.vm, ctx.inventory
     fmt = planned.format
     outcome = ExportOutcome(changed=True, manifest=planned)
     started = time.monotonic()
@@ -284,10 +283,7 @@ def _write_manifest(directory: str, manifest: Manifest) -> None:
 
 # --- import (target site) ---------------------------------------------------------------------------------
 def import_seed(
-    vsphere,
-    vm,
-    openstack,
-    migration_id: str,
+    ctx: MigrationContext,
     directory: str,
     settings: SyncSettings,
     *,
@@ -296,12 +292,13 @@ def import_seed(
 ) -> SyncOutcome:
     """Write a carried export into the migration's volumes and record it as the seed (see the module doc);
     with ``key`` the manifest must carry the HMAC the export made with the same key."""
+    openstack, migration_id = ctx.openstack, ctx.migration_id
     manifest = read_manifest(directory)
     state = store.load(openstack, migration_id)
     if _already_imported(state, manifest):
         return SyncOutcome(changed=False, kind="skipped", reason="imported", state=state)
     _check_signature(manifest, key, directory)
-    _check(vsphere, vm, state, manifest, directory)
+    _check(ctx, state, manifest, directory)
     if check_mode:
         return SyncOutcome(changed=True, kind="seed", state=state,
                            bytes_copied=sum(total_bytes(d.data) for d in manifest.disks))  # fmt: skip
@@ -318,10 +315,10 @@ def _already_imported(state: MigrationState, manifest: Manifest) -> bool:
     return state.seeded and all(ids.get(d.disk_key) == d.change_id for d in state.disks)
 
 
-def _check(vsphere, vm, state: MigrationState, manifest: Manifest, directory: str) -> None:
+def _check(ctx: MigrationContext, state: MigrationState, manifest: Manifest, directory: str) -> None:
     """Everything the import relies on, checked read-only: any failure leaves the volumes and record as they are."""
     _check_record(state, manifest, directory)
-    _check_disks(vs_inventory.inventory(vsphere, vm), state, manifest, directory)
+    _check_disks(ctx.inventory, state, manifest, directory)
 
 
 def _check_record(state: MigrationState, manifest: Manifest, directory: str) -> None:
@@ -503,8 +500,6 @@ def _import_held(openstack, held: ownership.Held, manifest: Manifest, directory:
         outcome.disks.append({"disk_key": disk.disk_key, "label": disk.label, "volume_id": disk.volume_id,
                               "kind": "seed", "change_id": disk.change_id, "stats": stats.as_dict()})  # fmt: skip
     outcome.bytes_copied, outcome.duration_s = copied, time.monotonic() - started
-    outcome.rate = record_sync(
-        openstack, state, settings.state_dir, kind="seed", snapshot_at=parse_time(manifest.snapshot_at),
-        duration_s=outcome.duration_s, copy_s=copy_s, bytes_full=copied, bytes_incr=0,
-    )  # fmt: skip
+    sample = SyncSample(parse_time(manifest.snapshot_at), "seed", copied, outcome.duration_s, copy_s)
+    outcome.rate = record_sync(openstack, state, settings.state_dir, sample, bytes_full=copied)
     return outcome

@@ -19,12 +19,12 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.common.side_by_side import side_by_side
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.journal import remaining_extents
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import ownership, store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.disk_copies import (
     Attachments,
     DiskCopies,
@@ -56,7 +56,6 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attac
     warm_up,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt as vs_cbt
-from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import VSphereError
 
 
@@ -76,27 +75,19 @@ class SyncOutcome:
     snapshot_s: float = 0.0  # from asking for the sync snapshot to its removal: what vSphere keeps a delta for
 
 
-def run_sync(
-    vsphere,
-    vm,
-    openstack,
-    migration_id: str,
-    settings: SyncSettings,
-    *,
-    check_mode: bool = False,
-) -> SyncOutcome:
-    """Run one sync of ``migration_id`` (see the module doc of block_sync for the rules).
+def run_sync(ctx: MigrationContext, settings: SyncSettings, *, check_mode: bool = False) -> SyncOutcome:
+    """Run one sync of the migration of ``ctx``'s VM (see the module doc of block_sync for the rules).
 
     The record decides what to do twice: read first, so that a skip or check mode costs no lock,
     and again under the hold, where the decision counts."""
-    state = store.load(openstack, migration_id)
+    state = store.load(ctx.openstack, ctx.migration_id)
     skip = _skip(state, settings)
     if skip is not None:
         return skip
     ownership.ensure_free(state, ownership.Observations(settings.state_dir))
     if check_mode:
-        with host_lock(settings.state_dir, migration_id):
-            return _predict(vsphere, vm, state, settings)
+        with host_lock(settings.state_dir, ctx.migration_id):
+            return _predict(ctx, state, settings)
     skipped: List[SyncOutcome] = []
 
     def may_sync(held_state: MigrationState) -> None:
@@ -106,8 +97,8 @@ def run_sync(
             raise _Skipped()
 
     try:
-        with ownership.hold(openstack, migration_id, settings.state_dir, check=may_sync) as held:
-            outcome = sync_held(vsphere, vm, openstack, held, settings)
+        with ownership.hold(ctx.openstack, ctx.migration_id, settings.state_dir, check=may_sync) as held:
+            outcome = sync_held(ctx, held, settings)
     except _Skipped:
         return skipped[0]
     outcome.warnings.extend(held.heartbeat.warnings())
@@ -137,17 +128,25 @@ def _skip(state: MigrationState, settings: SyncSettings) -> Optional[SyncOutcome
 
 def source_disks(inv, state: MigrationState) -> Dict[int, object]:
     """The VM's disks by key, checked against the migration's volumes (PhaseError when they differ)."""
-    disks = {d.key: d for d in inv.disks}
-    missing = [d.disk_key for d in state.disks if d.disk_key not in disks]
-    added = sorted(set(disks) - {d.disk_key for d in state.disks})
+    check_disk_set(inv.name, {d.key for d in inv.disks}, state)
+    return {d.key: d for d in inv.disks}
+
+
+def check_disk_set(vm_name: str, keys: Set[int], state: MigrationState) -> None:
+    """The VM's disks (``keys``, from its inventory or a snapshot) are the migration's: PhaseError when not.
+
+    Checked on the inventory before anything runs, and again on each sync's snapshot: a cutover's
+    syncs run long after its inventory was read, and a disk added meanwhile would otherwise be left
+    behind without a word."""
+    missing = [d.disk_key for d in state.disks if d.disk_key not in keys]
+    added = sorted(set(keys) - {d.disk_key for d in state.disks})
     if missing or added:
         raise PhaseError(
-            f"the disks of VM '{inv.name}' changed since the migration was initialized"
+            f"the disks of VM '{vm_name}' changed since the migration was initialized"
             f" (removed: {missing or 'none'}, added: {added or 'none'})",
             hint="Run warm_migration_init again: it creates the volumes of added disks (the next sync seeds"
             " them) and, with removed_disks: keep or delete, drops the volumes of removed ones",
         )
-    return disks
 
 
 def _ensure_cbt(vsphere, vm, inv) -> str:
@@ -164,9 +163,11 @@ def _ensure_cbt(vsphere, vm, inv) -> str:
     )
 
 
-def plan_sync(vsphere, vm, snap, state: MigrationState, settings: SyncSettings) -> SyncPlan:
+def plan_sync(ctx: MigrationContext, snap, state: MigrationState, settings: SyncSettings) -> SyncPlan:
     """The plan of every disk of the migration, as of ``snap``; the disks ask vSphere for their areas
     side by side, while the snapshot lives."""
+
+    vsphere, vm = ctx.vsphere, ctx.vm
 
     def plan(disk: DiskState) -> DiskPlan:
         capacity = snap.capacities[disk.disk_key]
@@ -182,11 +183,11 @@ def plan_sync(vsphere, vm, snap, state: MigrationState, settings: SyncSettings) 
     return SyncPlan(list(zip(state.disks, side_by_side(plan, state.disks))))
 
 
-def _predict(vsphere, vm, state: MigrationState, settings: SyncSettings) -> SyncOutcome:
+def _predict(ctx: MigrationContext, state: MigrationState, settings: SyncSettings) -> SyncOutcome:
     """Check mode: the plan per disk, from a temporary snapshot that is removed again."""
-    source_disks(vs_inventory.inventory(vsphere, vm), state)
-    with vs_cbt.sync_snapshot(vsphere, vm, quiesce=False) as snap:
-        plan = plan_sync(vsphere, vm, snap, state, settings)
+    source_disks(ctx.inventory, state)
+    with vs_cbt.sync_snapshot(ctx.vsphere, ctx.vm, quiesce=False) as snap:
+        plan = plan_sync(ctx, snap, state, settings)
     outcome = SyncOutcome(changed=plan.changes, kind=plan.kind, state=state, bytes_copied=plan.data_bytes)
     outcome.disks = [_disk_report(disk, disk_plan) for disk, disk_plan in plan.disks]
     outcome.warnings = plan.warnings
@@ -208,10 +209,9 @@ def _disk_report(disk: DiskState, plan: DiskPlan, stats=None) -> Dict[str, objec
     return report
 
 
-def sync_held(vsphere, vm, openstack, held: ownership.Held, settings: SyncSettings, inv=None) -> SyncOutcome:
+def sync_held(ctx: MigrationContext, held: ownership.Held, settings: SyncSettings) -> SyncOutcome:
     """The sync itself, in a run that holds the migration (ownership.hold): a sync of its own, or the
-    cutover's syncs (the convergence syncs of a downtime budget and the final delta). ``inv`` is the
-    VM's inventory when the caller has read it already.
+    cutover's syncs (the convergence syncs of a downtime budget and the final delta).
 
     In phase ``cutover`` the phase stays; otherwise it is ``seeding`` or ``syncing`` from the first
     write and ``ready`` at the end. The end's bookkeeping (counters, history, phase) is written here,
@@ -221,7 +221,7 @@ def sync_held(vsphere, vm, openstack, held: ownership.Held, settings: SyncSettin
     if settings.attach_mode == "brick" and any(copied_whole(disk, state, settings) for disk in state.disks):
         # Volumes attach before the snapshot: os-brick is made ready while vSphere and the record are asked.
         threading.Thread(target=warm_up, name="xms-brick-warm-up", daemon=True).start()
-    inv = inv or vs_inventory.inventory(vsphere, vm)
+    vsphere, vm, openstack, inv = ctx.vsphere, ctx.vm, ctx.openstack, ctx.inventory
     disks_by_key = source_disks(inv, state)
     outcome = SyncOutcome(changed=True, kind="incremental" if state.seeded else "seed", state=state)
     started = time.monotonic()
@@ -240,6 +240,7 @@ def sync_held(vsphere, vm, openstack, held: ownership.Held, settings: SyncSettin
         ][: settings.parallel_disks])  # fmt: skip
         snapshot_started = time.monotonic()
         with vs_cbt.sync_snapshot(vsphere, vm, quiesce=settings.quiesce) as snap:
+            check_disk_set(inv.name, set(snap.capacities), state)  # the disk set now, not at the run's start
             for disk in state.disks:
                 if not snap.change_ids.get(disk.disk_key):
                     raise VSphereError(
@@ -247,7 +248,7 @@ def sync_held(vsphere, vm, openstack, held: ownership.Held, settings: SyncSettin
                         " snapshot: CBT is not active on it",
                         hint="Check that CBT is enabled on the VM (ctkEnabled) and that the disk is not independent",
                     )
-            sync_plan = plan_sync(vsphere, vm, snap, state, settings)
+            sync_plan = plan_sync(ctx, snap, state, settings)
             outcome.kind = sync_plan.kind
             outcome.warnings.extend(sync_plan.warnings)
             # Every volume is large enough before the first byte is copied: a volume that cannot grow
@@ -258,7 +259,7 @@ def sync_held(vsphere, vm, openstack, held: ownership.Held, settings: SyncSettin
                     attachments.release(disk)  # grown since it was attached: Cinder extends only a free one
                     os_volumes.extend_volume(openstack, disk.volume_id, snap.capacities[disk.disk_key])
             heartbeat.expect(sum(plan.bytes for _disk, plan in sync_plan.disks))
-            copies = DiskCopies(vsphere, vm, openstack, snap, state, settings, heartbeat, disks_by_key)
+            copies = DiskCopies(ctx, snap, state, settings, heartbeat, disks_by_key)
             copies.advance_idle([disk for disk, plan in sync_plan.disks if not plan.bytes])
             done = copies.run([(disk, plan) for disk, plan in sync_plan.disks if plan.bytes], attachments)
         outcome.snapshot_s = time.monotonic() - snapshot_started
@@ -275,36 +276,22 @@ def sync_held(vsphere, vm, openstack, held: ownership.Held, settings: SyncSettin
     # without a read); advancing the change ids alone is bookkeeping.
     outcome.changed = outcome.bytes_copied > 0 or zeroed > 0 or outcome.kind != "incremental"
     outcome.duration_s = time.monotonic() - started
-    outcome.rate = record_sync(
-        openstack, state, settings.state_dir, kind=outcome.kind, snapshot_at=snapshot_time,
-        duration_s=outcome.duration_s, copy_s=copy_s, bytes_full=bytes_full, bytes_incr=bytes_incr,
-    )  # fmt: skip
+    sample = SyncSample(snapshot_time, outcome.kind, outcome.bytes_copied, outcome.duration_s, copy_s)
+    outcome.rate = record_sync(openstack, state, settings.state_dir, sample, bytes_full=bytes_full)
     return outcome
 
 
-def record_sync(
-    openstack,
-    state: MigrationState,
-    state_dir: str,
-    *,
-    kind: str,
-    snapshot_at: datetime,
-    duration_s: float,
-    copy_s: float,
-    bytes_full: int,
-    bytes_incr: int,
-) -> float:
-    """The end of a sync, as a sync and a seed import record it: counters, the history, this host's
-    measured times, the rate, and phase ``ready`` unless the cutover runs; written at once. Returns
-    the rate (bytes/s)."""
-    copied = bytes_full + bytes_incr
+def record_sync(openstack, state: MigrationState, state_dir: str, sample: SyncSample, *, bytes_full: int) -> float:
+    """The end of a sync, as a sync and a seed import record it: counters (``bytes_full`` of the
+    sample's bytes were whole copies, the rest incremental), the history, this host's measured times,
+    the rate, and phase ``ready`` unless the cutover runs; written at once. Returns the rate (bytes/s)."""
     state.bytes_full += bytes_full
-    state.bytes_incr += bytes_incr
+    state.bytes_incr += sample.bytes - bytes_full
     state.sync_count += 1
-    state.synced_at = snapshot_at
-    state.history = [*state.history, SyncSample(snapshot_at, kind, copied, duration_s, copy_s)][-HISTORY:]
+    state.synced_at = sample.snapshot_at
+    state.history = [*state.history, sample][-HISTORY:]
     state.estimates = {**state.estimates, **HostTimes(state_dir).load()}
-    state.rate = copied / duration_s if duration_s > 0 else 0.0
+    state.rate = sample.bytes / sample.duration_s if sample.duration_s > 0 else 0.0
     state.needs_full_resync = False
     state.progress_done = state.progress_total = 0
     if state.phase is not Phase.CUTOVER:

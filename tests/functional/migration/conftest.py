@@ -12,10 +12,10 @@ import nbd
 import pytest
 from lab_reset import annotation, delete_migration, power_state, reset_vm  # lab/demo (tests/functional/conftest.py)
 
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import (
     NetworkMapping,
     TargetSettings,
-    migration_id_for,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.settings import SyncSettings
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_for_write
@@ -52,9 +52,9 @@ def openstack():
 def source(vsphere, openstack):
     """The source VM, with no migration of it left from an earlier run."""
     vm = inventory.find_vm(vsphere, name=SOURCE_VM)
-    delete_migration(openstack, migration_id_for(inventory.inventory(vsphere, vm)))
+    delete_migration(openstack, MigrationContext.read(vsphere, vm).migration_id)
     yield vm
-    delete_migration(openstack, migration_id_for(inventory.inventory(vsphere, vm)))
+    delete_migration(openstack, MigrationContext.read(vsphere, vm).migration_id)
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def vm_1(vsphere, openstack):
 def events_vm(vsphere, openstack):
     """The events VM with no migration of it left from an earlier run, CBT on."""
     vm = inventory.find_vm(vsphere, name=EVENTS_VM)
-    migration_id = migration_id_for(inventory.inventory(vsphere, vm))
+    migration_id = MigrationContext.read(vsphere, vm).migration_id
     delete_migration(openstack, migration_id)
     yield vm
     delete_migration(openstack, migration_id)
@@ -86,6 +86,20 @@ def target():
 @pytest.fixture
 def settings(tmp_path, lab):
     return SyncSettings(state_dir=str(tmp_path / "state"), vddk_libdir=str(tmp_path))
+
+
+@pytest.fixture
+def inventory_reads(monkeypatch):
+    """The VMs whose inventory is read from vSphere from now on (a spy: every read still goes to vcsim)."""
+    reads = []
+    read = inventory.inventory
+
+    def counted(client, vm):
+        reads.append(vm)
+        return read(client, vm)
+
+    monkeypatch.setattr(inventory, "inventory", counted)
+    return reads
 
 
 def sha256_of(read, size):

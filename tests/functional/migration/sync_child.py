@@ -1,6 +1,6 @@
 """Run one sync of a lab VM in its own process, so a test can kill -9 it part-way.
 
-Usage: python sync_child.py LAB_JSON CLOUDS_YAML VM_NAME MIGRATION_ID STATE_DIR BANDWIDTH_LIMIT
+Usage: python sync_child.py LAB_JSON CLOUDS_YAML VM_NAME STATE_DIR BANDWIDTH_LIMIT
 
 The one change to the collection's behaviour (named here, as a test's own setting): its disks
 checkpoint their journals every half second instead of every 30 s, so a kill a few seconds in
@@ -14,6 +14,7 @@ import os
 import sys
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import disk_copies, sync
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.client import VSphereClient, VSphereConnection
@@ -33,11 +34,11 @@ def lab_clients(lab_json: str, clouds: str, vm_name: str):
 
 
 if __name__ == "__main__":
-    lab_json, clouds, vm_name, migration_id, state_dir, limit = sys.argv[1:7]
+    lab_json, clouds, vm_name, state_dir, limit = sys.argv[1:6]
     options = disk_copies.copy_options
     disk_copies.copy_options = lambda *args, **kwargs: dataclasses.replace(
         options(*args, **kwargs), checkpoint_seconds=0.5
     )
     with lab_clients(lab_json, clouds, vm_name) as (vsphere, vm, openstack):
         settings = disk_copies.SyncSettings(state_dir=state_dir, vddk_libdir=state_dir, bandwidth_limit=int(limit))
-        sync.run_sync(vsphere, vm, openstack, migration_id, settings)
+        sync.run_sync(MigrationContext.read(vsphere, vm, openstack), settings)

@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import migration_id_for
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 
 from ..openstack.conftest import CLOUDS
@@ -54,7 +54,7 @@ def test_a_wave_runs_across_two_conversion_hosts_over_ssh(vsphere, openstack, la
         },
     }, {"vddk_libdir": "/tmp"})  # state_dir: the default, private per host  # fmt: skip
 
-    ids = {name: migration_id_for(inventory.inventory(vsphere, vm)) for name, vm in wave.items()}
+    ids = {name: MigrationContext.read(vsphere, vm).migration_id for name, vm in wave.items()}
     by_name = {h.name: h for h in hosts.hosts}
     playbook("seed")
     for name, host in WAVE.items():

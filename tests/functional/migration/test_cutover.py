@@ -17,6 +17,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents import Extent, merge_extents
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import cutover as cutover_module
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import (
     CutoverSettings,
     rollback,
@@ -61,23 +62,26 @@ def instance_step_fails_once(monkeypatch):
 
 @pytest.mark.parametrize("cutover_vm", ["lab-vm-1"], indirect=True)
 def test_a_cutover_failing_at_the_instance_resumes_there_without_copying_again(
-    vsphere, cutover_vm, openstack, target, settings, instance_step_fails_once
+    vsphere, cutover_vm, openstack, target, settings, instance_step_fails_once, inventory_reads
 ):
     vm = cutover_vm
-    migration_id = initialize(vsphere, vm, openstack, target).migration_id
-    run_sync(vsphere, vm, openstack, migration_id, settings)
+    migration_id = initialize(MigrationContext.read(vsphere, vm, openstack), target).migration_id
+    run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
     disk_key = str(store.load(openstack, migration_id).disks[0].disk_key)
     lab_cmd("write", "lab-vm-1", disk_key, "4")  # the guest keeps writing until it is shut down
 
     mac = inventory.inventory(vsphere, vm).nics[0].mac
     cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(skip=True), instance_timeout=300)
-    predicted = run_cutover(vsphere, vm, openstack, migration_id, target, cutover, check_mode=True)
+    predicted = run_cutover(MigrationContext.read(vsphere, vm, openstack), target, cutover, check_mode=True)
     assert predicted.steps_done == ["shutdown", "final_sync", "converted", "instance", "completed"]
     assert power_state(vsphere, vm) == "poweredOn"  # check mode changed nothing
 
+    run = MigrationContext.read(vsphere, vm, openstack)
+    inventory_reads.clear()
     with pytest.raises(InstanceError) as err:
-        run_cutover(vsphere, vm, openstack, migration_id, target, cutover)
+        run_cutover(run, target, cutover)
     assert "already allocated" in str(err.value)
+    assert inventory_reads == []  # shutdown, final delta and instance ran on the inventory read with the context
     state = store.load(openstack, migration_id)
     assert (state.phase, state.cutover_step, state.sync_count) == ("cutover", "converted", 2)
     assert state.last_error and power_state(vsphere, vm) == "poweredOff"
@@ -85,7 +89,7 @@ def test_a_cutover_failing_at_the_instance_resumes_there_without_copying_again(
     assert not [p for p in openstack.conn.network.ports() if p.mac_address == mac.lower()]  # rolled back
     assert_volumes_equal_source(vsphere, vm, openstack, state)  # the final delta came after the shutdown
 
-    resumed = run_cutover(vsphere, vm, openstack, migration_id, target, cutover)
+    resumed = run_cutover(MigrationContext.read(vsphere, vm, openstack), target, cutover)
     assert resumed.steps_done == ["instance", "completed"] and resumed.final_sync is None
     state = store.load(openstack, migration_id)
     assert (state.phase, state.sync_count, state.bytes_incr) == ("completed", 2, resumed.state.bytes_incr)
@@ -96,26 +100,26 @@ def test_a_cutover_failing_at_the_instance_resumes_there_without_copying_again(
     assert openstack.conn.block_storage.get_volume(state.disks[0].volume_id).is_bootable
     assert "do not power on" in annotation(vsphere, vm)
 
-    again = run_cutover(vsphere, vm, openstack, migration_id, target, cutover)
+    again = run_cutover(MigrationContext.read(vsphere, vm, openstack), target, cutover)
     assert not again.changed and again.steps_done == []
-    late = run_sync(vsphere, vm, openstack, migration_id, settings)  # a schedule that still fires
+    late = run_sync(MigrationContext.read(vsphere, vm, openstack), settings)  # a schedule that still fires
     assert (late.changed, late.kind, late.reason) == (False, "skipped", "completed")
 
 
 @pytest.mark.parametrize("cutover_vm", ["lab-vm-linux"], indirect=True)
 def test_the_lab_guest_is_converted_boot_checked_and_booted(vsphere, cutover_vm, openstack, target, settings):
     vm = cutover_vm
-    migration_id = initialize(vsphere, vm, openstack, target).migration_id
+    migration_id = initialize(MigrationContext.read(vsphere, vm, openstack), target).migration_id
     # The boot disk is on an LSI Logic SAS controller, the data disk on a PVSCSI one: boot disk first.
     assert [d.capacity for d in store.load(openstack, migration_id).disks] == [1 << 30, 16 << 20]
-    run_sync(vsphere, vm, openstack, migration_id, settings)
+    run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
     data_disk = str(store.load(openstack, migration_id).disks[1].disk_key)
     lab_cmd("write", "lab-vm-linux", data_disk, "3")
-    assert run_sync(vsphere, vm, openstack, migration_id, settings).bytes_copied > 0
+    assert run_sync(MigrationContext.read(vsphere, vm, openstack), settings).bytes_copied > 0
 
     cutover = CutoverSettings(sync=settings, boot_check=True, boot_check_timeout=900,
                               conversion=ConversionOptions(timeout_s=1800, log_dir=settings.state_dir))  # fmt: skip
-    outcome = run_cutover(vsphere, vm, openstack, migration_id, target, cutover)
+    outcome = run_cutover(MigrationContext.read(vsphere, vm, openstack), target, cutover)
     assert outcome.steps_done == ["shutdown", "final_sync", "converted", "instance", "completed"]
     assert outcome.conversion["converted"] and outcome.boot["reached_userspace"]
     assert outcome.boot["mac_seen"] and "00:50:56:01:00:07" in outcome.boot["macs"].values()
@@ -151,11 +155,11 @@ def test_a_failed_conversion_stays_retryable_and_the_rollback_powers_the_source_
     vsphere, cutover_vm, openstack, target, settings
 ):
     vm = cutover_vm
-    migration_id = initialize(vsphere, vm, openstack, target).migration_id
-    run_sync(vsphere, vm, openstack, migration_id, settings)
+    migration_id = initialize(MigrationContext.read(vsphere, vm, openstack), target).migration_id
+    run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
     cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(timeout_s=900, log_dir=settings.state_dir))
     with pytest.raises(ConversionError) as err:  # lab-vm-2's disks hold test patterns, no operating system
-        run_cutover(vsphere, vm, openstack, migration_id, target, cutover)
+        run_cutover(MigrationContext.read(vsphere, vm, openstack), target, cutover)
     assert "virt-v2v-in-place failed" in str(err.value)
     state = store.load(openstack, migration_id)
     assert (state.phase, state.cutover_step, state.converted) == ("cutover", "final_sync", False)
@@ -168,25 +172,25 @@ def test_a_failed_conversion_stays_retryable_and_the_rollback_powers_the_source_
     stray = boot_tagged_server(openstack, migration_id)
     try:
         with pytest.raises(PhaseError) as err:
-            rollback(vsphere, vm, openstack, migration_id, cutover)
+            rollback(MigrationContext.read(vsphere, vm, openstack), cutover)
         assert stray.id in str(err.value) and power_state(vsphere, vm) == "poweredOff"
     finally:
         openstack.conn.compute.delete_server(stray.id)
         openstack.conn.compute.wait_for_delete(stray, wait=120)
 
-    would = rollback(vsphere, vm, openstack, migration_id, cutover, check_mode=True)
+    would = rollback(MigrationContext.read(vsphere, vm, openstack), cutover, check_mode=True)
     assert would.steps_done == ["power_on_source", "phase_ready", "full_resync_next"]
     assert power_state(vsphere, vm) == "poweredOff" and store.load(openstack, migration_id).phase == "cutover"
-    undone = rollback(vsphere, vm, openstack, migration_id, cutover)
+    undone = rollback(MigrationContext.read(vsphere, vm, openstack), cutover)
     assert undone.changed and power_state(vsphere, vm) == "poweredOn"
     state = store.load(openstack, migration_id)
     assert (state.phase, state.cutover_step, state.needs_full_resync) == ("ready", "", True)
-    resync = run_sync(vsphere, vm, openstack, migration_id, settings)
+    resync = run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
     assert resync.kind == "full_resync"
     state = store.load(openstack, migration_id)
     assert not state.needs_full_resync
     assert_volumes_equal_source(vsphere, vm, openstack, state)
-    assert run_sync(vsphere, vm, openstack, migration_id, settings).kind == "incremental"
+    assert run_sync(MigrationContext.read(vsphere, vm, openstack), settings).kind == "incremental"
 
 
 @pytest.mark.parametrize("cutover_vm", ["lab-vm-2"], indirect=True)
@@ -197,17 +201,17 @@ def test_a_conversion_rerun_first_restores_the_volumes_a_stopped_conversion_wrot
     leaves are written here into a volume. The rerun copies the volumes whole from the stopped source before it
     converts again: after its own (again failing) conversion they equal the source."""
     vm = cutover_vm
-    migration_id = initialize(vsphere, vm, openstack, target).migration_id
-    run_sync(vsphere, vm, openstack, migration_id, settings)
+    migration_id = initialize(MigrationContext.read(vsphere, vm, openstack), target).migration_id
+    run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
     cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(timeout_s=900, log_dir=settings.state_dir))
     with pytest.raises(ConversionError):
-        run_cutover(vsphere, vm, openstack, migration_id, target, cutover)
+        run_cutover(MigrationContext.read(vsphere, vm, openstack), target, cutover)
     state = store.load(openstack, migration_id)
     with attach_for_write(openstack, state.disks[0].volume_id) as path, open(path, "r+b") as volume:
         volume.seek(1 << 20)
         volume.write(os.urandom(256 << 10))  # what a conversion killed mid-way leaves behind
     with pytest.raises(ConversionError):
-        run_cutover(vsphere, vm, openstack, migration_id, target, cutover)
+        run_cutover(MigrationContext.read(vsphere, vm, openstack), target, cutover)
     state = store.load(openstack, migration_id)
     assert state.history[-1].kind == "full_resync" and power_state(vsphere, vm) == "poweredOff"
     assert_volumes_equal_source(vsphere, vm, openstack, state)
@@ -219,17 +223,17 @@ def test_a_source_powered_on_again_between_cutover_runs_is_shut_down_and_synced_
 ):
     """The record says "shut down", the VM runs: the rerun reads the power state, shuts it down, syncs again."""
     vm = cutover_vm
-    migration_id = initialize(vsphere, vm, openstack, target).migration_id
-    run_sync(vsphere, vm, openstack, migration_id, settings)
+    migration_id = initialize(MigrationContext.read(vsphere, vm, openstack), target).migration_id
+    run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
     cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(skip=True), instance_timeout=300)
     with pytest.raises(InstanceError):
-        run_cutover(vsphere, vm, openstack, migration_id, target, cutover)
+        run_cutover(MigrationContext.read(vsphere, vm, openstack), target, cutover)
     assert store.load(openstack, migration_id).cutover_step == "converted"
 
     power_on(vsphere, vm)  # somebody starts the source again, and its guest writes
     disk_key = str(store.load(openstack, migration_id).disks[0].disk_key)
     written = lab_cmd("write", "lab-vm-1", disk_key, "4")["written"]
-    rerun = run_cutover(vsphere, vm, openstack, migration_id, target, cutover)
+    rerun = run_cutover(MigrationContext.read(vsphere, vm, openstack), target, cutover)
     assert rerun.steps_done == ["shutdown", "final_sync", "converted", "instance", "completed"]
     assert any("ran again" in w for w in rerun.warnings)
     assert rerun.final_sync["bytes"] == sum(e.length for e in merge_extents(Extent(o, n) for o, n in written))
@@ -246,8 +250,8 @@ def test_a_failed_final_sync_leaves_the_source_off_in_cutover_and_says_what_to_r
     The guest wrote to that disk before it went down, so the final delta must write its volume
     (a disk with nothing to copy is never attached, and its volume's state would not matter)."""
     vm = cutover_vm
-    migration_id = initialize(vsphere, vm, openstack, target).migration_id
-    run_sync(vsphere, vm, openstack, migration_id, settings)
+    migration_id = initialize(MigrationContext.read(vsphere, vm, openstack), target).migration_id
+    run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
     disk = store.load(openstack, migration_id).disks[0]
     volume_id = disk.volume_id
     lab_cmd("write", "lab-vm-1", str(disk.disk_key), "4")
@@ -261,7 +265,7 @@ def test_a_failed_final_sync_leaves_the_source_off_in_cutover_and_says_what_to_r
     monkeypatch.setattr(cutover_module, "_source_stays_off", then_a_volume_fails)
     cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(skip=True), instance_timeout=300)
     with pytest.raises(WarmMigrationError) as err:
-        run_cutover(vsphere, vm, openstack, migration_id, target, cutover)
+        run_cutover(MigrationContext.read(vsphere, vm, openstack), target, cutover)
     text = str(err.value)
     assert "source VM is off" in text and "state: rolled_back" in text and "last step done: shutdown" in text
     state = store.load(openstack, migration_id)
@@ -270,5 +274,5 @@ def test_a_failed_final_sync_leaves_the_source_off_in_cutover_and_says_what_to_r
 
     monkeypatch.undo()
     admin.reset_volume_status(volume_id, status="available", attach_status="detached", migration_status=None)
-    resumed = run_cutover(vsphere, vm, openstack, migration_id, target, cutover)
+    resumed = run_cutover(MigrationContext.read(vsphere, vm, openstack), target, cutover)
     assert resumed.steps_done == ["final_sync", "converted", "instance", "completed"]

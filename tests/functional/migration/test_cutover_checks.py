@@ -12,13 +12,13 @@ import pytest
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.errors import ConversionError
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import ConversionOptions
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import CutoverSettings, run_cutover
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PreflightError
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import (
     NetworkMapping,
     TargetSettings,
     initialize,
-    migration_id_for,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import Phase
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.settings import SyncSettings
@@ -35,13 +35,13 @@ VM = "lab-vm-1"
 def seeded(vsphere, openstack, tmp_path_factory):
     """lab-vm-1 initialized and seeded once for every case; removed at the end."""
     vm = inventory.find_vm(vsphere, name=VM)
-    migration_id = migration_id_for(inventory.inventory(vsphere, vm))
+    migration_id = MigrationContext.read(vsphere, vm).migration_id
     delete_migration(openstack, migration_id)
     target = TargetSettings(volume_type="standard-ssd", availability_zone="az1",
                             network_map=[NetworkMapping(source="DC0_DVPG0", network="lab-net-a")])  # fmt: skip
     sync = SyncSettings(state_dir=str(tmp_path_factory.mktemp("state")), vddk_libdir="/tmp")
-    initialize(vsphere, vm, openstack, target)
-    run_sync(vsphere, vm, openstack, migration_id, sync)
+    initialize(MigrationContext.read(vsphere, vm, openstack), target)
+    run_sync(MigrationContext.read(vsphere, vm, openstack), sync)
     yield vm, migration_id, target, sync
     delete_migration(openstack, migration_id)
 
@@ -52,7 +52,7 @@ def nic_mac(vsphere, vm):
 
 def refused(vsphere, vm, openstack, migration_id, target, settings):
     with pytest.raises((PreflightError, ConversionError)) as err:
-        run_cutover(vsphere, vm, openstack, migration_id, target, settings)
+        run_cutover(MigrationContext.read(vsphere, vm, openstack), target, settings)
     state = store.load(openstack, migration_id)
     assert power_state(vsphere, vm) == "poweredOn", "the source went down for an input that was bad from the start"
     assert (state.phase, state.cutover_step) == (Phase.READY, "")
@@ -130,14 +130,14 @@ def test_a_project_without_instance_quota(vsphere, tmp_path):
     """xms-small may hold the volumes but no instance: refused before the shutdown, by its quota."""
     small = OpenStackClient.connect(cloud="xms-small")
     vm = inventory.find_vm(vsphere, name="lab-vm-2")
-    migration_id = migration_id_for(inventory.inventory(vsphere, vm))
+    migration_id = MigrationContext.read(vsphere, vm).migration_id
     delete_migration(small, migration_id)
     target = TargetSettings(volume_type="standard-ssd", availability_zone="az1",
                             network_map=[NetworkMapping(source="DC0_DVPG0", network="small-net")])  # fmt: skip
     sync = SyncSettings(state_dir=str(tmp_path / "state"), vddk_libdir="/tmp")
     try:
-        initialize(vsphere, vm, small, target)
-        run_sync(vsphere, vm, small, migration_id, sync)
+        initialize(MigrationContext.read(vsphere, vm, small), target)
+        run_sync(MigrationContext.read(vsphere, vm, small), sync)
         err = refused(vsphere, vm, small, migration_id, target, CutoverSettings(sync=sync))
         assert err.parameter == "cloud" and "quota instances" in str(err)
     finally:

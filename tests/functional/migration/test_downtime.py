@@ -14,6 +14,7 @@ import pytest
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import ConversionOptions
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import cutover as cutover_module
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import ownership, store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import CutoverSettings, run_cutover
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
@@ -27,8 +28,8 @@ from .conftest import Writer, power_state
 
 def prepared(vsphere, vm, openstack, target, settings):
     """Seeded at full speed, the host's step times known; returns (migration id, data disk key)."""
-    migration_id = initialize(vsphere, vm, openstack, target).migration_id
-    run_sync(vsphere, vm, openstack, migration_id, settings)
+    migration_id = initialize(MigrationContext.read(vsphere, vm, openstack), target).migration_id
+    run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
     HostTimes(settings.state_dir).save(shutdown_s=2, instance_s=15)
     return migration_id, str(store.load(openstack, migration_id).disks[0].disk_key)
 
@@ -43,11 +44,11 @@ def test_a_downtime_budget_is_met_by_syncing_back_to_back_before_the_shutdown(
     with Writer("lab-vm-1", key, 1_000_000):
         for _measure in range(2):  # the change rate, measured
             time.sleep(10)
-            run_sync(vsphere, vm_1, openstack, migration_id, settings)
+            run_sync(MigrationContext.read(vsphere, vm_1, openstack), settings)
         time.sleep(60)  # a minute of changes: about 60 MB to copy at 4 MB/s, more than the budget allows
         before = store.load(openstack, migration_id).projection(convert=False)
         assert before.downtime_s > 25
-        outcome = run_cutover(vsphere, vm_1, openstack, migration_id, target, cutover)
+        outcome = run_cutover(MigrationContext.read(vsphere, vm_1, openstack), target, cutover)
     assert 1 <= outcome.convergence_syncs <= 5
     assert outcome.projection["downtime_s"] <= 25
     assert outcome.steps_done[-1] == "completed" and outcome.downtime_s is not None
@@ -63,9 +64,9 @@ def test_a_guest_writing_faster_than_a_sync_copies_is_refused_before_the_shutdow
     cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(skip=True), downtime_budget=20)
     with Writer("lab-vm-1", key, 500_000):
         time.sleep(8)
-        run_sync(vsphere, vm_1, openstack, migration_id, settings)
+        run_sync(MigrationContext.read(vsphere, vm_1, openstack), settings)
         with pytest.raises(PhaseError) as err:
-            run_cutover(vsphere, vm_1, openstack, migration_id, target, cutover)
+            run_cutover(MigrationContext.read(vsphere, vm_1, openstack), target, cutover)
     assert err.value.parameter == "downtime_budget" and "nothing was shut down" in str(err.value)
     assert power_state(vsphere, vm_1) == "poweredOn"
     state = store.load(openstack, migration_id)
@@ -81,7 +82,7 @@ def test_a_budgeted_cutover_rerun_after_a_failed_shutdown_projects_as_in_ready_a
     with Writer("lab-vm-1", key, 200_000):
         for _measure in range(2):  # the change rate, measured
             time.sleep(5)
-            run_sync(vsphere, vm_1, openstack, migration_id, settings)
+            run_sync(MigrationContext.read(vsphere, vm_1, openstack), settings)
     cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(skip=True), instance_timeout=300,
                               downtime_budget=600)  # fmt: skip
 
@@ -91,7 +92,7 @@ def test_a_budgeted_cutover_rerun_after_a_failed_shutdown_projects_as_in_ready_a
 
     monkeypatch.setattr(cutover_module.vs_power, "shutdown_guest", tools_not_running)
     with pytest.raises(PowerError):
-        run_cutover(vsphere, vm_1, openstack, migration_id, target, cutover)
+        run_cutover(MigrationContext.read(vsphere, vm_1, openstack), target, cutover)
     state = store.load(openstack, migration_id)
     assert (state.phase, state.cutover_step, state.owner) == (Phase.CUTOVER, "", "")
     assert power_state(vsphere, vm_1) == "poweredOn" and state.projection(convert=False) is not None
@@ -106,7 +107,7 @@ def test_a_budgeted_cutover_rerun_after_a_failed_shutdown_projects_as_in_ready_a
             yield held
 
     monkeypatch.setattr(cutover_module.ownership, "hold", watched)
-    rerun = run_cutover(vsphere, vm_1, openstack, migration_id, target, cutover)
+    rerun = run_cutover(MigrationContext.read(vsphere, vm_1, openstack), target, cutover)
     assert rerun.projection is not None and rerun.projection["downtime_s"] <= 600
     assert rerun.steps_done[0] == "shutdown" and rerun.steps_done[-1] == "completed"
     assert len(holders) == 1 and holders[0]  # one hold, from the projection to the last step

@@ -15,6 +15,7 @@ import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import ConversionOptions
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PreflightError
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import HostTimes
@@ -68,21 +69,21 @@ def clones_available(openstack, migration_id):
 def test_a_clone_of_the_replica_boots_while_the_guest_writes_and_syncs_go_on(
     vsphere, guest, openstack, target, settings
 ):
-    migration_id = initialize(vsphere, guest, openstack, target).migration_id
-    run_sync(vsphere, guest, openstack, migration_id, settings)
+    migration_id = initialize(MigrationContext.read(vsphere, guest, openstack), target).migration_id
+    run_sync(MigrationContext.read(vsphere, guest, openstack), settings)
     data_disk = str(store.load(openstack, migration_id).disks[1].disk_key)
     conversion = ConversionOptions(timeout_s=1800, log_dir=settings.state_dir)
     test = MigrationTestSettings(
         sync=settings, network="lab-net-b", boot_check=True, boot_check_timeout=900, conversion=conversion
     )
-    predicted = run_test(vsphere, guest, openstack, migration_id, test, check_mode=True)
+    predicted = run_test(MigrationContext.read(vsphere, guest, openstack), test, check_mode=True)
     assert predicted.changed and predicted.actions == ["clone", "convert", "boot_check", "instance"]
     assert leftovers(openstack, migration_id) == []
 
     outcome = {}
 
     def test_in_background():
-        outcome["done"] = run_test(vsphere, guest, openstack, migration_id, test)
+        outcome["done"] = run_test(MigrationContext.read(vsphere, guest, openstack), test)
 
     worker = threading.Thread(target=test_in_background, daemon=True)
     with Writer(GUEST, data_disk, 500_000):  # the guest writes its data disk throughout
@@ -91,7 +92,7 @@ def test_a_clone_of_the_replica_boots_while_the_guest_writes_and_syncs_go_on(
             time.sleep(1)
         time.sleep(10)  # the clones exist and the conversion runs: a sync of the replica goes on meanwhile
         own = OpenStackClient.connect(cloud="xms-lab")  # the test's thread has its own connection
-        synced = run_sync(vsphere, guest, own, migration_id, settings)
+        synced = run_sync(MigrationContext.read(vsphere, guest, own), settings)
         assert synced.kind == "incremental" and synced.bytes_copied > 0
         worker.join(1800)
     done = outcome["done"]
@@ -105,16 +106,16 @@ def test_a_clone_of_the_replica_boots_while_the_guest_writes_and_syncs_go_on(
     assert os_instance.find_server(openstack, migration_id) is None  # the migration itself has no instance
     assert power_state(vsphere, guest) == "poweredOn"
 
-    again = run_test(vsphere, guest, openstack, migration_id, test)
+    again = run_test(MigrationContext.read(vsphere, guest, openstack), test)
     assert not again.changed
     # The replica was never touched by the test: after one more sync it equals the source.
-    run_sync(vsphere, guest, openstack, migration_id, settings)
+    run_sync(MigrationContext.read(vsphere, guest, openstack), settings)
     assert_volumes_equal_source(vsphere, guest, openstack, store.load(openstack, migration_id))
 
-    removed = remove_test(openstack, migration_id)
+    removed = remove_test(MigrationContext.read(vsphere, guest, openstack))
     assert removed.changed and leftovers(openstack, migration_id) == []
     assert store.load(openstack, migration_id).test.result == "removed"
-    assert not remove_test(openstack, migration_id).changed
+    assert not remove_test(MigrationContext.read(vsphere, guest, openstack)).changed
     print(f"test migration of the lab guest: {done.timings}")
 
 
@@ -128,11 +129,11 @@ def clones_held_by_this_host(openstack, migration_id):
 def test_a_test_killed_while_it_converts_is_removed_with_its_clones(vsphere, guest, openstack, target, settings):
     """The conversion host dies (kill -9 of the run and what it started) while the clones are attached to
     it: removing the test releases those attachments, and deletes the clones with the rest."""
-    migration_id = initialize(vsphere, guest, openstack, target).migration_id
-    run_sync(vsphere, guest, openstack, migration_id, settings)
+    migration_id = initialize(MigrationContext.read(vsphere, guest, openstack), target).migration_id
+    run_sync(MigrationContext.read(vsphere, guest, openstack), settings)
     lab_json = os.path.join(os.environ["XMS_LAB_DIR"], "vsphere", "lab.json")
     child = subprocess.Popen(
-        [sys.executable, os.path.join(HERE, "rehearsal_child.py"), lab_json, CLOUDS, GUEST, migration_id,
+        [sys.executable, os.path.join(HERE, "rehearsal_child.py"), lab_json, CLOUDS, GUEST,
          settings.state_dir],
         env={**os.environ, "PYTHONPATH": COLLECTION_PARENT}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True,
@@ -149,7 +150,7 @@ def test_a_test_killed_while_it_converts_is_removed_with_its_clones(vsphere, gue
         child.wait()
     assert leftovers(openstack, migration_id)  # the server was not made yet; the clones are held
 
-    removed = remove_test(openstack, migration_id)
+    removed = remove_test(MigrationContext.read(vsphere, guest, openstack))
     assert removed.changed and leftovers(openstack, migration_id) == []
 
 
@@ -165,21 +166,21 @@ def test_a_test_killed_while_it_converts_is_removed_with_its_clones(vsphere, gue
 def test_bad_input_is_refused_before_anything_is_created(
     vsphere, guest, openstack, target, settings, change, parameter, words
 ):
-    migration_id = initialize(vsphere, guest, openstack, target).migration_id
-    run_sync(vsphere, guest, openstack, migration_id, settings)
+    migration_id = initialize(MigrationContext.read(vsphere, guest, openstack), target).migration_id
+    run_sync(MigrationContext.read(vsphere, guest, openstack), settings)
     test = MigrationTestSettings(sync=settings, network="lab-net-b", conversion=ConversionOptions(skip=True))
     for key, value in change.items():
         setattr(test, key, value)
     with pytest.raises(PreflightError) as err:
-        run_test(vsphere, guest, openstack, migration_id, test)
+        run_test(MigrationContext.read(vsphere, guest, openstack), test)
     assert err.value.parameter == parameter and words in str(err.value)
     assert leftovers(openstack, migration_id) == [] and store.load(openstack, migration_id).test is None
 
 
 def test_a_project_without_volume_quota_for_the_clones_is_refused(vsphere, guest, openstack, target, settings):
     """The project's gigabytes quota set (by the lab's admin) to what it uses: no room for the clones."""
-    migration_id = initialize(vsphere, guest, openstack, target).migration_id
-    run_sync(vsphere, guest, openstack, migration_id, settings)
+    migration_id = initialize(MigrationContext.read(vsphere, guest, openstack), target).migration_id
+    run_sync(MigrationContext.read(vsphere, guest, openstack), settings)
     project = openstack.conn.current_project_id
     admin = OpenStackClient.connect(cloud="xms-admin").conn.block_storage
     quota = admin.get_quota_set(project, usage=True)
@@ -189,7 +190,7 @@ def test_a_project_without_volume_quota_for_the_clones_is_refused(vsphere, guest
     try:
         test = MigrationTestSettings(sync=settings, network="lab-net-b", conversion=ConversionOptions(skip=True))
         with pytest.raises(PreflightError) as err:
-            run_test(vsphere, guest, openstack, migration_id, test)
+            run_test(MigrationContext.read(vsphere, guest, openstack), test)
         assert "quota gigabytes" in str(err.value) and "too little" in str(err.value)
         assert leftovers(openstack, migration_id) == []
     finally:
@@ -199,10 +200,10 @@ def test_a_project_without_volume_quota_for_the_clones_is_refused(vsphere, guest
 def test_removing_a_test_keeps_what_others_made_of_its_clones(vsphere, guest, openstack, target, settings):
     """Somebody snapshotted a clone, and made a volume carrying the test's tag (as Cinder's clone of a clone
     does): the removal refuses while the snapshot exists, then removes the test's own clones and never theirs."""
-    migration_id = initialize(vsphere, guest, openstack, target).migration_id
-    run_sync(vsphere, guest, openstack, migration_id, settings)
+    migration_id = initialize(MigrationContext.read(vsphere, guest, openstack), target).migration_id
+    run_sync(MigrationContext.read(vsphere, guest, openstack), settings)
     test = MigrationTestSettings(sync=settings, network="lab-net-b", conversion=ConversionOptions(skip=True))
-    run_test(vsphere, guest, openstack, migration_id, test)
+    run_test(MigrationContext.read(vsphere, guest, openstack), test)
     storage = openstack.conn.block_storage
     clones = clones_of_test(openstack, migration_id)
     # The test's server went first (someone deleted it): the clones are available, and this lab's NFS back-end
@@ -215,12 +216,12 @@ def test_removing_a_test_keeps_what_others_made_of_its_clones(vsphere, guest, op
     storage.wait_for_status(snapshot, "available", wait=300)
     try:
         with pytest.raises(PreflightError) as err:
-            remove_test(openstack, migration_id)
+            remove_test(MigrationContext.read(vsphere, guest, openstack))
         assert snapshot.id in str(err.value) and "Nothing was removed" in str(err.value)
         assert sorted(clones_of_test(openstack, migration_id)) == sorted(clones)
         storage.delete_snapshot(snapshot.id)
         storage.wait_for_delete(snapshot, wait=300)
-        removed = remove_test(openstack, migration_id)
+        removed = remove_test(MigrationContext.read(vsphere, guest, openstack))
         assert {f"volume:{c}" for c in clones} <= set(removed.removed)
         assert f"volume:{theirs.id}" not in removed.removed and storage.get_volume(theirs.id).status == "available"
         assert leftovers(openstack, migration_id) == []

@@ -8,7 +8,7 @@ import sys
 import time
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import migration_id_for
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 
 from .conftest import assert_volumes_equal_source, reset_vm
@@ -97,7 +97,7 @@ def test_a_block_sync_killed_mid_way_is_completed_by_the_next_run(vsphere, opens
         assert subprocess.run([*argv, "-e", "step=init"], env=env, capture_output=True, check=False).returncode == 0
         doomed = subprocess.Popen([*argv, "-e", "step=sync", "-e", "rate=1048576"], env=env, start_new_session=True,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        migration_id = migration_id_for(inventory.inventory(vsphere, vm))
+        migration_id = MigrationContext.read(vsphere, vm).migration_id
         while doomed.poll() is None and store.load(openstack, migration_id).progress_done == 0:
             time.sleep(0.2)
         # The module runs outside the playbook's process group: kill the holder of the host lock itself.

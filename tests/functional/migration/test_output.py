@@ -11,8 +11,7 @@ import time
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents import total_bytes
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.nbd_source import plan_allocated
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import migration_id_for
-from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 
 from ..vsphere.conftest import LAB_DIR
 from .ansible_output import task_results
@@ -61,7 +60,7 @@ def test_a_sync_and_a_cutover_leave_nothing_on_stderr(lab, tmp_path, vsphere, op
     connector probes NVMe and logs it) and nbdkit runs."""
     run = playbooks(lab, tmp_path, {"vddk_libdir": "/tmp"})
     run("seed")
-    key = str(store.load(openstack, migration_id_for(inventory.inventory(vsphere, vm_1))).disks[0].disk_key)
+    key = str(store.load(openstack, MigrationContext.read(vsphere, vm_1).migration_id).disks[0].disk_key)
     env = {"ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}
     lab_cmd("write", VM, key, "4", str(256 << 10))
     sync = run("sync", "-v", env_extra=env)

@@ -11,6 +11,7 @@ import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import ConversionOptions
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import disk_copies, heartbeat, store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import CutoverSettings, run_cutover
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.info import set_schedule
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
@@ -74,12 +75,12 @@ def beat_often(monkeypatch):
 
 
 def test_a_pause_set_while_a_sync_runs_survives_the_sync(vsphere, source, openstack, target, settings, beat_often):
-    migration_id = initialize(vsphere, source, openstack, target).migration_id
+    migration_id = initialize(MigrationContext.read(vsphere, source, openstack), target).migration_id
     # The seed here: os-brick's first attach must happen on the main thread (as in a module), or
     # the worker thread that made it never ends. Then a full resync, throttled, to pause during.
-    run_sync(vsphere, source, openstack, migration_id, settings)
+    run_sync(MigrationContext.read(vsphere, source, openstack), settings)
     settings.bandwidth_limit, settings.force_full = 16 << 20, True  # seconds of copy (80 MiB of disks)
-    thread, box = in_background(lambda: run_sync(vsphere, source, openstack, migration_id, settings))
+    thread, box = in_background(lambda: run_sync(MigrationContext.read(vsphere, source, openstack), settings))
     while thread.is_alive() and not store.load(openstack, migration_id).is_busy():
         time.sleep(0.2)
     changed, _before, _after = set_schedule(openstack, store.load(openstack, migration_id), paused=True,
@@ -101,7 +102,7 @@ def test_a_sync_holds_the_migration_through_every_long_phase(
     whole seconds, so a beat every 0.5 s changes the value it sees at least once a second."""
     stale_s = 3.0
     other_host = tmp_path / "other-host-state"
-    migration_id = initialize(vsphere, source, openstack, target).migration_id
+    migration_id = initialize(MigrationContext.read(vsphere, source, openstack), target).migration_id
     verdicts = []
 
     def long_phase(name):
@@ -131,7 +132,7 @@ def test_a_sync_holds_the_migration_through_every_long_phase(
     monkeypatch.setattr(disk_copies, "copy_extents", lengthened("copy", disk_copies.copy_extents))
     monkeypatch.setattr(disk_copies, "verify_extents", lengthened("verify", disk_copies.verify_extents))
     settings.verify = True
-    assert run_sync(vsphere, source, openstack, migration_id, settings).kind == "seed"
+    assert run_sync(MigrationContext.read(vsphere, source, openstack), settings).kind == "seed"
     names = [name for name, _taken in verdicts]
     assert {"orphan removal", "snapshot taken", "copy", "verify", "snapshot removed"} <= set(names), names
     assert not any(taken for _name, taken in verdicts), [name for name, taken in verdicts if taken]
@@ -149,9 +150,9 @@ def test_a_failing_heartbeat_write_neither_stalls_nor_aborts_the_copy(
         raise RuntimeError("503 Service Unavailable")
 
     monkeypatch.setattr(store, "save_heartbeat", cinder_answers_503)
-    migration_id = initialize(vsphere, source, openstack, target).migration_id
+    migration_id = initialize(MigrationContext.read(vsphere, source, openstack), target).migration_id
     settings.bandwidth_limit = 4 << 20  # about five seconds of seed: several beats fail on the way
-    seed = run_sync(vsphere, source, openstack, migration_id, settings)
+    seed = run_sync(MigrationContext.read(vsphere, source, openstack), settings)
     assert seed.kind == "seed" and len(failed) >= 2
     assert any("progress report(s) to the migration record failed" in w for w in seed.warnings)
     assert_volumes_equal_source(vsphere, source, openstack, store.load(openstack, migration_id))
@@ -160,10 +161,10 @@ def test_a_failing_heartbeat_write_neither_stalls_nor_aborts_the_copy(
 def test_the_cutover_holds_the_migration_from_its_first_step_to_its_last(
     vsphere, vm_1, openstack, target, settings, beat_often, tmp_path
 ):
-    migration_id = initialize(vsphere, vm_1, openstack, target).migration_id
-    run_sync(vsphere, vm_1, openstack, migration_id, settings)
+    migration_id = initialize(MigrationContext.read(vsphere, vm_1, openstack), target).migration_id
+    run_sync(MigrationContext.read(vsphere, vm_1, openstack), settings)
     cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(skip=True), instance_timeout=300)
-    thread, box = in_background(lambda: run_cutover(vsphere, vm_1, openstack, migration_id, target, cutover))
+    thread, box = in_background(lambda: run_cutover(MigrationContext.read(vsphere, vm_1, openstack), target, cutover))
     seen, other_host = [], []
     while thread.is_alive():
         state = store.load(openstack, migration_id)

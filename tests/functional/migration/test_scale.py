@@ -20,6 +20,7 @@ import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.errors import ReadError
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import disk_copies, store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
 
@@ -94,17 +95,18 @@ def watching_attachments(openstack, volume_ids, call):
 
 
 def test_the_disks_are_copied_at_once_and_an_idle_sync_attaches_nothing(vsphere, source, openstack, target, settings):
-    migration_id = initialize(vsphere, source, openstack, target).migration_id
+    migration_id = initialize(MigrationContext.read(vsphere, source, openstack), target).migration_id
     volume_ids = [d.volume_id for d in store.load(openstack, migration_id).disks]
     settings.bandwidth_limit = 2 << 20  # a few seconds of seed, shared by both disks
-    seed, attached_at_once = watching_attachments(openstack, volume_ids, lambda: run_sync(
-        vsphere, source, openstack, migration_id, settings))  # fmt: skip
+    seed, attached_at_once = watching_attachments(
+        openstack, volume_ids, lambda: run_sync(MigrationContext.read(vsphere, source, openstack), settings)
+    )
     assert seed.kind == "seed" and max(attached_at_once) == 2, attached_at_once
     assert seed.snapshot_s >= max(d["stats"]["elapsed_s"] for d in seed.disks)  # one snapshot held for all copies
     assert_volumes_equal_source(vsphere, source, openstack, store.load(openstack, migration_id))
 
     before = attachments_of(volume_ids)
-    idle = run_sync(vsphere, source, openstack, migration_id, settings)
+    idle = run_sync(MigrationContext.read(vsphere, source, openstack), settings)
     assert idle.kind == "incremental" and not idle.changed and idle.bytes_copied == 0
     assert attachments_of(volume_ids) == before  # Cinder made no attachment: nothing was connected
     assert all("stats" not in d for d in idle.disks)  # and no copy engine (nor nbdkit) ran
@@ -114,7 +116,7 @@ def test_the_disks_are_copied_at_once_and_an_idle_sync_attaches_nothing(vsphere,
     before = attachments_of(volume_ids)
     small = smaller_disk(state)
     lab_cmd("write", "lab-vm-2", str(small.disk_key), "4", str(256 << 10))
-    changed = run_sync(vsphere, source, openstack, migration_id, settings)
+    changed = run_sync(MigrationContext.read(vsphere, source, openstack), settings)
     written = small.volume_id
     made = attachments_of(volume_ids) - before
     assert changed.changed and [volume for _id, volume in made] == [written]
@@ -123,11 +125,12 @@ def test_the_disks_are_copied_at_once_and_an_idle_sync_attaches_nothing(vsphere,
 
 def test_a_seed_holds_no_more_volumes_attached_than_parallel_disks(vsphere, source, openstack, target, settings):
     """A VM with more disks than parallel_disks (here 2 and 1): one volume attached at a time, and still equal."""
-    migration_id = initialize(vsphere, source, openstack, target).migration_id
+    migration_id = initialize(MigrationContext.read(vsphere, source, openstack), target).migration_id
     volume_ids = [d.volume_id for d in store.load(openstack, migration_id).disks]
     settings.bandwidth_limit, settings.parallel_disks = 4 << 20, 1
-    seed, attached_at_once = watching_attachments(openstack, volume_ids, lambda: run_sync(
-        vsphere, source, openstack, migration_id, settings))  # fmt: skip
+    seed, attached_at_once = watching_attachments(
+        openstack, volume_ids, lambda: run_sync(MigrationContext.read(vsphere, source, openstack), settings)
+    )
     assert seed.kind == "seed" and max(attached_at_once) == 1 and len(volume_ids) == 2, attached_at_once
     assert_volumes_equal_source(vsphere, source, openstack, store.load(openstack, migration_id))
 
@@ -138,13 +141,13 @@ def test_one_disk_failing_stops_the_others_and_the_rerun_resumes_every_disk(
     """The source of the smaller disk (4 MiB of data) dies part-way (its NBD server is killed, as an NFC
     connection to a lost ESXi host goes); the larger one (16 MiB), still copying, is stopped and keeps
     what it flushed."""
-    migration_id = initialize(vsphere, source, openstack, target).migration_id
+    migration_id = initialize(MigrationContext.read(vsphere, source, openstack), target).migration_id
     small = smaller_disk(store.load(openstack, migration_id))
-    whole = planned_per_disk(run_sync(vsphere, source, openstack, migration_id, settings, check_mode=True))
+    whole = planned_per_disk(run_sync(MigrationContext.read(vsphere, source, openstack), settings, check_mode=True))
     settings.bandwidth_limit = 1 << 20
     failure = []
     seed = threading.Thread(
-        target=lambda: failure.append(_raised(run_sync, vsphere, source, openstack, migration_id, settings))
+        target=lambda: failure.append(_raised(run_sync, MigrationContext.read(vsphere, source, openstack), settings))
     )
     seed.start()
     state_dir = Path(settings.state_dir)
@@ -159,18 +162,18 @@ def test_one_disk_failing_stops_the_others_and_the_rerun_resumes_every_disk(
     saved = journal_progress(state_dir, migration_id)
     assert len(saved) == 2 and all(saved.values()), saved
 
-    rerun = run_sync(vsphere, source, openstack, migration_id, settings)
+    rerun = run_sync(MigrationContext.read(vsphere, source, openstack), settings)
     assert_resumed(rerun, whole)
     assert_volumes_equal_source(vsphere, source, openstack, store.load(openstack, migration_id))
 
 
 def test_a_sync_killed_while_its_disks_copy_resumes_every_disk(vsphere, source, openstack, target, settings, lab):
-    migration_id = initialize(vsphere, source, openstack, target).migration_id
-    whole = planned_per_disk(run_sync(vsphere, source, openstack, migration_id, settings, check_mode=True))
+    migration_id = initialize(MigrationContext.read(vsphere, source, openstack), target).migration_id
+    whole = planned_per_disk(run_sync(MigrationContext.read(vsphere, source, openstack), settings, check_mode=True))
     state_dir = Path(settings.state_dir)
     lab_json = os.path.join(os.environ["XMS_LAB_DIR"], "vsphere", "lab.json")
     child = subprocess.Popen(
-        [sys.executable, os.path.join(HERE, "sync_child.py"), lab_json, CLOUDS, "lab-vm-2", migration_id,
+        [sys.executable, os.path.join(HERE, "sync_child.py"), lab_json, CLOUDS, "lab-vm-2",
          str(state_dir), str(1 << 20)],
         env={**os.environ, "PYTHONPATH": COLLECTION_PARENT}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True,
@@ -181,7 +184,7 @@ def test_a_sync_killed_while_its_disks_copy_resumes_every_disk(vsphere, source, 
     state = store.load(openstack, migration_id)
     assert not state.seeded and all(d.pending_change_id for d in state.disks)
 
-    rerun = run_sync(vsphere, source, openstack, migration_id, settings)
+    rerun = run_sync(MigrationContext.read(vsphere, source, openstack), settings)
     assert_resumed(rerun, whole)
     assert_volumes_equal_source(vsphere, source, openstack, store.load(openstack, migration_id))
 

@@ -13,9 +13,9 @@ import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.verify import digest_extents
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import shipped, store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import (
     initialize,
-    migration_id_for,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import Phase
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.shipped import (
@@ -26,7 +26,6 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.shipp
     import_seed,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
-from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.cbt import SNAPSHOT_PREFIX
 
 from ..vsphere.conftest import set_cbt
@@ -48,23 +47,25 @@ def our_snapshots(vsphere, vm):
 def test_a_seed_exported_while_the_guest_writes_is_carried_imported_and_caught_up_by_one_incremental(
     vsphere, events_vm, openstack, target, settings, tmp_path, fmt
 ):
-    migration_id = initialize(vsphere, events_vm, openstack, target).migration_id
+    migration_id = initialize(MigrationContext.read(vsphere, events_vm, openstack), target).migration_id
     key = str(store.load(openstack, migration_id).disks[0].disk_key)
     with Writer(EVENTS_VM, key, 1_000_000):
-        exported = export_seed(vsphere, events_vm, str(tmp_path / "source-site"), fmt, settings)
+        exported = export_seed(MigrationContext.read(vsphere, events_vm), str(tmp_path / "source-site"), fmt, settings)
         assert exported.changed and our_snapshots(vsphere, events_vm) == []  # the export's snapshot is gone
-        again = export_seed(vsphere, events_vm, str(tmp_path / "source-site"), fmt, settings)
+        again = export_seed(MigrationContext.read(vsphere, events_vm), str(tmp_path / "source-site"), fmt, settings)
         assert not again.changed and again.manifest == exported.manifest
         carried = courier(tmp_path / "source-site", tmp_path)
-        predicted = import_seed(vsphere, events_vm, openstack, migration_id, carried, settings, check_mode=True)
+        predicted = import_seed(
+            MigrationContext.read(vsphere, events_vm, openstack), carried, settings, check_mode=True
+        )
         assert predicted.changed and store.load(openstack, migration_id).sync_count == 0
-        imported = import_seed(vsphere, events_vm, openstack, migration_id, carried, settings)
+        imported = import_seed(MigrationContext.read(vsphere, events_vm, openstack), carried, settings)
     state = store.load(openstack, migration_id)
     assert imported.changed and imported.kind == "seed" and state.phase is Phase.READY
     assert {d.disk_key: d.change_id for d in state.disks} == {d.disk_key: d.change_id for d in exported.manifest.disks}
-    rerun = import_seed(vsphere, events_vm, openstack, migration_id, carried, settings)
+    rerun = import_seed(MigrationContext.read(vsphere, events_vm, openstack), carried, settings)
     assert not rerun.changed
-    caught_up = run_sync(vsphere, events_vm, openstack, migration_id, settings)
+    caught_up = run_sync(MigrationContext.read(vsphere, events_vm, openstack), settings)
     assert caught_up.kind == "incremental" and caught_up.bytes_copied > 0  # what the writer wrote since
     assert_volumes_equal_source(vsphere, events_vm, openstack, store.load(openstack, migration_id))
 
@@ -72,14 +73,16 @@ def test_a_seed_exported_while_the_guest_writes_is_carried_imported_and_caught_u
 def test_a_carried_seed_that_cannot_be_used_is_refused_before_anything_changes(
     vsphere, events_vm, openstack, target, settings, tmp_path
 ):
-    migration_id = initialize(vsphere, events_vm, openstack, target).migration_id
-    exported = export_seed(vsphere, events_vm, str(tmp_path / "source-site"), "raw", settings).manifest
+    migration_id = initialize(MigrationContext.read(vsphere, events_vm, openstack), target).migration_id
+    exported = export_seed(
+        MigrationContext.read(vsphere, events_vm), str(tmp_path / "source-site"), "raw", settings
+    ).manifest
     first = exported.disks[0]
     offset = first.extents[0][0]
 
     def refused(directory, words):
         with pytest.raises(SeedFileError) as err:
-            import_seed(vsphere, events_vm, openstack, migration_id, directory, settings)
+            import_seed(MigrationContext.read(vsphere, events_vm, openstack), directory, settings)
         assert err.value.parameter == "directory" and words in str(err.value), err.value
         state = store.load(openstack, migration_id)
         assert not any(d.change_id or d.pending_change_id for d in state.disks) and state.sync_count == 0
@@ -126,10 +129,10 @@ def test_a_carried_seed_proves_identity_and_with_a_key_authenticity_and_is_check
     """Entries swapped between disks (each digest valid for its own file), planted data with digests recomputed
     (what anyone can do without the sites' key), a qcow2 pointing at another file of the host, and a file
     changed after the check: none is imported, and no change id of a wrong disk is recorded."""
-    migration_id = initialize(vsphere, events_vm, openstack, target).migration_id
+    migration_id = initialize(MigrationContext.read(vsphere, events_vm, openstack), target).migration_id
     key = b"a secret both sites hold"
     source = tmp_path / "source-site"
-    exported = export_seed(vsphere, events_vm, str(source), "raw", settings, key=key).manifest
+    exported = export_seed(MigrationContext.read(vsphere, events_vm), str(source), "raw", settings, key=key).manifest
     first = exported.disks[0]
 
     def untouched(disk_key=None):
@@ -139,7 +142,7 @@ def test_a_carried_seed_proves_identity_and_with_a_key_authenticity_and_is_check
 
     def refused(directory, *words, with_key=key):
         with pytest.raises(SeedFileError) as err:
-            import_seed(vsphere, events_vm, openstack, migration_id, directory, settings, key=with_key)
+            import_seed(MigrationContext.read(vsphere, events_vm, openstack), directory, settings, key=with_key)
         assert any(w in str(err.value) for w in words), err.value
         untouched()
 
@@ -193,7 +196,7 @@ def test_a_carried_seed_proves_identity_and_with_a_key_authenticity_and_is_check
 
     monkeypatch.setattr(shipped, "_check", then_the_file_changes)
     with pytest.raises(SeedFileError) as err:
-        import_seed(vsphere, events_vm, openstack, migration_id, carried, settings, key=key)
+        import_seed(MigrationContext.read(vsphere, events_vm, openstack), carried, settings, key=key)
     assert "changed after it was checked" in str(err.value)
     untouched(first.disk_key)  # the other disk, copied whole from an unchanged file, may have been recorded
 
@@ -210,7 +213,7 @@ def test_the_wave_playbooks_ship_a_seed(vsphere, events_vm, openstack, lab, tmp_
     playbook("seed_export", "-e", f"ship_seed_root={tmp_path / 'shipping'}")
     carried = courier(tmp_path / "shipping", tmp_path)
     playbook("seed_import", "-e", f"ship_seed_root={carried}")
-    migration_id = migration_id_for(inventory.inventory(vsphere, events_vm))
+    migration_id = MigrationContext.read(vsphere, events_vm).migration_id
     assert store.load(openstack, migration_id).sync_count == 1
     playbook("sync")
     state = store.load(openstack, migration_id)

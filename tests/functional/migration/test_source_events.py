@@ -8,6 +8,7 @@ import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import ConversionOptions
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import CutoverSettings, run_cutover
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError, PreflightError
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import (
@@ -27,8 +28,8 @@ MiB, GiB = 1 << 20, 1 << 30
 
 
 def seeded(vsphere, vm, openstack, target, settings) -> str:
-    migration_id = initialize(vsphere, vm, openstack, target).migration_id
-    assert run_sync(vsphere, vm, openstack, migration_id, settings).kind == "seed"
+    migration_id = initialize(MigrationContext.read(vsphere, vm, openstack), target).migration_id
+    assert run_sync(MigrationContext.read(vsphere, vm, openstack), settings).kind == "seed"
     return migration_id
 
 
@@ -45,7 +46,7 @@ def test_cbt_switched_off_or_reset_is_answered_by_a_full_resync_and_never_an_emp
     # Switched off (vCenter clears every change id) while the guest trims data the seed copied.
     set_cbt(vsphere, events_vm, False)
     lab_cmd("zero", EVENTS_VM, key, "0", str(4 * MiB))
-    resync = run_sync(vsphere, events_vm, openstack, migration_id, settings)
+    resync = run_sync(MigrationContext.read(vsphere, events_vm, openstack), settings)
     state = store.load(openstack, migration_id)
     assert resync.kind == "full_resync" and any("CBT was off" in w for w in resync.warnings)
     assert all(d.change_id for d in state.disks), "a sync recorded an empty change id"
@@ -54,7 +55,7 @@ def test_cbt_switched_off_or_reset_is_answered_by_a_full_resync_and_never_an_emp
 
     # The next sync is an incremental from the new history, and the guest's next trim reaches the volume.
     lab_cmd("zero", EVENTS_VM, key, str(4 * MiB), str(4 * MiB))
-    after = run_sync(vsphere, events_vm, openstack, migration_id, settings)
+    after = run_sync(MigrationContext.read(vsphere, events_vm, openstack), settings)
     assert after.kind == "incremental" and after.changed  # a hole: zeroed on the volume without a read
     assert after.disks[0]["stats"]["bytes_zeroed"] == 4 * MiB and after.disks[0]["stats"]["bytes_read"] == 0
     assert_volumes_equal_source(vsphere, events_vm, openstack, store.load(openstack, migration_id))
@@ -63,7 +64,7 @@ def test_cbt_switched_off_or_reset_is_answered_by_a_full_resync_and_never_an_emp
     set_cbt(vsphere, events_vm, False)
     set_cbt(vsphere, events_vm, True)
     lab_cmd("zero", EVENTS_VM, key, str(8 * MiB), str(4 * MiB))
-    reset = run_sync(vsphere, events_vm, openstack, migration_id, settings)
+    reset = run_sync(MigrationContext.read(vsphere, events_vm, openstack), settings)
     state = store.load(openstack, migration_id)
     assert reset.kind == "full_resync" and all(d.change_id for d in state.disks)
     assert_volumes_equal_source(vsphere, events_vm, openstack, state)
@@ -78,15 +79,15 @@ def test_a_disk_grown_during_the_warm_phase_extends_its_volume_and_copies_the_ne
     grow_disk(vsphere, events_vm, disk.disk_key, grown)
     lab_cmd("write", EVENTS_VM, str(disk.disk_key), "12")  # anywhere on the grown disk, the new area included
 
-    predicted = run_sync(vsphere, events_vm, openstack, migration_id, settings, check_mode=True)
+    predicted = run_sync(MigrationContext.read(vsphere, events_vm, openstack), settings, check_mode=True)
     assert predicted.disks[0]["planned_bytes"] >= grown - disk.capacity
-    sync = run_sync(vsphere, events_vm, openstack, migration_id, settings)
+    sync = run_sync(MigrationContext.read(vsphere, events_vm, openstack), settings)
     state = store.load(openstack, migration_id)
     assert sync.kind == "incremental" and state.disks[0].capacity == grown
     volume = next(v for v in os_volumes.find_volumes(openstack, migration_id) if v.id == disk.volume_id)
     assert volume.size_bytes == -(-grown // GiB) * GiB
     assert_volumes_equal_source(vsphere, events_vm, openstack, state)
-    again = run_sync(vsphere, events_vm, openstack, migration_id, settings)
+    again = run_sync(MigrationContext.read(vsphere, events_vm, openstack), settings)
     assert again.kind == "incremental" and again.bytes_copied == 0
 
 
@@ -105,7 +106,7 @@ def test_a_volume_that_cannot_grow_stops_the_sync_before_any_copy(vsphere, event
                             if v.id == disk.volume_id)  # fmt: skip
         grow_disk(vsphere, events_vm, disk.disk_key, volume_bytes + MiB)  # one GiB more of volume
         with pytest.raises(OpenStackError) as err:
-            run_sync(vsphere, events_vm, openstack, migration_id, settings)
+            run_sync(MigrationContext.read(vsphere, events_vm, openstack), settings)
         assert disk.volume_id in str(err.value) and "nothing was copied" in str(err.value)
         after = store.load(openstack, migration_id)
         assert [(d.change_id, d.capacity) for d in after.disks] == [(d.change_id, d.capacity) for d in before.disks]
@@ -113,7 +114,7 @@ def test_a_volume_that_cannot_grow_stops_the_sync_before_any_copy(vsphere, event
         assert not after.is_busy()
     finally:
         admin.conn.block_storage.update_quota_set(project.id, gigabytes=quota.gigabytes)
-    assert run_sync(vsphere, events_vm, openstack, migration_id, settings).kind == "incremental"  # room again
+    assert run_sync(MigrationContext.read(vsphere, events_vm, openstack), settings).kind == "incremental"  # room again
     assert_volumes_equal_source(vsphere, events_vm, openstack, store.load(openstack, migration_id))
 
 
@@ -129,14 +130,14 @@ def test_an_operators_snapshots_are_warned_about_never_touched_and_syncs_stay_co
 ):
     operator_snapshot(vsphere, events_vm, "operator-before-patch")
     try:
-        init = initialize(vsphere, events_vm, openstack, target)
+        init = initialize(MigrationContext.read(vsphere, events_vm, openstack), target)
         assert any("snapshot" in w for w in init.warnings)
-        assert run_sync(vsphere, events_vm, openstack, init.migration_id, settings).kind == "seed"
+        assert run_sync(MigrationContext.read(vsphere, events_vm, openstack), settings).kind == "seed"
         key = str(store.load(openstack, init.migration_id).disks[0].disk_key)
         lab_cmd("write", EVENTS_VM, key, "6")
         operator_snapshot(vsphere, events_vm, "operator-after-patch")  # one more, between two syncs
         lab_cmd("write", EVENTS_VM, key, "6")
-        sync = run_sync(vsphere, events_vm, openstack, init.migration_id, settings)
+        sync = run_sync(MigrationContext.read(vsphere, events_vm, openstack), settings)
         assert sync.kind == "incremental" and sync.bytes_copied > 0
         assert snapshot_names(vsphere, events_vm) == ["operator-after-patch", "operator-before-patch"]
         assert_volumes_equal_source(vsphere, events_vm, openstack, store.load(openstack, init.migration_id))
@@ -152,13 +153,13 @@ def test_a_revert_to_a_snapshot_older_than_the_last_sync_is_answered_by_a_full_r
     before = operator_snapshot(vsphere, events_vm, "operator-before-upgrade")
     try:
         lab_cmd("write", EVENTS_VM, key, "8")  # the upgrade's writes, copied by the next sync
-        assert run_sync(vsphere, events_vm, openstack, migration_id, settings).bytes_copied > 0
+        assert run_sync(MigrationContext.read(vsphere, events_vm, openstack), settings).bytes_copied > 0
         vsphere.wait_task(before.RevertToSnapshot_Task(), "reverting")  # the upgrade is undone on the source
-        resync = run_sync(vsphere, events_vm, openstack, migration_id, settings)
+        resync = run_sync(MigrationContext.read(vsphere, events_vm, openstack), settings)
         assert resync.kind == "full_resync" and any("reverted" in w for w in resync.warnings)
         assert_volumes_equal_source(vsphere, events_vm, openstack, store.load(openstack, migration_id))
         lab_cmd("write", EVENTS_VM, key, "3")
-        assert run_sync(vsphere, events_vm, openstack, migration_id, settings).kind == "incremental"
+        assert run_sync(MigrationContext.read(vsphere, events_vm, openstack), settings).kind == "incremental"
         assert_volumes_equal_source(vsphere, events_vm, openstack, store.load(openstack, migration_id))
     finally:
         vsphere.wait_task(events_vm.RemoveAllSnapshots_Task(), "removing the operator's snapshots")
@@ -169,34 +170,39 @@ def test_a_disk_added_then_one_removed_after_the_seed_follow_the_documented_path
 ):
     migration_id = seeded(vsphere, events_vm, openstack, target, settings)
     state = store.load(openstack, migration_id)
+    earlier = MigrationContext.read(vsphere, events_vm, openstack)  # a run that read the VM before the disk came
     added = add_disk(vsphere, events_vm, 24 * MiB)
     lab_cmd("write", EVENTS_VM, str(added), "5")
 
     with pytest.raises(PhaseError) as err:  # every sync says what to do
-        run_sync(vsphere, events_vm, openstack, migration_id, settings)
+        run_sync(MigrationContext.read(vsphere, events_vm, openstack), settings)
     assert "warm_migration_init" in str(err.value) and str(added) in str(err.value)
+    with pytest.raises(PhaseError) as err:  # a run's sync checks the disk set of its own snapshot, too
+        run_sync(earlier, settings)
+    assert "warm_migration_init" in str(err.value) and str(added) in str(err.value)
+    assert snapshot_names(vsphere, events_vm) == []  # its snapshot was removed again
     with pytest.raises(PhaseError):  # and the cutover refuses while the source still runs
-        run_cutover(vsphere, events_vm, openstack, migration_id, target,
+        run_cutover(MigrationContext.read(vsphere, events_vm, openstack), target,
                     CutoverSettings(sync=settings, conversion=ConversionOptions(skip=True)))  # fmt: skip
     assert power_state(vsphere, events_vm) == "poweredOn"
 
-    init = initialize(vsphere, events_vm, openstack, target)
+    init = initialize(MigrationContext.read(vsphere, events_vm, openstack), target)
     assert init.changed and [d.disk_key for d in init.state.disks] == [*(d.disk_key for d in state.disks), added]
-    sync = run_sync(vsphere, events_vm, openstack, migration_id, settings)
+    sync = run_sync(MigrationContext.read(vsphere, events_vm, openstack), settings)
     assert [d["kind"] for d in sync.disks] == ["incremental", "incremental", "seed"]
     assert_volumes_equal_source(vsphere, events_vm, openstack, store.load(openstack, migration_id))
 
     gone = state.disks[1]
     remove_disk(vsphere, events_vm, gone.disk_key)
     with pytest.raises(PreflightError) as err:  # nothing is dropped unless the operator says how
-        initialize(vsphere, events_vm, openstack, target)
+        initialize(MigrationContext.read(vsphere, events_vm, openstack), target)
     assert err.value.parameter == "removed_disks" and gone.volume_id in str(err.value)
     assert gone.volume_id in {v.id for v in os_volumes.find_volumes(openstack, migration_id)}
-    kept = initialize(vsphere, events_vm, openstack, target, removed_disks=RemovedDisks.KEEP)
+    kept = initialize(MigrationContext.read(vsphere, events_vm, openstack), target, removed_disks=RemovedDisks.KEEP)
     assert kept.changed and gone.disk_key not in [d.disk_key for d in kept.state.disks]
     volume = openstack.conn.block_storage.get_volume(gone.volume_id)  # kept, without its record
     assert not any(k.startswith("xms_") for k in volume.metadata)
     lab_cmd("write", EVENTS_VM, str(added), "2")
-    assert run_sync(vsphere, events_vm, openstack, migration_id, settings).kind == "incremental"
+    assert run_sync(MigrationContext.read(vsphere, events_vm, openstack), settings).kind == "incremental"
     assert_volumes_equal_source(vsphere, events_vm, openstack, store.load(openstack, migration_id))
     os_volumes.delete_volumes(openstack, [gone.volume_id])

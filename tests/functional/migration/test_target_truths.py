@@ -15,6 +15,7 @@ import openstack as sdk
 import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_for_write
@@ -63,14 +64,14 @@ def encrypted(target):
 def test_an_encrypted_volume_type_holds_the_source_in_plaintext_only_under_the_clouds_key(
     vsphere, source, openstack, encrypted, settings, tmp_path
 ):
-    migration_id = initialize(vsphere, source, openstack, encrypted).migration_id
+    migration_id = initialize(MigrationContext.read(vsphere, source, openstack), encrypted).migration_id
     state = store.load(openstack, migration_id)
     key = str(state.disks[0].disk_key)
     lab_cmd("mark", SOURCE_VM, key, str(5 * MiB), "copied-by-the-seed")
-    assert run_sync(vsphere, source, openstack, migration_id, settings).kind == "seed"
+    assert run_sync(MigrationContext.read(vsphere, source, openstack), settings).kind == "seed"
     lab_cmd("mark", SOURCE_VM, key, str(7 * MiB), MARKER)  # a plaintext the guest writes
     lab_cmd("zero", SOURCE_VM, key, str(5 * MiB), str(64 << 10))  # and data the seed copied, trimmed
-    assert run_sync(vsphere, source, openstack, migration_id, settings).kind == "incremental"
+    assert run_sync(MigrationContext.read(vsphere, source, openstack), settings).kind == "incremental"
 
     keyfile = tmp_path / "passphrase"
     for disk in store.load(openstack, migration_id).disks:
@@ -97,8 +98,8 @@ def test_an_encrypted_volume_type_holds_the_source_in_plaintext_only_under_the_c
 
 def test_a_replica_snapshotted_in_cinder_is_synced_into_its_qcow2_overlay(vsphere, source, openstack, target, settings):
     """Cinder's NFS driver makes a snapshot's volume file the backing of a new qcow2 active file."""
-    migration_id = initialize(vsphere, source, openstack, target).migration_id
-    run_sync(vsphere, source, openstack, migration_id, settings)
+    migration_id = initialize(MigrationContext.read(vsphere, source, openstack), target).migration_id
+    run_sync(MigrationContext.read(vsphere, source, openstack), settings)
     disk = store.load(openstack, migration_id).disks[0]
     before = volume_file(disk.volume_id)
     snapshot = openstack.conn.block_storage.create_snapshot(volume_id=disk.volume_id, name="someones-backup")
@@ -112,7 +113,7 @@ def test_a_replica_snapshotted_in_cinder_is_synced_into_its_qcow2_overlay(vspher
 
     lab_cmd("write", SOURCE_VM, str(disk.disk_key), "20")
     lab_cmd("mark", SOURCE_VM, str(disk.disk_key), str(MiB), MARKER)
-    assert run_sync(vsphere, source, openstack, migration_id, settings).kind == "incremental"
+    assert run_sync(MigrationContext.read(vsphere, source, openstack), settings).kind == "incremental"
     assert_volumes_equal_source(vsphere, source, openstack, store.load(openstack, migration_id))
     with open(before, "rb") as handle:
         assert handle.read() == snapshot_data, "the sync wrote into the snapshot's data"
@@ -122,7 +123,7 @@ def test_the_volume_past_its_disks_end_reads_zero_after_a_seed(vsphere, source, 
     """Volumes come in whole GiB: a 48 MiB disk's volume has 976 MiB past the disk that no copy writes. A reused
     volume (old bytes written there first, as a block back-end that does not zero would show) reads zero there
     after the seed, as the guest will see it once its instance boots."""
-    migration_id = initialize(vsphere, source, openstack, target).migration_id
+    migration_id = initialize(MigrationContext.read(vsphere, source, openstack), target).migration_id
     disk = store.load(openstack, migration_id).disks[0]
     with attach_for_write(openstack, disk.volume_id) as path, open(path, "r+b") as volume:
         volume.seek(0, os.SEEK_END)
@@ -131,7 +132,7 @@ def test_the_volume_past_its_disks_end_reads_zero_after_a_seed(vsphere, source, 
         for offset in (disk.capacity, disk.capacity + (1 << 20), end - 4096):
             volume.seek(offset)
             volume.write(b"\xa5" * 4096)
-    run_sync(vsphere, source, openstack, migration_id, settings)
+    run_sync(MigrationContext.read(vsphere, source, openstack), settings)
     with attach_for_write(openstack, disk.volume_id) as path, open(path, "rb") as volume:
         for offset in (disk.capacity, disk.capacity + (1 << 20), end - 4096):
             volume.seek(offset)

@@ -2,15 +2,29 @@
 
 (The lab reaches the other branches for real: tests/functional/migration/test_cutover.py.)"""
 
+from types import SimpleNamespace
+
 import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import cutover, rehearsal
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError, PreflightError
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import (
     DiskState,
     MigrationState,
     Phase,
 )
+
+
+def a_context():
+    """The context of VM 'web' (migration vm-9) with nothing connected: the tests mock the calls they reach."""
+    return MigrationContext(vsphere=None, vm=None, inventory=SimpleNamespace(instance_uuid="9", name="web"))
+
+
+def a_run(state, outcome=None):
+    """A cutover run of a_context() with the record as ``state``."""
+    held = SimpleNamespace(state=state)
+    return cutover._Run(a_context(), held, [], None, None, outcome)
 
 
 def test_a_source_powered_on_after_conversion_is_refused_untouched(monkeypatch):
@@ -23,7 +37,7 @@ def test_a_source_powered_on_after_conversion_is_refused_untouched(monkeypatch):
                            converted=True)  # fmt: skip
     outcome = cutover.CutoverOutcome(changed=True, steps_done=[], state=state)
     with pytest.raises(PhaseError) as err:
-        cutover._source_stays_off(None, None, None, state, None, outcome)
+        cutover._source_stays_off(a_run(state, outcome))
     assert "rolled_back" in str(err.value) and calls == []
 
 
@@ -34,7 +48,7 @@ def test_a_source_already_off_is_recorded_as_shut_down_without_a_shutdown(monkey
     monkeypatch.setattr(cutover, "_done", lambda _os, _state, step, _outcome: done.append(step))
     state = MigrationState(migration_id="vm-9", vm_name="web", phase=Phase.CUTOVER)
     outcome = cutover.CutoverOutcome(changed=True, steps_done=[], state=state)
-    cutover._source_stays_off(None, None, None, state, None, outcome)
+    cutover._source_stays_off(a_run(state, outcome))
     assert outcome.shutdown == "already_off" and done == ["shutdown"]
 
 
@@ -75,7 +89,7 @@ def test_a_rollback_of_a_completed_migration_says_why_not(monkeypatch):
     done = MigrationState(migration_id="vm-9", vm_name="web", phase=Phase.COMPLETED, instance_id="srv-1")
     monkeypatch.setattr(cutover.store, "load", lambda _client, _mid: done)  # mock: the record as Cinder holds it
     with pytest.raises(PhaseError) as err:
-        cutover.rollback(None, None, None, "vm-9", cutover.CutoverSettings(sync=None))
+        cutover.rollback(a_context(), cutover.CutoverSettings(sync=None))
     assert err.value.parameter == "state" and "srv-1" in str(err.value) and "warm_migration_init" in str(err.value)
 
 
@@ -91,8 +105,9 @@ def table_run(monkeypatch, state, power_on_before=()):
 
         return body
 
-    def guard(_vsphere, _vm, _openstack, st, _settings, _outcome):
+    def guard(run):
         """Mock of _source_stays_off: the guest was powered on meanwhile when the next step is in the list."""
+        st = run.state
         nxt = cutover._next_step(st).name
         if nxt in pending:
             pending.remove(nxt)
@@ -102,8 +117,7 @@ def table_run(monkeypatch, state, power_on_before=()):
     table = tuple(cutover.Step(s.name, s.source_off, fake_body(s.name)) for s in cutover.STEP_TABLE)
     monkeypatch.setattr(cutover, "STEP_TABLE", table)
     monkeypatch.setattr(cutover, "_source_stays_off", guard)
-    held = type("Held", (), {"state": state})()
-    cutover._run_steps(cutover._Run(None, None, None, held, None, [], None, None, None))
+    cutover._run_steps(a_run(state))
     return ran
 
 
