@@ -122,12 +122,11 @@ def main() -> int:
     with open(os.path.join(LAB, "vsphere", "lab.json")) as handle:
         lab = json.load(handle)
     os.environ["OS_CLIENT_CONFIG_FILE"] = os.path.join(LAB, "openstack", "clouds.yaml")
-    os.environ["PATH"] = os.path.join(ROOT, "lab", "vsphere", "bin") + os.pathsep + os.environ["PATH"]
     openstack = OpenStackClient.connect(cloud="xms-lab")
     connection = VSphereConnection(hostname=lab["hostname"], port=lab["port"], username=lab["username"],
                                    password=lab["password"], validate_certs=False)  # fmt: skip
-    settings = SyncSettings(state_dir=tempfile.mkdtemp(prefix="xms-bench-"), vddk_libdir="/tmp",
-                            bandwidth_limit=4_000_000)  # fmt: skip
+    settings = SyncSettings(state_dir=tempfile.mkdtemp(prefix="xms-bench-"), bandwidth_limit=4_000_000,
+                            vddk_libdir=os.path.join(LAB, "vsphere", "vddk"))  # the lab's VDDK  # fmt: skip
     with VSphereClient.connect(connection) as vsphere:
         for _warm_up in range(2):  # this host's shutdown and instance times, as its earlier cutovers would
             one_round(vsphere, openstack, settings, rates[0])

@@ -39,8 +39,8 @@ per VM of the median wave (``median_round_per_vm``), its snapshot's lifetime nex
 disk's copy time (goal: close); per round, ``first_byte_spread_s`` from the first VM's first byte
 to the last VM's;
 ``idle_incremental_module_s`` (goal <= 3 s on the lab); ``peak_rss_mib`` per conversion host.
-The yardstick reads each disk's live export, the wave a snapshot of it served by the lab's
-VDDK stand-in (qemu-nbd): the same bytes from the same images.
+The yardstick reads each disk's live export, the wave a snapshot of it read through nbdkit, the
+collection's VDDK reader and the lab's VDDK (lab/vsphere/vddk): the same bytes from the same images.
 """
 
 import contextlib
@@ -64,6 +64,7 @@ MiB = 1 << 20
 DISK = 2048 * MiB  # as lab/vsphere/populate.py makes them
 WAVES = 3  # the machine's speed drifts within minutes: the median of three waves, each between two yardsticks
 CLOUDS = os.path.join(LAB, "openstack", "clouds.yaml")
+VDDK_LIBDIR = os.path.join(LAB, "vsphere", "vddk")  # the lab's VDDK (lab/vsphere/vddk)
 BIN = os.path.dirname(sys.executable)
 from ansible_output import task_results  # noqa: E402
 from conversion_hosts import ConversionHosts  # noqa: E402
@@ -121,14 +122,14 @@ def yardstick(lab, work):
 
 def yardstick_via_snapshots(vsphere, vms, work):
     """The same eight nbdcopy at once, but reading what the wave reads: each VM's snapshot served by
-    the lab's VDDK stand-in (nbdkit in front of qemu-nbd's view of the snapshot), opened by the
+    nbdkit with the collection's reader over the lab's VDDK (which reads qemu-nbd's view of the snapshot), opened by the
     adapter's own ``open_disk``. Only the copies are timed; snapshots and servers are up before."""
     targets, argvs = [], []
     with contextlib.ExitStack() as stack:
         for name, vm in vms.items():
             view = stack.enter_context(cbt.sync_snapshot(vsphere, vm, purpose="wave bench yardstick"))
             for disk in inventory.inventory(vsphere, vm).disks:
-                uri = stack.enter_context(datapath.open_disk(vsphere, vm, view, disk, vddk_libdir="/tmp"))
+                uri = stack.enter_context(datapath.open_disk(vsphere, vm, view, disk, vddk_libdir=VDDK_LIBDIR))
                 target = os.path.join(work, f"{name}-{disk.key}.img")
                 with open(target, "wb") as handle:
                     handle.truncate(DISK)
@@ -196,11 +197,10 @@ def idle_module_s(lab, work):
     """One idle block_sync as Ansible runs a module: a fresh Python, its arguments on stdin."""
     args = {"ANSIBLE_MODULE_ARGS": {
         "hostname": lab["hostname"], "port": lab["port"], "username": lab["username"], "password": lab["password"],
-        "validate_certs": False, "cloud": "xms-lab", "vm_name": VMS[0], "vddk_libdir": "/tmp",
+        "validate_certs": False, "cloud": "xms-lab", "vm_name": VMS[0], "vddk_libdir": VDDK_LIBDIR,
         "state_dir": os.path.join(work, "module-state"),
     }}  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": COLLECTIONS, "OS_CLIENT_CONFIG_FILE": CLOUDS,
-           "PATH": os.path.join(ROOT, "lab", "vsphere", "bin") + os.pathsep + os.environ["PATH"]}  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": COLLECTIONS, "OS_CLIENT_CONFIG_FILE": CLOUDS}
     times = []
     for _round in range(3):
         started = time.monotonic()
@@ -231,8 +231,8 @@ def main():
                 reset_vm(vsphere, vm, openstack)
             fill_s = fill(lab)
             yardsticks = [yardstick(lab, work)]
-            lab_path = os.pathsep.join([os.path.join(ROOT, "lab", "vsphere", "bin"), BIN, os.environ["PATH"]])
-            os.environ["PATH"] = lab_path  # the VDDK stand-in first, as for the conversion hosts
+            lab_path = os.pathsep.join([BIN, os.environ["PATH"]])
+            os.environ["PATH"] = lab_path  # the venv's tools first, as for the conversion hosts
             via_snapshots_s = yardstick_via_snapshots(vsphere, vms, work)
             env = {**os.environ, "XMS_LAB_DIR": LAB, "PATH": lab_path}
             waves = []
@@ -301,7 +301,7 @@ def write_inventory(lab, hosts, work):
             "warm_migration_vcenter": {**{k: lab[k] for k in ("hostname", "port", "username")},
                                        "password": "{{ vcenter_password }}", "validate_certs": False},
             "warm_migration_cloud": {"cloud": "xms-lab"},
-            "warm_migration_data_path": {"vddk_libdir": "/tmp"},
+            "warm_migration_data_path": {"vddk_libdir": VDDK_LIBDIR},
         },
         "children": {
             "conversion_hosts": {"hosts": {h.name: h.inventory_vars(hosts.key) for h in hosts.hosts}},

@@ -122,9 +122,9 @@ print(json.dumps({
     "xms_collection_root": dest,
     "xms_lab_dir": lab_dir,
     "xms_vcenter": {k: lab[k] for k in ("hostname", "port", "username", "password")} | {"validate_certs": False},
-    "xms_data_path": {"state_dir": state, "vddk_libdir": state},
-    # The lab's VDDK stand-in first on PATH, as nbdkit-vddk would be installed on a conversion host.
-    "xms_environment": {"PATH": os.path.join(dest, "lab", "vsphere", "bin") + os.pathsep + os.environ["PATH"],
+    # The lab's VDDK (lab/vsphere/vddk), read by the collection's reader as a conversion host reads VMware's.
+    "xms_data_path": {"state_dir": state, "vddk_libdir": os.path.join(lab_dir, "vsphere", "vddk")},
+    "xms_environment": {"PATH": os.environ["PATH"],
                         "OS_CLIENT_CONFIG_FILE": os.path.join(lab_dir, "openstack", "clouds.yaml")},
 }))
 PY

@@ -113,7 +113,10 @@ def write_inventory(workdir: str, lab: dict, vms: list[str]) -> str:
             "vars": {
                 "warm_migration_vcenter": vcenter,
                 "warm_migration_cloud": {"cloud": "xms-lab"},
-                "warm_migration_data_path": {"state_dir": os.path.join(workdir, "state"), "vddk_libdir": workdir},
+                "warm_migration_data_path": {
+                    "state_dir": os.path.join(workdir, "state"),
+                    "vddk_libdir": os.path.join(LAB_DIR, "vsphere", "vddk"),
+                },
                 "ansible_connection": "local",
                 "ansible_python_interpreter": sys.executable,
             },
@@ -137,9 +140,7 @@ def write_inventory(workdir: str, lab: dict, vms: list[str]) -> str:
 
 def playbook(workdir: str, inventory_path: str, name: str, step: str, *extra: str) -> float:
     """Run playbooks/<name>.yml on the wave; returns its duration. Output goes to <workdir>/<step>.log."""
-    # The lab's VDDK stand-in (lab/vsphere/bin/nbdkit) comes first on PATH, as nbdkit-vddk would be installed.
-    path = os.path.join(ROOT, "lab", "vsphere", "bin") + os.pathsep + os.environ["PATH"]
-    env = {**os.environ, "PATH": path, "ANSIBLE_COLLECTIONS_PATH": COLLECTIONS, "OS_CLIENT_CONFIG_FILE": CLOUDS,
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": COLLECTIONS, "OS_CLIENT_CONFIG_FILE": CLOUDS,
            "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_HOST_KEY_CHECKING": "false"}  # fmt: skip
     book = os.path.join(ROOT, "playbooks", f"{name}.yml")
     argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", inventory_path,

@@ -26,7 +26,7 @@ Lab commands: ``start`` (images and daemons from lab.json), ``stop``,
 ``write VM KEY N [SIZE]`` (a running guest's writes), ``mark VM KEY OFFSET TEXT [LENGTH]``
 (a guest's write of a known plaintext), ``zero VM KEY OFFSET LENGTH``
 (a guest's TRIM or write-zeroes: the area becomes a hole of the disk),
-``view VM SNAP KEY SOCKET`` (exec qemu-nbd on a snapshot: the VDDK stand-in).
+``view VM SNAP KEY SOCKET`` (exec qemu-nbd on a snapshot: the yardstick the reader tests read the same view from).
 
 State (which epoch and sequence each disk is at, which snapshot has which
 sequence) is kept in state.json next to lab.json, under a file lock.
@@ -36,6 +36,7 @@ import fcntl
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -49,6 +50,7 @@ from storage_daemon import Qmp, wait_for_socket
 
 LAB = os.path.join(os.environ.get("XMS_LAB_DIR", "/var/lib/xms-lab"), "vsphere")
 WINDOW = 1 << 40  # bytes per QueryChangedDiskAreas answer: disks over 2 TiB need several calls
+VDDK = os.path.join(LAB, "vddk")  # the lab's VDDK (vddk/vixDiskLib.c): its lab.conf and snapshot markers
 
 
 def load(name):
@@ -169,12 +171,16 @@ def snapshot_create(vm_moref, snap_moref, cbt):
                 ids[key] = f"{disk['epoch']}/{disk['seq']}"
         daemon.cmd("transaction", actions=actions)
         state["snapshots"][snap_moref] = {"vm": name, "ids": ids}
+    with open(os.path.join(VDDK, "snapshots", snap_moref), "w"):
+        pass  # the lab's VDDK serves a snapshot while its marker exists
     answer({"change_ids": ids})
 
 
 def snapshot_remove(vm_moref, snap_moref):
     name, vm = vm_by_moref(vm_moref)
     daemon = Daemon(name)
+    with suppress(FileNotFoundError):  # first the marker: no VDDK read returns data of a dropped snapshot
+        os.unlink(os.path.join(VDDK, "snapshots", snap_moref))
     for key in vm["disks"]:
         with suppress(RuntimeError):  # already gone
             daemon.cmd("blockdev-snapshot-delete-internal-sync", device=f"d{key}", name=snap_moref)
@@ -284,6 +290,7 @@ def reconfigured(vm_moref, cbt, described):
             with os.fdopen(fd, "w") as handle:
                 json.dump(lab, handle, indent=1)
             os.replace(path + ".tmp", path)
+            write_vddk_conf(lab)
     answer({"clear_change_ids": cleared, "grown": grown, "added": added, "removed": removed})
 
 
@@ -341,9 +348,26 @@ def view_argv(vm_name, snap_moref, key, sock):
             f"driver=qcow2,file.driver=file,file.filename={image},file.locking=off"]  # fmt: skip
 
 
+def write_vddk_conf(lab):
+    """What the lab's VDDK knows (vddk/vixDiskLib.c): the vCenter, its credentials and certificate, each disk."""
+    os.makedirs(os.path.join(VDDK, "snapshots"), mode=0o700, exist_ok=True)
+    lines = [f"server\t{lab['hostname']}", f"user\t{lab['username']}", f"password\t{lab['password']}",
+             f"thumbprint\t{lab['thumbprint']}", f"snapshots\t{os.path.join(VDDK, 'snapshots')}",
+             f"qemu-nbd\t{shutil.which('qemu-nbd')}"]  # fmt: skip
+    for vm in lab["vms"].values():
+        lines += [f"disk\t{vm['moref']}\t{disk['file']}\t{disk['image']}" for disk in vm["disks"].values()]
+    path = os.path.join(VDDK, "lab.conf")
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    os.replace(path + ".tmp", path)
+
+
 def start():
-    """Create missing images and start a storage daemon per VM."""
-    for name, vm in load("lab.json")["vms"].items():
+    """Create missing images, start a storage daemon per VM, tell the lab's VDDK about them."""
+    lab = load("lab.json")
+    write_vddk_conf(lab)
+    for name, vm in lab["vms"].items():
         if vm["disks"]:
             start_vm(name, vm)
 

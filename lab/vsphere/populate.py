@@ -5,6 +5,7 @@ them the disks, NICs and quirks the tests need. The disk contents live in
 qcow2 images that cbt.py serves (vcsim's own disk files stay empty).
 """
 
+import hashlib
 import json
 import os
 import ssl
@@ -94,7 +95,9 @@ def main():
             if name not in by_name:
                 shape(by_name[spare.pop(0)], name, disks, mac, quirks)
         by_name = {vm.name: vm for vm in view.view}
-    lab = {"hostname": host, "port": port, "username": user, "password": password, "vms": {}}
+    der = ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate((host, port)))
+    thumbprint = ":".join(f"{b:02X}" for b in hashlib.sha1(der).digest())  # as VDDK and the adapter write it
+    lab = {"hostname": host, "port": port, "username": user, "password": password, "thumbprint": thumbprint, "vms": {}}
     for name, (disks, _mac, quirks) in LAB_VMS.items():
         vm = by_name[name]
         entry = {"moref": vm._moId, "disks": {}, **{k: v for k, v in quirks.items() if k == "guest_ignores_shutdown"}}

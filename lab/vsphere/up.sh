@@ -31,6 +31,22 @@ if [ ! -x "$bin" ]; then
   find "$LAB" -maxdepth 1 -name 'vcsim-*' ! -name "vcsim-$tag" -delete
 fi
 
+# The lab's VDDK (vddk/vixDiskLib.c), rebuilt when its source changes: <vddk_libdir>/lib64/libvixDiskLib.so.N
+# as VMware lays VDDK out, so nbdkit's vddk plugin and the collection's reader load it as they load VDDK.
+VDDK_VERSION=8.0.3
+lib=$LAB/vddk/lib64/libvixDiskLib.so.$VDDK_VERSION
+vddk_tag=$(cat "$HERE/vddk/vixDiskLib.c" "$HERE/vddk/vixDiskLib.h" | sha256sum | cut -c1-16)
+if [ "$(cat "$LAB/vddk/tag" 2>/dev/null)" != "$vddk_tag" ] || [ ! -s "$lib" ]; then
+  say "building the lab's VDDK"
+  mkdir -p "$LAB/vddk/lib64"
+  gcc -std=gnu11 -Wall -Wextra -Werror -O2 -fPIC -shared -fvisibility=hidden \
+    -Wl,-soname,libvixDiskLib.so.${VDDK_VERSION%%.*} -o "$lib.tmp" "$HERE/vddk/vixDiskLib.c" -lnbd -lpthread
+  mv "$lib.tmp" "$lib"
+  ln -sfn "libvixDiskLib.so.$VDDK_VERSION" "$LAB/vddk/lib64/libvixDiskLib.so.${VDDK_VERSION%%.*}"
+  ln -sfn "libvixDiskLib.so.${VDDK_VERSION%%.*}" "$LAB/vddk/lib64/libvixDiskLib.so"
+  echo "$vddk_tag" >"$LAB/vddk/tag"
+fi
+
 # A running lab is kept only if it runs this simulator and this VM layout; otherwise it starts over.
 shape=$(cat "$bin" "$HERE/populate.py" | sha256sum | cut -c1-16)
 # shellcheck source=lab/pidfile.sh
@@ -40,7 +56,8 @@ if pid_runs "$LAB/vcsim.pid" "$bin" && [ -s "$LAB/lab.json" ] \
   say "vcsim already runs"
 else
   bash "$HERE/down.sh"
-  rm -rf "$LAB/qsd" "$LAB/disks" "$LAB/state.json" "$LAB/lab.json" "$LAB/vcsim.url"  # vcsim forgets everything on restart
+  # vcsim forgets everything on restart
+  rm -rf "$LAB/qsd" "$LAB/disks" "$LAB/state.json" "$LAB/lab.json" "$LAB/vcsim.url" "$LAB/vddk/snapshots" "$LAB/vddk/run"
   "$PY" "$HERE/cbt.py" stop 2>/dev/null || true
   [ -s "$LAB/password" ] || (umask 077 && head -c 12 /dev/urandom | base64 | tr -d '/+=' >"$LAB/password")
   helper=$(printf '["%s", "%s"]' "$PY" "$HERE/cbt.py")

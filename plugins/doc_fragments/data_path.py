@@ -11,14 +11,26 @@ options:
     default: /var/lib/xms-warm-migration
   vddk_libdir:
     description:
-      - Where VMware's VDDK is unpacked on the conversion host, for nbdkit's C(vddk) plugin.
-      - VDDK is not redistributable; download it from VMware, as for virt-v2v.
+      - Where VMware's VDDK is unpacked on the conversion host (C(lib64/libvixDiskLib.so.N) below it), for the
+        reader O(vddk_reader) picks.
+      - VDDK is not redistributable; see C(docs/conversion-host.md) for how to obtain it, as for virt-v2v.
     type: path
     default: /opt/vmware-vix-disklib-distrib
   vddk_transports:
     description:
       - VDDK transport modes to try, colon-separated (for example C(hotadd:nbdssl)). Default is VDDK's choice.
     type: str
+  vddk_reader:
+    description:
+      - Which nbdkit plugin reads the source disks through VDDK; both take the same parameters.
+      - C(nbdkit-vddk) is nbdkit's own C(vddk) plugin (C(nbdkit-vddk-plugin) on RHEL and Fedora; Debian and Ubuntu
+        do not ship it).
+      - C(xms) is the collection's reader, run by nbdkit's Python plugin host (C(nbdkit-plugin-python)); it loads
+        VDDK from O(vddk_libdir) and reads each disk over several connections at once.
+      - C(auto) takes nbdkit's own plugin where the host has one, otherwise the collection's.
+    type: str
+    choices: [auto, nbdkit-vddk, xms]
+    default: auto
   attach_mode:
     description:
       - How the conversion host writes to the target volumes.

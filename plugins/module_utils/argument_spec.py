@@ -71,6 +71,7 @@ def data_path_argument_spec() -> Dict[str, Any]:
         "state_dir": {"type": "path", "default": "/var/lib/xms-warm-migration"},
         "vddk_libdir": {"type": "path", "default": "/opt/vmware-vix-disklib-distrib"},
         "vddk_transports": {"type": "str"},
+        "vddk_reader": {"type": "str", "default": "auto", "choices": ["auto", "nbdkit-vddk", "xms"]},
         "attach_mode": {"type": "str", "default": "brick", "choices": ["brick", "nova"]},
         "conversion_server": {"type": "str"},
         "bandwidth_limit": {"type": "int"},

@@ -66,7 +66,7 @@ attributes:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
-  - The conversion host needs nbdkit with the C(vddk) plugin and VMware's VDDK (see O(vddk_libdir)).
+  - The conversion host needs nbdkit with a VDDK reader (see O(vddk_reader)) and VMware's VDDK (see O(vddk_libdir)).
 """
 
 EXAMPLES = r"""

@@ -97,11 +97,3 @@ def sha256_file(path: str, length: int = 0) -> str:
             digest.update(chunk)
             remaining -= len(chunk)
     return digest.hexdigest()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def vddk_stand_in():
-    """nbdkit's vddk plugin is the vSphere lab's stand-in (lab/vsphere/bin); any other plugin is the real nbdkit."""
-    lab_bin = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "lab",
-                           "vsphere", "bin")  # fmt: skip
-    os.environ["PATH"] = lab_bin + os.pathsep + os.environ["PATH"]

@@ -44,6 +44,7 @@ PROGRAMS = {
     "promtool": "test",
     "debootstrap": "lab-guest",
     "go": "lab-vsphere",
+    "gcc": "lab-vsphere",  # the lab's VDDK (lab/vsphere/vddk)
     "keystone-manage": "lab-openstack",
     "barbican-manage": "lab-openstack",
     "cinder-volume": "lab-openstack",
@@ -67,7 +68,7 @@ def selection(*profiles: str) -> set:
 def owner(program: str):
     """(package, is part of Debian's base system) of the installed program, or None when not a dpkg file.
 
-    The checkout's own programs (the lab's VDDK stand-in first on PATH in these tests) are not
+    The checkout's own programs (its venv's tools, first on PATH in these tests) are not
     what a fresh machine installs: look past them."""
     system_path = os.pathsep.join([*(p for p in os.environ["PATH"].split(os.pathsep) if not p.startswith(ROOT)),
                                    "/usr/sbin", "/sbin"])  # fmt: skip

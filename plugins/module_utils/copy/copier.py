@@ -80,7 +80,7 @@ class CopyOptions:
     nbdcopy on a local source. Larger requests cost QEMU's NBD servers more, not
     less: serving 2 GiB of a qcow2 image, qemu-storage-daemon (a shipped seed's
     image) spent 2.2-2.4 CPU-s on 1 MiB reads and 0.8 on 512 KiB ones, qemu-nbd
-    (the lab's VDDK stand-in) 2.6-3.1 against 0.9-1.1; nbdkit the same for both.
+    (which the lab's VDDK reads) 2.6-3.1 against 0.9-1.1; nbdkit the same for both.
     On a conversion host whose cores a wave saturates, CPU per byte is speed.
     """
 

@@ -140,6 +140,7 @@ class DiskCopies:
                 server = DiskServer(
                     self.ctx.vsphere, self.ctx.vm, self.snap, self.disks_by_key[disk.disk_key],
                     vddk_libdir=self.settings.vddk_libdir, transports=self.settings.vddk_transports,
+                    reader=self.settings.vddk_reader,
                 )  # fmt: skip
                 started.append(_Starting(disk, plan, stale, server))
             for begun in started:

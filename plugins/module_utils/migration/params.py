@@ -24,6 +24,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.client 
     VSphereClient,
     VSphereConnection,
 )
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.datapath import Reader
 
 Params = Dict[str, Any]
 
@@ -136,6 +137,7 @@ def sync_settings(params: Params) -> SyncSettings:
         state_dir=params["state_dir"],
         vddk_libdir=params["vddk_libdir"],
         vddk_transports=params.get("vddk_transports"),
+        vddk_reader=Reader(params.get("vddk_reader") or "auto"),
         attach_mode=params["attach_mode"],
         conversion_server=params.get("conversion_server"),
         bandwidth_limit=params.get("bandwidth_limit"),

@@ -11,6 +11,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier imp
     CopyOptions,
     RateCap,
 )
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.datapath import Reader
 
 # Disks of one VM copied at once. vSphere serves each disk at about 1 Gbps over NFC, so a VM's
 # speed comes from reading its disks side by side; each copy holds its own buffer pool (32 MiB).
@@ -24,6 +25,7 @@ class SyncSettings:
     state_dir: str
     vddk_libdir: str = ""
     vddk_transports: Optional[str] = None
+    vddk_reader: Reader = Reader.AUTO
     attach_mode: str = "brick"
     conversion_server: Optional[str] = None
     quiesce: bool = False

@@ -228,7 +228,13 @@ def _export_locked(
             _create(path, fmt, capacity)
             with (
                 open_disk(
-                    vsphere, vm, snap, source, vddk_libdir=settings.vddk_libdir, transports=settings.vddk_transports
+                    vsphere,
+                    vm,
+                    snap,
+                    source,
+                    vddk_libdir=settings.vddk_libdir,
+                    transports=settings.vddk_transports,
+                    reader=settings.vddk_reader,
                 ) as uri,
                 layer.plain_view(path, layer.VolumeFormat(fmt)) as dest,
             ):

@@ -25,7 +25,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.client 
 
 from ..openstack.conftest import CLOUDS
 from ..vsphere import conftest as vsphere_conftest
-from ..vsphere.conftest import connection, lab_cmd, set_cbt
+from ..vsphere.conftest import VDDK_LIBDIR, connection, lab_cmd, set_cbt
 
 SOURCE_VM = "lab-vm-2"
 EVENTS_VM = "lab-vm-events"  # what events leave behind (grown disks, CBT resets) touches no other test
@@ -85,7 +85,7 @@ def target():
 
 @pytest.fixture
 def settings(tmp_path, lab):
-    return SyncSettings(state_dir=str(tmp_path / "state"), vddk_libdir=str(tmp_path))
+    return SyncSettings(state_dir=str(tmp_path / "state"), vddk_libdir=VDDK_LIBDIR)
 
 
 @pytest.fixture
@@ -131,7 +131,7 @@ def assert_volumes_equal_source(vsphere, vm, openstack, state):
     with cbt.sync_snapshot(vsphere, vm, purpose="verification") as snap:
         for disk in state.disks:
             source = disks[disk.disk_key]
-            with datapath.open_disk(vsphere, vm, snap, source, vddk_libdir="/tmp") as uri:
+            with datapath.open_disk(vsphere, vm, snap, source, vddk_libdir=VDDK_LIBDIR) as uri:
                 handle = nbd.NBD()
                 handle.connect_uri(uri)
                 want = sha256_of(handle.pread, source.capacity)

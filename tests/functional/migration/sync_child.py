@@ -19,6 +19,9 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.clien
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.client import VSphereClient, VSphereConnection
 
+# The lab's VDDK (lab/vsphere/vddk): what a conversion host's vddk_libdir names.
+VDDK_LIBDIR = os.path.join(os.environ.get("XMS_LAB_DIR", "/var/lib/xms-lab"), "vsphere", "vddk")
+
 
 @contextlib.contextmanager
 def lab_clients(lab_json: str, clouds: str, vm_name: str):
@@ -40,5 +43,5 @@ if __name__ == "__main__":
         options(*args, **kwargs), checkpoint_seconds=0.5
     )
     with lab_clients(lab_json, clouds, vm_name) as (vsphere, vm, openstack):
-        settings = disk_copies.SyncSettings(state_dir=state_dir, vddk_libdir=state_dir, bandwidth_limit=int(limit))
+        settings = disk_copies.SyncSettings(state_dir=state_dir, vddk_libdir=VDDK_LIBDIR, bandwidth_limit=int(limit))
         sync.run_sync(MigrationContext.read(vsphere, vm, openstack), settings)

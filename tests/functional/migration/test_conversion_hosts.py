@@ -18,6 +18,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.conte
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 
 from ..openstack.conftest import CLOUDS
+from ..vsphere.conftest import VDDK_LIBDIR
 from .conftest import assert_volumes_equal_source, lab_cmd, reset_vm, wave_playbooks
 from .conversion_hosts import ConversionHosts
 
@@ -52,7 +53,7 @@ def test_a_wave_runs_across_two_conversion_hosts_over_ssh(vsphere, openstack, la
                      "cutover_conversion": {"skip": True}, "seed_poll_interval": 2, "sync_poll_interval": 2,
                      "cutover_poll_interval": 2},
         },
-    }, {"vddk_libdir": "/tmp"})  # state_dir: the default, private per host  # fmt: skip
+    }, {"vddk_libdir": VDDK_LIBDIR})  # state_dir: the default, private per host  # fmt: skip
 
     ids = {name: MigrationContext.read(vsphere, vm).migration_id for name, vm in wave.items()}
     by_name = {h.name: h for h in hosts.hosts}
@@ -74,7 +75,7 @@ def test_a_wave_runs_across_two_conversion_hosts_over_ssh(vsphere, openstack, la
         assert_volumes_equal_source(vsphere, vm, openstack, state)
 
     # lab-vm-2 copied whole and slowly on its host, conv-b; meanwhile conv-a is asked to sync it.
-    slow = {"vddk_libdir": "/tmp", "bandwidth_limit": 4 << 20}
+    slow = {"vddk_libdir": VDDK_LIBDIR, "bandwidth_limit": 4 << 20}
     first = {}
     racing = threading.Thread(target=lambda: first.update(run=playbook(
         "sync", "--limit", "lab-vm-2", "-e", "sync_force_full=true", "-e",

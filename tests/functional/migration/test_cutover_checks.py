@@ -26,6 +26,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync 
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 
+from ..vsphere.conftest import VDDK_LIBDIR
 from .conftest import delete_migration, power_state
 
 VM = "lab-vm-1"
@@ -39,7 +40,7 @@ def seeded(vsphere, openstack, tmp_path_factory):
     delete_migration(openstack, migration_id)
     target = TargetSettings(volume_type="standard-ssd", availability_zone="az1",
                             network_map=[NetworkMapping(source="DC0_DVPG0", network="lab-net-a")])  # fmt: skip
-    sync = SyncSettings(state_dir=str(tmp_path_factory.mktemp("state")), vddk_libdir="/tmp")
+    sync = SyncSettings(state_dir=str(tmp_path_factory.mktemp("state")), vddk_libdir=VDDK_LIBDIR)
     initialize(MigrationContext.read(vsphere, vm, openstack), target)
     run_sync(MigrationContext.read(vsphere, vm, openstack), sync)
     yield vm, migration_id, target, sync
@@ -134,7 +135,7 @@ def test_a_project_without_instance_quota(vsphere, tmp_path):
     delete_migration(small, migration_id)
     target = TargetSettings(volume_type="standard-ssd", availability_zone="az1",
                             network_map=[NetworkMapping(source="DC0_DVPG0", network="small-net")])  # fmt: skip
-    sync = SyncSettings(state_dir=str(tmp_path / "state"), vddk_libdir="/tmp")
+    sync = SyncSettings(state_dir=str(tmp_path / "state"), vddk_libdir=VDDK_LIBDIR)
     try:
         initialize(MigrationContext.read(vsphere, vm, small), target)
         run_sync(MigrationContext.read(vsphere, vm, small), sync)

@@ -11,6 +11,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration impor
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 
+from ..vsphere.conftest import VDDK_LIBDIR
 from .conftest import assert_volumes_equal_source, reset_vm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -28,7 +29,8 @@ def playbook_run(lab, tmp_path, playbook):
            "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false"}  # fmt: skip
     book = os.path.join(HERE, "playbooks", playbook)
     argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), book,
-            "-e", f"vcenter_file={vcenter}", "-e", f"state_dir={tmp_path / 'state'}"]  # fmt: skip
+            "-e", f"vcenter_file={vcenter}", "-e", f"state_dir={tmp_path / 'state'}",
+            "-e", f"vddk_libdir={VDDK_LIBDIR}"]  # fmt: skip
     return argv, env
 
 

@@ -13,7 +13,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.copy.nbd_source
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 
-from ..vsphere.conftest import LAB_DIR
+from ..vsphere.conftest import LAB_DIR, VDDK_LIBDIR
 from .ansible_output import task_results
 from .conftest import lab_cmd, wave_playbooks
 
@@ -43,7 +43,7 @@ def test_a_long_seed_shows_its_progress_every_few_seconds_without_flooding(lab, 
     # The record's progress is refreshed every 10 s (the heartbeat): a seed capped to last ~25 s,
     # whatever the earlier tests left on the disks, is reported at least twice.
     limit = max(64 << 10, data_bytes(lab, VM) // 25)
-    run = playbooks(lab, tmp_path, {"vddk_libdir": "/tmp", "bandwidth_limit": limit})
+    run = playbooks(lab, tmp_path, {"vddk_libdir": VDDK_LIBDIR, "bandwidth_limit": limit})
     started = time.monotonic()
     done = run("seed")
     took = time.monotonic() - started
@@ -58,7 +58,7 @@ def test_a_long_seed_shows_its_progress_every_few_seconds_without_flooding(lab, 
 def test_a_sync_and_a_cutover_leave_nothing_on_stderr(lab, tmp_path, vsphere, openstack, vm_1):
     """Both copy: the guest writes before each, so volumes are attached through os-brick (whose
     connector probes NVMe and logs it) and nbdkit runs."""
-    run = playbooks(lab, tmp_path, {"vddk_libdir": "/tmp"})
+    run = playbooks(lab, tmp_path, {"vddk_libdir": VDDK_LIBDIR})
     run("seed")
     key = str(store.load(openstack, MigrationContext.read(vsphere, vm_1).migration_id).disks[0].disk_key)
     env = {"ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}

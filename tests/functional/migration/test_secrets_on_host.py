@@ -16,6 +16,7 @@ import sys
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 
 from ..openstack.conftest import CLOUDS
+from ..vsphere.conftest import VDDK_LIBDIR
 from .conftest import reset_vm
 from .test_modules import files_holding
 
@@ -28,7 +29,7 @@ def run(tmp_path, lab, vcenter: dict, playbook: str, secrets: str) -> str:
     """``playbooks/<playbook>.yml`` on VM, its conversion host this machine; Ansible keeps its remote files."""
     inventory_doc = {"all": {
         "vars": {"warm_migration_vcenter": vcenter, "warm_migration_cloud": {"cloud": "xms-lab"},
-                 "warm_migration_data_path": {"state_dir": str(tmp_path / "state"), "vddk_libdir": str(tmp_path)},
+                 "warm_migration_data_path": {"state_dir": str(tmp_path / "state"), "vddk_libdir": VDDK_LIBDIR},
                  "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
                  "warm_migration_volume_type": "standard-ssd", "warm_migration_availability_zone": "az1",
                  "warm_migration_network_map": [{"source": "DC0_DVPG0", "network": "lab-net-a"}]},
@@ -42,7 +43,6 @@ def run(tmp_path, lab, vcenter: dict, playbook: str, secrets: str) -> str:
         directory.mkdir(exist_ok=True)
     env = {**os.environ, **{k: str(v) for k, v in where.items()}, "ANSIBLE_KEEP_REMOTE_FILES": "1",
            "ANSIBLE_COLLECTIONS_PATH": COLLECTIONS, "OS_CLIENT_CONFIG_FILE": CLOUDS,
-           "PATH": os.path.join(ROOT, "lab", "vsphere", "bin") + os.pathsep + os.environ["PATH"],
            "ANSIBLE_LOCALHOST_WARNING": "false"}  # fmt: skip
     argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", str(path),
             "-e", f"@{secrets}", os.path.join(ROOT, "playbooks", f"{playbook}.yml")]  # fmt: skip

@@ -28,7 +28,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.shipp
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.cbt import SNAPSHOT_PREFIX
 
-from ..vsphere.conftest import set_cbt
+from ..vsphere.conftest import VDDK_LIBDIR, set_cbt
 from .conftest import EVENTS_VM, Writer, assert_volumes_equal_source, snapshot_names, wave_playbooks
 
 
@@ -208,7 +208,7 @@ def test_the_wave_playbooks_ship_a_seed(vsphere, events_vm, openstack, lab, tmp_
         "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
                  "warm_migration_volume_type": "standard-ssd", "warm_migration_availability_zone": "az1",
                  "warm_migration_network_map": [{"source": "DC0_DVPG0", "network": "lab-net-a"}]},
-    }}, {"state_dir": str(tmp_path / "state"), "vddk_libdir": str(tmp_path)})  # fmt: skip
+    }}, {"state_dir": str(tmp_path / "state"), "vddk_libdir": VDDK_LIBDIR})  # fmt: skip
 
     playbook("seed_export", "-e", f"ship_seed_root={tmp_path / 'shipping'}")
     carried = courier(tmp_path / "shipping", tmp_path)

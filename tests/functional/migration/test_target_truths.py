@@ -21,6 +21,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync 
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_for_write
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt, datapath, inventory
 
+from ..vsphere.conftest import VDDK_LIBDIR
 from .conftest import SOURCE_VM, assert_volumes_equal_source, lab_cmd
 
 MiB = 1 << 20
@@ -44,7 +45,7 @@ def source_image(vsphere, vm, disk_key, path):
     disk = {d.key: d for d in inventory.inventory(vsphere, vm).disks}[disk_key]
     with (
         cbt.sync_snapshot(vsphere, vm, purpose="verification") as snap,
-        datapath.open_disk(vsphere, vm, snap, disk, vddk_libdir="/tmp") as uri,
+        datapath.open_disk(vsphere, vm, snap, disk, vddk_libdir=VDDK_LIBDIR) as uri,
     ):
         handle = nbd.NBD()
         handle.connect_uri(uri)

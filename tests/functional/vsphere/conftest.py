@@ -1,4 +1,4 @@
-"""Fixtures for the vSphere lab: a logged-in client, lab VMs, the writer, the VDDK stand-in on PATH."""
+"""Fixtures for the vSphere lab: a logged-in client, lab VMs, the writer, the lab's VDDK."""
 
 import json
 import os
@@ -13,6 +13,8 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.client 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 LAB_DIR = os.path.join(os.environ.get("XMS_LAB_DIR", "/var/lib/xms-lab"), "vsphere")
 CBT = os.path.join(ROOT, "lab", "vsphere", "cbt.py")
+# The lab's VDDK (lab/vsphere/vddk, built by up.sh): what every test that reads a source disk gives as vddk_libdir.
+VDDK_LIBDIR = os.path.join(LAB_DIR, "vddk")
 
 
 @pytest.fixture(scope="session")

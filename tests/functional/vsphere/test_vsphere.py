@@ -18,7 +18,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors 
     VSphereAuthError,
 )
 
-from .conftest import add_disk, connection, grow_disk, lab_cmd, set_cbt
+from .conftest import VDDK_LIBDIR, add_disk, connection, grow_disk, lab_cmd, set_cbt
 
 GiB = 1 << 30
 
@@ -121,12 +121,12 @@ def test_open_disk_serves_the_point_in_time_while_the_guest_writes(client, tmp_p
     cbt.enable_cbt(client, vm)
     disk = inventory.inventory(client, vm).disks[0]
     with cbt.sync_snapshot(client, vm) as snap:
-        with datapath.open_disk(client, vm, snap, disk, vddk_libdir=str(tmp_path)) as uri:
+        with datapath.open_disk(client, vm, snap, disk, vddk_libdir=VDDK_LIBDIR) as uri:
             before = nbd_sha256(uri, disk.capacity)
             lab_cmd("write", "lab-vm-1", str(disk.key), "8")  # the running guest keeps writing
             assert nbd_sha256(uri, disk.capacity) == before
             workdir = os.path.dirname(uri.split("socket=")[1])
-            assert sorted(os.listdir(workdir)) == ["nbd.sock", "nbdkit.log"]  # no password file
+            assert sorted(os.listdir(workdir)) == ["nbd.sock", "nbdkit.log", "xms_vddk_reader.py"]  # no password file
             with open(os.path.join(workdir, "nbdkit.log"), "rb") as log:
                 assert client.conn.password.encode() not in log.read()
             for pid in filter(str.isdigit, os.listdir("/proc")):  # the password is on no command line
@@ -194,7 +194,7 @@ def test_a_grown_disk_is_a_real_resize_and_its_new_area_reads_as_zero(client):
         assert second.capacities[disk.key] == grown
         # vSphere reports nothing changed in the new area until the guest writes it: the client must copy it.
         assert cbt.changed_extents(client, vm, second, disk.key, since, grown) == []
-        with datapath.open_disk(client, vm, second, disk, vddk_libdir="/tmp") as uri:
+        with datapath.open_disk(client, vm, second, disk, vddk_libdir=VDDK_LIBDIR) as uri:
             handle = nbd.NBD()
             handle.connect_uri(uri)
             assert handle.get_size() == grown
@@ -236,21 +236,23 @@ def test_lab_disks_are_real_images():
     assert subprocess.run(["qemu-img", "--version"], capture_output=True, check=True).returncode == 0
 
 
-def test_a_missing_vddk_plugin_fails_clearly(client, monkeypatch, tmp_path):
-    """Debian's real nbdkit has no vddk plugin: without the lab's stand-in, open_disk must say so."""
-    lab_bin = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__)))), "lab")
-    monkeypatch.setenv("PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if lab_bin not in p))
+def test_a_missing_reader_or_vddk_fails_naming_the_option(client, tmp_path):
+    """Debian's nbdkit has no vddk plugin: auto picks the collection's reader, which needs VDDK in
+    vddk_libdir; asking for nbdkit's own plugin names vddk_reader."""
     vm = inventory.find_vm(client, name="lab-vm-1")
     disk = inventory.inventory(client, vm).disks[0]
-    with (
-        cbt.sync_snapshot(client, vm) as snap,
-        pytest.raises(DataPathError) as err,
-        datapath.open_disk(client, vm, snap, disk, vddk_libdir=str(tmp_path)),
-    ):
-        pass
-    assert "no vddk plugin" in str(err.value) and "Debian does not ship it" in str(err.value)
+    assert datapath.check_vddk(VDDK_LIBDIR).reader is datapath.Reader.XMS
+    with cbt.sync_snapshot(client, vm) as snap:
+        with pytest.raises(DataPathError) as err, datapath.open_disk(client, vm, snap, disk, vddk_libdir=str(tmp_path)):
+            pass
+        assert err.value.parameter == "vddk_libdir" and "lib64/libvixDiskLib.so.N" in str(err.value)
+        with (
+            pytest.raises(DataPathError) as err,
+            datapath.open_disk(client, vm, snap, disk, vddk_libdir=VDDK_LIBDIR, reader=datapath.Reader.NBDKIT_VDDK),
+        ):
+            pass
+        assert err.value.parameter == "vddk_reader" and "Ubuntu do not ship it" in str(err.value)
     with pytest.raises(DataPathError) as err:
-        monkeypatch.undo()
         datapath.check_vddk("/nonexistent/vddk")
     assert err.value.parameter == "vddk_libdir"
 
