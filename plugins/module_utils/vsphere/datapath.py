@@ -23,7 +23,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Sequence
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.common.waiter import Backoff, wait_for
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import vddk_reader
@@ -54,7 +54,7 @@ class ReaderChoice:
 
 
 def nbdkit_argv(client, vm, snapshot, disk, *, socket_path: str, password_fd: int, vddk_libdir: str,
-                transports: Optional[str] = None, plugin: List[str] = ("vddk",)) -> List[str]:  # fmt: skip
+                transports: Optional[str] = None, plugin: Sequence[str] = ("vddk",)) -> List[str]:  # fmt: skip
     """The nbdkit command line for one disk of one snapshot, the same for both readers; it holds no secret."""
     conn = client.conn
     argv = [
@@ -158,7 +158,7 @@ class DiskServer:
 
     def serving(self) -> str:
         """Wait until nbdkit serves; its NBD URI. Polled often: a connect to a unix socket costs nothing."""
-        wait_for(lambda: _serving(self.socket_path, self.proc, self.log_path), timeout=START_TIMEOUT,
+        wait_for(lambda: _serving(self.socket_path, self.proc, self.log_path, self.choice), timeout=START_TIMEOUT,
                  what=f"nbdkit to serve {self.label}", backoff=Backoff(initial=0.02, maximum=0.1))  # fmt: skip
         return f"nbd+unix:///?socket={self.socket_path}"
 
@@ -211,13 +211,14 @@ _VIX_FAULTS = {
 }
 
 
-def _serving(socket_path: str, proc: subprocess.Popen, log_path: str) -> bool:
+def _serving(socket_path: str, proc: subprocess.Popen, log_path: str, choice: ReaderChoice) -> bool:
     if proc.poll() is not None:
         with open(log_path, errors="replace") as log:
             tail = log.read()[-1500:].strip()
         code = re.findall(r"VIX error (\d+)", tail)
         parameter, hint = _VIX_FAULTS.get(int(code[-1]) if code else -1, (None, ""))
-        raise DataPathError(f"nbdkit exited ({proc.returncode}) before serving: {tail}", parameter=parameter,
+        raise DataPathError(f"nbdkit with {choice.why} exited ({proc.returncode}) before serving: {tail}",
+                            parameter=parameter,
                             hint=hint or "Check VDDK, the thumbprint and that the snapshot still exists")  # fmt: skip
     probe = socket.socket(socket.AF_UNIX)
     try:
