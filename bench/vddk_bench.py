@@ -17,6 +17,7 @@ allocated data; the holes are skipped by both, as a seed skips them).
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -97,7 +98,7 @@ def main() -> int:
                         rss.append(peak_rss_mib(uri.split("socket=")[1]))
                         copied = allocated_bytes(uri)
                     yardstick_s.append(nbdcopy_s(view, 4))
-    os.rmdir(work)
+    shutil.rmtree(work)
     for connections, (reader_s, yardstick_s, rss) in cases.items():
         print(json.dumps({
             "case": f"seed_{SIZE >> 30}GiB_through_the_xms_reader_{connections}_connection{'s' * (connections > 1)}",
