@@ -28,6 +28,7 @@ from checkout import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "lab", "demo"))
 LAB = os.environ.get("XMS_LAB_DIR", "/var/lib/xms-lab")
+VDDK_LIBDIR = os.path.join(LAB, "vsphere", "vddk")  # the lab's VDDK
 CBT = os.path.join(ROOT, "lab", "vsphere", "cbt.py")
 BLOCK = 256 << 10
 VM = "lab-vm-1"
@@ -79,7 +80,9 @@ def one_round(vsphere, openstack, settings, rate, pause=60, budget=None):
     reset_vm(vsphere, vm, openstack)
     target = TargetSettings(volume_type="standard-ssd", availability_zone="az1",
                             network_map=[NetworkMapping(source="DC0_DVPG0", network="lab-net-a")])  # fmt: skip
-    migration_id = initialize(MigrationContext.read(vsphere, vm, openstack), target).migration_id
+    migration_id = initialize(
+        MigrationContext.read(vsphere, vm, openstack), target, vddk_libdir=VDDK_LIBDIR
+    ).migration_id
     run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
     key = str(store.load(openstack, migration_id).disks[0].disk_key)
     stop = threading.Event()
@@ -126,7 +129,7 @@ def main() -> int:
     connection = VSphereConnection(hostname=lab["hostname"], port=lab["port"], username=lab["username"],
                                    password=lab["password"], validate_certs=False)  # fmt: skip
     settings = SyncSettings(state_dir=tempfile.mkdtemp(prefix="xms-bench-"), bandwidth_limit=4_000_000,
-                            vddk_libdir=os.path.join(LAB, "vsphere", "vddk"))  # the lab's VDDK  # fmt: skip
+                            vddk_libdir=VDDK_LIBDIR)  # fmt: skip
     with VSphereClient.connect(connection) as vsphere:
         for _warm_up in range(2):  # this host's shutdown and instance times, as its earlier cutovers would
             one_round(vsphere, openstack, settings, rates[0])

@@ -16,11 +16,11 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.power i
 
 
 def power_state(vsphere, vm) -> str:
-    return str(inventory._props(vsphere, vm, ["runtime.powerState"])["runtime.powerState"])
+    return str(inventory.properties(vsphere, vm, ["runtime.powerState"])["runtime.powerState"])
 
 
 def annotation(vsphere, vm) -> str:
-    return inventory._props(vsphere, vm, ["config"])["config"].annotation or ""
+    return inventory.properties(vsphere, vm, ["config"])["config"].annotation or ""
 
 
 def delete_migration(openstack, migration_id: str) -> None:

@@ -58,10 +58,11 @@ else
   bash "$HERE/down.sh"
   # vcsim forgets everything on restart
   rm -rf "$LAB/qsd" "$LAB/disks" "$LAB/state.json" "$LAB/lab.json" "$LAB/vcsim.url" "$LAB/vddk/snapshots" "$LAB/vddk/run"
+  mkdir -p "$LAB/disks"
   "$PY" "$HERE/cbt.py" stop 2>/dev/null || true
   [ -s "$LAB/password" ] || (umask 077 && head -c 12 /dev/urandom | base64 | tr -d '/+=' >"$LAB/password")
   helper=$(printf '["%s", "%s"]' "$PY" "$HERE/cbt.py")
-  XMS_LAB_VCENTER_PASSWORD=$(cat "$LAB/password") setsid "$bin" -listen 127.0.0.1:8989 -vms 6 -helper "$helper" -ready "$LAB/vcsim.url" >"$LAB/vcsim.log" 2>&1 &
+  XMS_LAB_VCENTER_PASSWORD=$(cat "$LAB/password") setsid "$bin" -listen 127.0.0.1:8989 -vms 6 -helper "$helper" -datastore-dir "$LAB/disks" -ready "$LAB/vcsim.url" >"$LAB/vcsim.log" 2>&1 &
   echo $! >"$LAB/vcsim.pid"
   for _ in $(seq 100); do [ -s "$LAB/vcsim.url" ] && break; sleep 0.1; done
   [ -s "$LAB/vcsim.url" ] || { say "vcsim did not start"; tail "$LAB/vcsim.log"; exit 1; }

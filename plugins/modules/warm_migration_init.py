@@ -11,8 +11,11 @@ short_description: Start the warm migration of a vSphere VM into OpenStack
 version_added: 0.1.0
 description:
   - Checks both sides first - the source VM (hardware version, no physical RDM or independent disks,
-    snapshots, VMware Tools) and the target (volume types, availability zones, quota for the volumes,
-    flavor, mapped networks, source MACs free on their target networks). Nothing is created unless
+    snapshots with their age, disks that need consolidation, datastore space for the seed snapshot's delta,
+    VMware Tools), the VDDK release in O(vddk_libdir) against the releases of vCenter and of the VM's ESXi
+    host (a VDDK release serves its own vSphere release and the two before it), and the target (volume
+    types, availability zones, quota for the volumes, flavor, mapped networks, source MACs free on their
+    target networks). Nothing is created unless
     every check passes; the checks are returned either way.
   - Enables Changed Block Tracking on the VM (and activates it), then creates one Cinder volume per
     source disk, rounded up to whole GiB, with the chosen volume type and availability zone, carrying
@@ -38,6 +41,13 @@ options:
     type: str
     choices: [manual, 15m, hourly, daily]
     default: manual
+  vddk_libdir:
+    description:
+      - Where VMware's VDDK is unpacked on the host that runs this module (the conversion host that will
+        seed the VM), as for M(xms.warm_migration.block_sync). Its release is checked against vCenter's and
+        the ESXi host's before anything changes.
+    type: path
+    default: /opt/vmware-vix-disklib-distrib
   removed_disks:
     description:
       - What becomes of the volume of a disk that was removed from the VM after the migration started.
@@ -66,6 +76,7 @@ EXAMPLES = r"""
     vm_name: web01
     datacenter: DC1
     volume_type: standard-ssd
+    vddk_libdir: /opt/vmware-vix-disklib-distrib
     disk_volume_types:
       Hard disk 2: archive-hdd
     availability_zone: az1
@@ -86,7 +97,8 @@ checks:
   returned: always
   type: list
   elements: dict
-  sample: [{"name": "volume_type", "ok": true, "message": "volume type standard-ssd exists"}]
+  sample: [{"name": "vddk", "ok": true, "message": "VDDK 8.0.3 serves vCenter 8.0.3 and ESXi 8.0.2 (host 'esx07')"},
+           {"name": "volume_type", "ok": true, "message": "volume type standard-ssd exists"}]
 volumes:
   description:
     - One entry per source disk - disk key, size, volume type, zone, and whether it existed before.
@@ -123,6 +135,7 @@ def main() -> None:
         **specs.source_vm_argument_spec(),
         **specs.target_argument_spec(),
         "cadence": {"type": "str", "default": "manual", "choices": ["manual", "15m", "hourly", "daily"]},
+        "vddk_libdir": specs.VDDK_LIBDIR,
         "removed_disks": {"type": "str", "default": "fail", "choices": [r.value for r in RemovedDisks]},
     }
     module = AnsibleModule(
@@ -136,7 +149,7 @@ def main() -> None:
     def body():
         target = mparams.target_settings(module.params)
         with mparams.module_context(module.params) as ctx:
-            outcome = initialize(ctx, target, check_mode=module.check_mode,
+            outcome = initialize(ctx, target, vddk_libdir=module.params["vddk_libdir"], check_mode=module.check_mode,
                                  removed_disks=RemovedDisks(module.params["removed_disks"]))  # fmt: skip
         for warning in outcome.warnings:
             module.warn(warning)

@@ -28,6 +28,7 @@ import (
 	"syscall"
 
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/types"
 )
 
@@ -221,8 +222,81 @@ func afterRevert(snapRef string) {
 	})
 }
 
+// setVCenterVersion makes vCenter report a release (about.version), as a real one of that release does.
+func setVCenterVersion(version string) {
+	si := simulator.Map.Get(vim25.ServiceInstance).(*simulator.ServiceInstance)
+	simulator.Map.WithLock(si, func() {
+		si.Content.About.Version = version
+		si.Content.About.FullName = "VMware vCenter Server " + version + " build-lab"
+	})
+}
+
+// setESXiVersion makes one host (or, with name "", every host) report an ESXi release in
+// config.product and summary.config.product, as a host of that release does.
+func setESXiVersion(name, version string) bool {
+	found := false
+	for _, entity := range simulator.Map.All("HostSystem") {
+		host := entity.(*simulator.HostSystem)
+		if name != "" && host.Name != name {
+			continue
+		}
+		found = true
+		simulator.Map.WithLock(host, func() {
+			product := host.Config.Product
+			product.Version = version
+			product.FullName = "VMware ESXi " + version + " build-lab"
+			host.Config.Product = product
+			host.Summary.Config.Product = &product
+		})
+	}
+	return found
+}
+
+// versions answers the lab's POST /lab/versions {"vcenter": "9.0.0"} or {"host": "DC0_H0", "esxi": "6.7.0"}:
+// the tests move vCenter and a host between releases to see the preflight's verdicts.
+func versions(w http.ResponseWriter, r *http.Request) {
+	var change struct{ VCenter, Host, ESXi string }
+	if err := json.NewDecoder(r.Body).Decode(&change); err != nil || r.Method != http.MethodPost {
+		http.Error(w, "POST a JSON object: vcenter, or host and esxi", http.StatusBadRequest)
+		return
+	}
+	if change.VCenter != "" {
+		setVCenterVersion(change.VCenter)
+	}
+	if change.ESXi != "" && !setESXiVersion(change.Host, change.ESXi) {
+		http.Error(w, "no host is named "+change.Host, http.StatusNotFound)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// refreshDatastores sets every datastore's capacity and free space from the file system that holds
+// the lab's disk images (where the VMs' data really lives), as vCenter reports its datastores'.
+// vcsim would subtract each disk's full size when it is created, thin or not.
+func refreshDatastores() {
+	var stat syscall.Statfs_t
+	if err := syscall.Statfs(datastoreDir, &stat); err != nil {
+		log.Printf("datastore space from %s: %v", datastoreDir, err)
+		return
+	}
+	for _, entity := range simulator.Map.All("Datastore") {
+		ds := entity.(*simulator.Datastore)
+		simulator.Map.WithLock(ds, func() {
+			ds.Summary.Capacity = int64(stat.Blocks * uint64(stat.Frsize))
+			ds.Summary.FreeSpace = int64(stat.Bavail * uint64(stat.Frsize))
+			ds.Info.GetDatastoreInfo().FreeSpace = ds.Summary.FreeSpace
+		})
+	}
+}
+
+var datastoreDir string
+
 func middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/lab/versions" {
+			versions(w, r)
+			return
+		}
 		body, _ := io.ReadAll(r.Body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		method, req := parse(body)
@@ -254,8 +328,10 @@ func middleware(next http.Handler) http.Handler {
 		switch method {
 		case "CreateSnapshot_Task":
 			afterSnapshot(req.This)
+			refreshDatastores()
 		case "ReconfigVM_Task":
 			afterReconfig(req.This)
+			refreshDatastores()
 		}
 	})
 }
@@ -266,6 +342,9 @@ func main() {
 	helperCmd := flag.String("helper", "", "the lab helper: a JSON list, the argv of lab/vsphere/cbt.py")
 	ready := flag.String("ready", "", "write the server URL here once serving")
 	username := flag.String("username", "migrator@vsphere.local", "the lab's vCenter user")
+	vcenterVersion := flag.String("vcenter-version", "8.0.3", "the release vCenter reports")
+	esxiVersion := flag.String("esxi-version", "8.0.3", "the release every ESXi host reports")
+	flag.StringVar(&datastoreDir, "datastore-dir", "", "the directory of the lab's disk images: the datastores' space is its file system's")
 	flag.Parse()
 	if err := json.Unmarshal([]byte(*helperCmd), &helper); err != nil || len(helper) == 0 {
 		log.Fatalf("-helper must be a JSON list: %v", err)
@@ -276,6 +355,12 @@ func main() {
 	if err := model.Create(); err != nil {
 		log.Fatal(err)
 	}
+	setVCenterVersion(*vcenterVersion)
+	setESXiVersion("", *esxiVersion)
+	if datastoreDir == "" {
+		log.Fatal("-datastore-dir must name the directory of the lab's disk images")
+	}
+	refreshDatastores()
 	// A login of our own: with vcsim's default one it would accept any password.
 	password := os.Getenv("XMS_LAB_VCENTER_PASSWORD")
 	if password == "" {

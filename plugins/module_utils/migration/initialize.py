@@ -27,6 +27,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.openstack impor
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt as vs_cbt
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import versions as vs_versions
 
 
 @dataclass
@@ -97,10 +98,14 @@ def initialize(
     ctx: MigrationContext,
     target: TargetSettings,
     *,
+    vddk_libdir: str,
     removed_disks: RemovedDisks = RemovedDisks.FAIL,
     check_mode: bool = False,
 ) -> InitOutcome:
     """Preflight, then (unless check mode) enable CBT and ensure the volumes and their record.
+
+    ``vddk_libdir`` is the VDDK of the host that runs this step (the conversion host): its release
+    must serve the vCenter's and the ESXi host's, or the first seed would fail after its snapshot.
 
     A rerun on a running migration is how its disk set follows the source: a disk added to the VM
     gets its volume (the next sync seeds it, the others go on incrementally), and a removed disk's
@@ -113,15 +118,19 @@ def initialize(
     inv, migration_id, openstack = ctx.inventory, ctx.migration_id, ctx.openstack
     warnings: List[str] = []
 
-    verdict = vs_inventory.preflight(inv)
+    verdict = vs_inventory.preflight(inv, vs_inventory.datastore_space(ctx.vsphere, ctx.vm))
+    vddk = vs_versions.vddk_verdict(vddk_libdir, vs_versions.read_versions(ctx.vsphere, ctx.vm))
     checks: List[Dict[str, object]] = [
-        {"name": "source", "ok": verdict.status != "fail", "message": "; ".join(verdict.reasons) or "ok"}
+        {"name": "source", "ok": verdict.status != "fail", "message": "; ".join(verdict.reasons) or "ok"},
+        {"name": "vddk", "ok": vddk.ok, "message": vddk.message},
     ]
     if verdict.status == "fail":
         raise PreflightError(
             f"VM '{inv.name}' cannot be migrated warm: {'; '.join(verdict.reasons)}",
             hint="Fix the source VM (see the reasons) and run again",
         )
+    if not vddk.ok:
+        raise PreflightError(vddk.message, parameter="vddk_libdir", hint=f"{vddk.hint}. Nothing was created")
     warnings.extend(verdict.reasons if verdict.status == "warn" else [])
 
     nics = nic_targets(inv, target)

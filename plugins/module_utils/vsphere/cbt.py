@@ -21,7 +21,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors 
     VSphereError,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.faults import VSphereFault
-from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.inventory import _props
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.inventory import properties
 
 try:
     from pyVmomi import vim, vmodl
@@ -55,7 +55,7 @@ def enable_cbt(client, vm) -> bool:
     Returns whether anything changed. "Enabled but not active" (no change id on
     the disks) is activated too.
     """
-    props = _props(client, vm, ["config"])
+    props = properties(client, vm, ["config"])
     config = props["config"]
     changed = False
     if not config.changeTrackingEnabled:
@@ -73,7 +73,7 @@ def enable_cbt(client, vm) -> bool:
 def remove_orphan_snapshots(client, vm) -> int:
     """Remove snapshots this tool left behind (by name prefix); returns how many."""
     removed = 0
-    for tree in _walk(_props(client, vm, ["snapshot"]).get("snapshot")):
+    for tree in _walk(properties(client, vm, ["snapshot"]).get("snapshot")):
         if tree.name.startswith(SNAPSHOT_PREFIX):
             client.wait_task(tree.snapshot.RemoveSnapshot_Task(removeChildren=False), f"removing snapshot {tree.name}")
             removed += 1
@@ -102,7 +102,7 @@ def sync_snapshot(client, vm, *, quiesce: bool = False, purpose: str = "sync") -
         # Quiescing needs working VMware Tools and VSS/fsfreeze; a crash-consistent snapshot still syncs correctly.
         ref = client.wait_task(vm.CreateSnapshot_Task(name, description, False, False), f"snapshot {name}")
     try:
-        config = _props(client, ref, ["config"])["config"]
+        config = properties(client, ref, ["config"])["config"]
         view = SnapshotView(ref=ref, name=name)
         for dev in config.hardware.device:
             if isinstance(dev, vim.vm.device.VirtualDisk):

@@ -8,6 +8,7 @@ snapshots) are simply absent instead of an error.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Tuple
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import VmNotFoundError
@@ -18,8 +19,14 @@ try:
 except ImportError:  # the client reports it
     vim = vmodl = None
 
-PROPERTIES = ["name", "config", "runtime.powerState", "guest.toolsRunningStatus", "snapshot"]
+PROPERTIES = ["name", "config", "runtime.powerState", "runtime.consolidationNeeded", "guest.toolsRunningStatus",
+              "snapshot"]  # fmt: skip
 MIN_HW_VERSION = 7  # CBT needs virtual hardware 7 or later
+GiB = 1 << 30
+# A seed's snapshot takes every write the guest makes while the seed reads, so its delta grows with the
+# seed, and a datastore that fills stuns the VM. Preflight fails below this share of the VM's disks on a
+# datastore free, and warns below the second.
+DELTA_FAIL_SHARE, DELTA_WARN_SHARE = 0.10, 0.25
 
 
 # How a BIOS meets the disk controllers (and so the order disks boot in when the VM names none):
@@ -72,6 +79,17 @@ class VmInventory:
     snapshot_count: int
     disks: List[Disk] = field(default_factory=list)
     nics: List[Nic] = field(default_factory=list)
+    oldest_snapshot: Optional[datetime] = None  # when the VM's oldest snapshot was taken
+    consolidation_needed: bool = False
+
+
+@dataclass(frozen=True)
+class DatastoreSpace:
+    """A datastore that holds disks of the VM: its space now."""
+
+    name: str
+    capacity: int
+    free: int
 
 
 @dataclass
@@ -86,7 +104,7 @@ def find_vm(client, *, name=None, datacenter=None, folder=None, uuid=None, moref
     if moref:
         vm = vim.VirtualMachine(moref, client.si._stub)
         try:
-            _props(client, vm, ["name"])
+            properties(client, vm, ["name"])
         except VSphereFault as err:
             if not isinstance(err.fault, vmodl.fault.ManagedObjectNotFound):
                 raise
@@ -149,7 +167,7 @@ def objects_in(client, root, kind, paths: List[str]) -> List[Tuple[Any, Dict[str
         view.Destroy()
 
 
-def _props(client, obj, paths: List[str]) -> Dict[str, Any]:
+def properties(client, obj, paths: List[str]) -> Dict[str, Any]:
     spec = vmodl.query.PropertyCollector.FilterSpec(
         objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=obj)],
         propSet=[vmodl.query.PropertyCollector.PropertySpec(type=type(obj), pathSet=paths)],
@@ -159,7 +177,7 @@ def _props(client, obj, paths: List[str]) -> Dict[str, Any]:
 
 
 def inventory(client, vm) -> VmInventory:
-    props = _props(client, vm, PROPERTIES)
+    props = properties(client, vm, PROPERTIES)
     config = props["config"]
     devices = config.hardware.device
     controllers = {d.key: d for d in devices if isinstance(d, vim.vm.device.VirtualController)}
@@ -194,7 +212,18 @@ def inventory(client, vm) -> VmInventory:
         power_state=str(props.get("runtime.powerState")), cbt_enabled=bool(config.changeTrackingEnabled),
         snapshot_count=_count(snapshot.rootSnapshotList) if snapshot else 0,
         disks=boot_order(disks, _boot_disk_keys(config)), nics=nics,
+        oldest_snapshot=min(_created(snapshot.rootSnapshotList), default=None) if snapshot else None,
+        consolidation_needed=bool(props.get("runtime.consolidationNeeded")),
     )  # fmt: skip
+
+
+def datastore_space(client, vm) -> List[DatastoreSpace]:
+    """Capacity and free space of each datastore the VM's files are on, as vCenter reports them."""
+    found = []
+    for ref in properties(client, vm, ["datastore"]).get("datastore") or []:
+        props = properties(client, ref, ["name", "summary.capacity", "summary.freeSpace"])
+        found.append(DatastoreSpace(props["name"], props["summary.capacity"], props["summary.freeSpace"]))
+    return found
 
 
 def boot_order(disks: List[Disk], boot_keys: List[int]) -> List[Disk]:
@@ -249,7 +278,11 @@ def _count(trees) -> int:
     return sum(1 + _count(t.childSnapshotList) for t in trees or [])
 
 
-def preflight(inv: VmInventory) -> Verdict:
+def _created(trees) -> List[datetime]:
+    return [when for t in trees or [] for when in [t.createTime, *_created(t.childSnapshotList)]]
+
+
+def preflight(inv: VmInventory, space: List[DatastoreSpace], now: Optional[datetime] = None) -> Verdict:
     """Can this VM be migrated warm? Fail blocks it; Warn is worth reading first."""
     fails, warns = [], []
     if inv.hw_version and inv.hw_version < MIN_HW_VERSION:
@@ -259,9 +292,38 @@ def preflight(inv: VmInventory) -> Verdict:
             fails.append(f"{disk.label} is a physical-mode RDM: snapshots and CBT cannot cover it")
         elif disk.independent:
             fails.append(f"{disk.label} is independent ({disk.disk_mode}): snapshots skip it, so it cannot be synced")
+    if inv.consolidation_needed:
+        fails.append("vCenter reports that the VM's disks need consolidation (a snapshot removal left delta files"
+                     " behind): consolidate them first (Snapshots > Consolidate); every sync takes and removes a"
+                     " snapshot on that chain")  # fmt: skip
+    fails_space, warns_space = _space_verdicts(inv, space)
+    fails.extend(fails_space)
     if inv.snapshot_count:
-        warns.append(f"the VM has {inv.snapshot_count} snapshot(s): consolidate them, long chains slow every sync")
+        age = ""
+        if inv.oldest_snapshot:
+            days = ((now or datetime.now(timezone.utc)) - inv.oldest_snapshot).days
+            age = f", the oldest taken {inv.oldest_snapshot:%Y-%m-%d} ({days} day(s) ago)"
+        warns.append(f"the VM has {inv.snapshot_count} snapshot(s){age}: delete or consolidate them before the"
+                     " seed; every sync reads through the chain and a long one slows it")  # fmt: skip
+    warns.extend(warns_space)
     if not inv.tools_running and inv.power_state == "poweredOn":
         warns.append("VMware Tools is not running: cutover cannot shut the guest down cleanly (power-off fallback)")
     status = "fail" if fails else ("warn" if warns else "pass")
     return Verdict(status, fails + warns)
+
+
+def _space_verdicts(inv: VmInventory, space: List[DatastoreSpace]) -> Tuple[List[str], List[str]]:
+    fails, warns = [], []
+    for ds in space:
+        size = sum(d.capacity for d in inv.disks if d.datastore == ds.name)
+        if not size:
+            continue
+        said = (f"datastore '{ds.name}' has {ds.free / GiB:.1f} GiB free for the seed snapshot's delta of"
+                f" {size / GiB:.1f} GiB of disks")  # fmt: skip
+        if ds.free < DELTA_FAIL_SHARE * size:
+            fails.append(f"{said}, under {DELTA_FAIL_SHARE:.0%} of them: a full datastore stuns the VM; free at least"
+                         f" {DELTA_FAIL_SHARE * size / GiB:.1f} GiB there (or move the VM's disks) first")  # fmt: skip
+        elif ds.free < DELTA_WARN_SHARE * size:
+            warns.append(f"{said}, under {DELTA_WARN_SHARE:.0%} of them: a guest that writes much during the seed"
+                         " could fill it; watch it while the seed runs")  # fmt: skip
+    return fails, warns

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.common.waiter import WaitTimeout, wait_for
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import PowerError
-from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.inventory import _props
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.inventory import properties
 
 MIGRATED_NOTE = "xms.warm_migration"
 
 
 def power_state(client, vm) -> str:
     """``poweredOn``, ``poweredOff`` or ``suspended``, read now (a remembered state can be wrong)."""
-    return str(_props(client, vm, ["runtime.powerState"]).get("runtime.powerState"))
+    return str(properties(client, vm, ["runtime.powerState"]).get("runtime.powerState"))
 
 
 def shutdown_guest(client, vm, *, timeout: float, power_off_fallback: bool) -> str:
@@ -49,7 +49,7 @@ def mark_migrated(client, vm, note: str) -> bool:
     """Put ``note`` into the VM's annotation so nobody powers the source on by mistake; idempotent."""
     from pyVmomi import vim
 
-    current = _props(client, vm, ["config"])["config"].annotation or ""
+    current = properties(client, vm, ["config"])["config"].annotation or ""
     if MIGRATED_NOTE in current:
         return False
     text = f"{note}\n{current}".strip()

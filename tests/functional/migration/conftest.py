@@ -14,8 +14,10 @@ from lab_reset import annotation, delete_migration, power_state, reset_vm  # lab
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import (
+    InitOutcome,
     NetworkMapping,
     TargetSettings,
+    initialize,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.settings import SyncSettings
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_for_write
@@ -81,6 +83,12 @@ def events_vm(vsphere, openstack):
 def target():
     return TargetSettings(volume_type="standard-ssd", availability_zone="az1",
                           network_map=[NetworkMapping(source="DC0_DVPG0", network="lab-net-a")])  # fmt: skip
+
+
+def start(vsphere, vm, openstack, target: TargetSettings, **options) -> InitOutcome:
+    """warm_migration_init as a conversion host with the lab's VDDK runs it, in a context of its own."""
+    options.setdefault("vddk_libdir", VDDK_LIBDIR)
+    return initialize(MigrationContext.read(vsphere, vm, openstack), target, **options)
 
 
 @pytest.fixture
@@ -175,7 +183,7 @@ def wave_playbooks(lab, tmp_path, children: dict, data_path: dict):
 
 
 def snapshot_names(vsphere, vm) -> list:
-    return sorted(t.name for t in cbt._walk(inventory._props(vsphere, vm, ["snapshot"]).get("snapshot")))
+    return sorted(t.name for t in cbt._walk(inventory.properties(vsphere, vm, ["snapshot"]).get("snapshot")))
 
 
 BLOCK = 256 << 10  # a guest write of the lab's writer

@@ -24,7 +24,6 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutov
     run_cutover,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import instance as os_instance
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_for_write
@@ -34,7 +33,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.insta
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.power import power_on
 
-from .conftest import annotation, assert_volumes_equal_source, lab_cmd, power_state, reset_vm
+from .conftest import annotation, assert_volumes_equal_source, lab_cmd, power_state, reset_vm, start
 
 
 @pytest.fixture
@@ -65,7 +64,7 @@ def test_a_cutover_failing_at_the_instance_resumes_there_without_copying_again(
     vsphere, cutover_vm, openstack, target, settings, instance_step_fails_once, inventory_reads
 ):
     vm = cutover_vm
-    migration_id = initialize(MigrationContext.read(vsphere, vm, openstack), target).migration_id
+    migration_id = start(vsphere, vm, openstack, target).migration_id
     run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
     disk_key = str(store.load(openstack, migration_id).disks[0].disk_key)
     lab_cmd("write", "lab-vm-1", disk_key, "4")  # the guest keeps writing until it is shut down
@@ -109,7 +108,7 @@ def test_a_cutover_failing_at_the_instance_resumes_there_without_copying_again(
 @pytest.mark.parametrize("cutover_vm", ["lab-vm-linux"], indirect=True)
 def test_the_lab_guest_is_converted_boot_checked_and_booted(vsphere, cutover_vm, openstack, target, settings):
     vm = cutover_vm
-    migration_id = initialize(MigrationContext.read(vsphere, vm, openstack), target).migration_id
+    migration_id = start(vsphere, vm, openstack, target).migration_id
     # The boot disk is on an LSI Logic SAS controller, the data disk on a PVSCSI one: boot disk first.
     assert [d.capacity for d in store.load(openstack, migration_id).disks] == [1 << 30, 16 << 20]
     run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
@@ -155,7 +154,7 @@ def test_a_failed_conversion_stays_retryable_and_the_rollback_powers_the_source_
     vsphere, cutover_vm, openstack, target, settings
 ):
     vm = cutover_vm
-    migration_id = initialize(MigrationContext.read(vsphere, vm, openstack), target).migration_id
+    migration_id = start(vsphere, vm, openstack, target).migration_id
     run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
     cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(timeout_s=900, log_dir=settings.state_dir))
     with pytest.raises(ConversionError) as err:  # lab-vm-2's disks hold test patterns, no operating system
@@ -201,7 +200,7 @@ def test_a_conversion_rerun_first_restores_the_volumes_a_stopped_conversion_wrot
     leaves are written here into a volume. The rerun copies the volumes whole from the stopped source before it
     converts again: after its own (again failing) conversion they equal the source."""
     vm = cutover_vm
-    migration_id = initialize(MigrationContext.read(vsphere, vm, openstack), target).migration_id
+    migration_id = start(vsphere, vm, openstack, target).migration_id
     run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
     cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(timeout_s=900, log_dir=settings.state_dir))
     with pytest.raises(ConversionError):
@@ -223,7 +222,7 @@ def test_a_source_powered_on_again_between_cutover_runs_is_shut_down_and_synced_
 ):
     """The record says "shut down", the VM runs: the rerun reads the power state, shuts it down, syncs again."""
     vm = cutover_vm
-    migration_id = initialize(MigrationContext.read(vsphere, vm, openstack), target).migration_id
+    migration_id = start(vsphere, vm, openstack, target).migration_id
     run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
     cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(skip=True), instance_timeout=300)
     with pytest.raises(InstanceError):
@@ -250,7 +249,7 @@ def test_a_failed_final_sync_leaves_the_source_off_in_cutover_and_says_what_to_r
     The guest wrote to that disk before it went down, so the final delta must write its volume
     (a disk with nothing to copy is never attached, and its volume's state would not matter)."""
     vm = cutover_vm
-    migration_id = initialize(MigrationContext.read(vsphere, vm, openstack), target).migration_id
+    migration_id = start(vsphere, vm, openstack, target).migration_id
     run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
     disk = store.load(openstack, migration_id).disks[0]
     volume_id = disk.volume_id

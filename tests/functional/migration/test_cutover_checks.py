@@ -18,7 +18,6 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.error
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import (
     NetworkMapping,
     TargetSettings,
-    initialize,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import Phase
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.settings import SyncSettings
@@ -27,7 +26,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.clien
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 
 from ..vsphere.conftest import VDDK_LIBDIR
-from .conftest import delete_migration, power_state
+from .conftest import delete_migration, power_state, start
 
 VM = "lab-vm-1"
 
@@ -41,7 +40,7 @@ def seeded(vsphere, openstack, tmp_path_factory):
     target = TargetSettings(volume_type="standard-ssd", availability_zone="az1",
                             network_map=[NetworkMapping(source="DC0_DVPG0", network="lab-net-a")])  # fmt: skip
     sync = SyncSettings(state_dir=str(tmp_path_factory.mktemp("state")), vddk_libdir=VDDK_LIBDIR)
-    initialize(MigrationContext.read(vsphere, vm, openstack), target)
+    start(vsphere, vm, openstack, target)
     run_sync(MigrationContext.read(vsphere, vm, openstack), sync)
     yield vm, migration_id, target, sync
     delete_migration(openstack, migration_id)
@@ -137,7 +136,7 @@ def test_a_project_without_instance_quota(vsphere, tmp_path):
                             network_map=[NetworkMapping(source="DC0_DVPG0", network="small-net")])  # fmt: skip
     sync = SyncSettings(state_dir=str(tmp_path / "state"), vddk_libdir=VDDK_LIBDIR)
     try:
-        initialize(MigrationContext.read(vsphere, vm, small), target)
+        start(vsphere, vm, small, target)
         run_sync(MigrationContext.read(vsphere, vm, small), sync)
         err = refused(vsphere, vm, small, migration_id, target, CutoverSettings(sync=sync))
         assert err.parameter == "cloud" and "quota instances" in str(err)

@@ -17,18 +17,17 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration impor
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import CutoverSettings, run_cutover
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import HostTimes
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import Phase
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import PowerError
 
-from .conftest import Writer, power_state
+from .conftest import Writer, power_state, start
 
 
 def prepared(vsphere, vm, openstack, target, settings):
     """Seeded at full speed, the host's step times known; returns (migration id, data disk key)."""
-    migration_id = initialize(MigrationContext.read(vsphere, vm, openstack), target).migration_id
+    migration_id = start(vsphere, vm, openstack, target).migration_id
     run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
     HostTimes(settings.state_dir).save(shutdown_s=2, instance_s=15)
     return migration_id, str(store.load(openstack, migration_id).disks[0].disk_key)

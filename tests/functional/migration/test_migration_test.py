@@ -17,7 +17,6 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PreflightError
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import HostTimes
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.rehearsal import (
     MigrationTestSettings,
@@ -31,7 +30,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.clien
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 
 from ..openstack.conftest import CLOUDS
-from .conftest import Writer, assert_volumes_equal_source, power_state, reset_vm
+from .conftest import Writer, assert_volumes_equal_source, power_state, reset_vm, start
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 COLLECTION_PARENT = sys.modules["ansible_collections"].__path__[0].rsplit("/ansible_collections", 1)[0]
@@ -69,7 +68,7 @@ def clones_available(openstack, migration_id):
 def test_a_clone_of_the_replica_boots_while_the_guest_writes_and_syncs_go_on(
     vsphere, guest, openstack, target, settings
 ):
-    migration_id = initialize(MigrationContext.read(vsphere, guest, openstack), target).migration_id
+    migration_id = start(vsphere, guest, openstack, target).migration_id
     run_sync(MigrationContext.read(vsphere, guest, openstack), settings)
     data_disk = str(store.load(openstack, migration_id).disks[1].disk_key)
     conversion = ConversionOptions(timeout_s=1800, log_dir=settings.state_dir)
@@ -129,7 +128,7 @@ def clones_held_by_this_host(openstack, migration_id):
 def test_a_test_killed_while_it_converts_is_removed_with_its_clones(vsphere, guest, openstack, target, settings):
     """The conversion host dies (kill -9 of the run and what it started) while the clones are attached to
     it: removing the test releases those attachments, and deletes the clones with the rest."""
-    migration_id = initialize(MigrationContext.read(vsphere, guest, openstack), target).migration_id
+    migration_id = start(vsphere, guest, openstack, target).migration_id
     run_sync(MigrationContext.read(vsphere, guest, openstack), settings)
     lab_json = os.path.join(os.environ["XMS_LAB_DIR"], "vsphere", "lab.json")
     child = subprocess.Popen(
@@ -166,7 +165,7 @@ def test_a_test_killed_while_it_converts_is_removed_with_its_clones(vsphere, gue
 def test_bad_input_is_refused_before_anything_is_created(
     vsphere, guest, openstack, target, settings, change, parameter, words
 ):
-    migration_id = initialize(MigrationContext.read(vsphere, guest, openstack), target).migration_id
+    migration_id = start(vsphere, guest, openstack, target).migration_id
     run_sync(MigrationContext.read(vsphere, guest, openstack), settings)
     test = MigrationTestSettings(sync=settings, network="lab-net-b", conversion=ConversionOptions(skip=True))
     for key, value in change.items():
@@ -179,7 +178,7 @@ def test_bad_input_is_refused_before_anything_is_created(
 
 def test_a_project_without_volume_quota_for_the_clones_is_refused(vsphere, guest, openstack, target, settings):
     """The project's gigabytes quota set (by the lab's admin) to what it uses: no room for the clones."""
-    migration_id = initialize(MigrationContext.read(vsphere, guest, openstack), target).migration_id
+    migration_id = start(vsphere, guest, openstack, target).migration_id
     run_sync(MigrationContext.read(vsphere, guest, openstack), settings)
     project = openstack.conn.current_project_id
     admin = OpenStackClient.connect(cloud="xms-admin").conn.block_storage
@@ -200,7 +199,7 @@ def test_a_project_without_volume_quota_for_the_clones_is_refused(vsphere, guest
 def test_removing_a_test_keeps_what_others_made_of_its_clones(vsphere, guest, openstack, target, settings):
     """Somebody snapshotted a clone, and made a volume carrying the test's tag (as Cinder's clone of a clone
     does): the removal refuses while the snapshot exists, then removes the test's own clones and never theirs."""
-    migration_id = initialize(MigrationContext.read(vsphere, guest, openstack), target).migration_id
+    migration_id = start(vsphere, guest, openstack, target).migration_id
     run_sync(MigrationContext.read(vsphere, guest, openstack), settings)
     test = MigrationTestSettings(sync=settings, network="lab-net-b", conversion=ConversionOptions(skip=True))
     run_test(MigrationContext.read(vsphere, guest, openstack), test)

@@ -5,10 +5,9 @@ import subprocess
 import sys
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
 
+from .conftest import start
 from .test_modules import playbook_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -18,7 +17,7 @@ SCRIPT = "<script>alert('xms')</script>"
 def test_hand_made_and_copied_records_are_reported_escaped_and_the_others_listed(
     vsphere, source, openstack, target, lab, tmp_path
 ):
-    migration_id = initialize(MigrationContext.read(vsphere, source, openstack), target).migration_id
+    migration_id = start(vsphere, source, openstack, target).migration_id
     real = os_volumes.find_volumes(openstack, migration_id)
     storage = openstack.conn.block_storage
     hand_made = storage.create_volume(size=1, name="xms-test-hand-made", metadata={

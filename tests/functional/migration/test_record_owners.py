@@ -14,12 +14,11 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration impor
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import CutoverSettings, run_cutover
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.info import set_schedule
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt
 
 from ..openstack.conftest import CLOUDS
-from .conftest import assert_volumes_equal_source
+from .conftest import assert_volumes_equal_source, start
 
 COLLECTIONS = sys.modules["ansible_collections"].__path__[0].rsplit("/ansible_collections", 1)[0]
 OTHER_HOST = f"""
@@ -75,7 +74,7 @@ def beat_often(monkeypatch):
 
 
 def test_a_pause_set_while_a_sync_runs_survives_the_sync(vsphere, source, openstack, target, settings, beat_often):
-    migration_id = initialize(MigrationContext.read(vsphere, source, openstack), target).migration_id
+    migration_id = start(vsphere, source, openstack, target).migration_id
     # The seed here: os-brick's first attach must happen on the main thread (as in a module), or
     # the worker thread that made it never ends. Then a full resync, throttled, to pause during.
     run_sync(MigrationContext.read(vsphere, source, openstack), settings)
@@ -102,7 +101,7 @@ def test_a_sync_holds_the_migration_through_every_long_phase(
     whole seconds, so a beat every 0.5 s changes the value it sees at least once a second."""
     stale_s = 3.0
     other_host = tmp_path / "other-host-state"
-    migration_id = initialize(MigrationContext.read(vsphere, source, openstack), target).migration_id
+    migration_id = start(vsphere, source, openstack, target).migration_id
     verdicts = []
 
     def long_phase(name):
@@ -150,7 +149,7 @@ def test_a_failing_heartbeat_write_neither_stalls_nor_aborts_the_copy(
         raise RuntimeError("503 Service Unavailable")
 
     monkeypatch.setattr(store, "save_heartbeat", cinder_answers_503)
-    migration_id = initialize(MigrationContext.read(vsphere, source, openstack), target).migration_id
+    migration_id = start(vsphere, source, openstack, target).migration_id
     settings.bandwidth_limit = 4 << 20  # about five seconds of seed: several beats fail on the way
     seed = run_sync(MigrationContext.read(vsphere, source, openstack), settings)
     assert seed.kind == "seed" and len(failed) >= 2
@@ -161,7 +160,7 @@ def test_a_failing_heartbeat_write_neither_stalls_nor_aborts_the_copy(
 def test_the_cutover_holds_the_migration_from_its_first_step_to_its_last(
     vsphere, vm_1, openstack, target, settings, beat_often, tmp_path
 ):
-    migration_id = initialize(MigrationContext.read(vsphere, vm_1, openstack), target).migration_id
+    migration_id = start(vsphere, vm_1, openstack, target).migration_id
     run_sync(MigrationContext.read(vsphere, vm_1, openstack), settings)
     cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(skip=True), instance_timeout=300)
     thread, box = in_background(lambda: run_cutover(MigrationContext.read(vsphere, vm_1, openstack), target, cutover))

@@ -21,11 +21,10 @@ import pytest
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.errors import ReadError
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import disk_copies, store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
 
 from ..openstack.conftest import CLOUDS
-from .conftest import assert_volumes_equal_source, lab_cmd
+from .conftest import assert_volumes_equal_source, lab_cmd, start
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 COLLECTION_PARENT = sys.modules["ansible_collections"].__path__[0].rsplit("/ansible_collections", 1)[0]
@@ -95,7 +94,7 @@ def watching_attachments(openstack, volume_ids, call):
 
 
 def test_the_disks_are_copied_at_once_and_an_idle_sync_attaches_nothing(vsphere, source, openstack, target, settings):
-    migration_id = initialize(MigrationContext.read(vsphere, source, openstack), target).migration_id
+    migration_id = start(vsphere, source, openstack, target).migration_id
     volume_ids = [d.volume_id for d in store.load(openstack, migration_id).disks]
     settings.bandwidth_limit = 2 << 20  # a few seconds of seed, shared by both disks
     seed, attached_at_once = watching_attachments(
@@ -125,7 +124,7 @@ def test_the_disks_are_copied_at_once_and_an_idle_sync_attaches_nothing(vsphere,
 
 def test_a_seed_holds_no_more_volumes_attached_than_parallel_disks(vsphere, source, openstack, target, settings):
     """A VM with more disks than parallel_disks (here 2 and 1): one volume attached at a time, and still equal."""
-    migration_id = initialize(MigrationContext.read(vsphere, source, openstack), target).migration_id
+    migration_id = start(vsphere, source, openstack, target).migration_id
     volume_ids = [d.volume_id for d in store.load(openstack, migration_id).disks]
     settings.bandwidth_limit, settings.parallel_disks = 4 << 20, 1
     seed, attached_at_once = watching_attachments(
@@ -141,7 +140,7 @@ def test_one_disk_failing_stops_the_others_and_the_rerun_resumes_every_disk(
     """The source of the smaller disk (4 MiB of data) dies part-way (its NBD server is killed, as an NFC
     connection to a lost ESXi host goes); the larger one (16 MiB), still copying, is stopped and keeps
     what it flushed."""
-    migration_id = initialize(MigrationContext.read(vsphere, source, openstack), target).migration_id
+    migration_id = start(vsphere, source, openstack, target).migration_id
     small = smaller_disk(store.load(openstack, migration_id))
     whole = planned_per_disk(run_sync(MigrationContext.read(vsphere, source, openstack), settings, check_mode=True))
     settings.bandwidth_limit = 1 << 20
@@ -168,7 +167,7 @@ def test_one_disk_failing_stops_the_others_and_the_rerun_resumes_every_disk(
 
 
 def test_a_sync_killed_while_its_disks_copy_resumes_every_disk(vsphere, source, openstack, target, settings, lab):
-    migration_id = initialize(MigrationContext.read(vsphere, source, openstack), target).migration_id
+    migration_id = start(vsphere, source, openstack, target).migration_id
     whole = planned_per_disk(run_sync(MigrationContext.read(vsphere, source, openstack), settings, check_mode=True))
     state_dir = Path(settings.state_dir)
     lab_json = os.path.join(os.environ["XMS_LAB_DIR"], "vsphere", "lab.json")

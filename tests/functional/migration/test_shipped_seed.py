@@ -14,9 +14,6 @@ import pytest
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.verify import digest_extents
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import shipped, store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import (
-    initialize,
-)
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import Phase
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.shipped import (
     MANIFEST,
@@ -29,7 +26,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync 
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.cbt import SNAPSHOT_PREFIX
 
 from ..vsphere.conftest import VDDK_LIBDIR, set_cbt
-from .conftest import EVENTS_VM, Writer, assert_volumes_equal_source, snapshot_names, wave_playbooks
+from .conftest import EVENTS_VM, Writer, assert_volumes_equal_source, snapshot_names, start, wave_playbooks
 
 
 def courier(source, tmp_path, name="target-site"):
@@ -47,7 +44,7 @@ def our_snapshots(vsphere, vm):
 def test_a_seed_exported_while_the_guest_writes_is_carried_imported_and_caught_up_by_one_incremental(
     vsphere, events_vm, openstack, target, settings, tmp_path, fmt
 ):
-    migration_id = initialize(MigrationContext.read(vsphere, events_vm, openstack), target).migration_id
+    migration_id = start(vsphere, events_vm, openstack, target).migration_id
     key = str(store.load(openstack, migration_id).disks[0].disk_key)
     with Writer(EVENTS_VM, key, 1_000_000):
         exported = export_seed(MigrationContext.read(vsphere, events_vm), str(tmp_path / "source-site"), fmt, settings)
@@ -73,7 +70,7 @@ def test_a_seed_exported_while_the_guest_writes_is_carried_imported_and_caught_u
 def test_a_carried_seed_that_cannot_be_used_is_refused_before_anything_changes(
     vsphere, events_vm, openstack, target, settings, tmp_path
 ):
-    migration_id = initialize(MigrationContext.read(vsphere, events_vm, openstack), target).migration_id
+    migration_id = start(vsphere, events_vm, openstack, target).migration_id
     exported = export_seed(
         MigrationContext.read(vsphere, events_vm), str(tmp_path / "source-site"), "raw", settings
     ).manifest
@@ -129,7 +126,7 @@ def test_a_carried_seed_proves_identity_and_with_a_key_authenticity_and_is_check
     """Entries swapped between disks (each digest valid for its own file), planted data with digests recomputed
     (what anyone can do without the sites' key), a qcow2 pointing at another file of the host, and a file
     changed after the check: none is imported, and no change id of a wrong disk is recorded."""
-    migration_id = initialize(MigrationContext.read(vsphere, events_vm, openstack), target).migration_id
+    migration_id = start(vsphere, events_vm, openstack, target).migration_id
     key = b"a secret both sites hold"
     source = tmp_path / "source-site"
     exported = export_seed(MigrationContext.read(vsphere, events_vm), str(source), "raw", settings, key=key).manifest

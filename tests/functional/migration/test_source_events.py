@@ -4,6 +4,8 @@ Each test ends by comparing every volume with its source disk byte for byte. The
 events VM, so that what the events leave behind (grown disks) never changes the other tests' VMs.
 """
 
+import re
+
 import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import ConversionOptions
@@ -13,7 +15,6 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutov
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError, PreflightError
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import (
     RemovedDisks,
-    initialize,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
@@ -22,13 +23,13 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.error
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt, inventory
 
 from ..vsphere.conftest import add_disk, grow_disk, remove_disk, set_cbt
-from .conftest import EVENTS_VM, assert_volumes_equal_source, lab_cmd, power_state, snapshot_names
+from .conftest import EVENTS_VM, assert_volumes_equal_source, lab_cmd, power_state, snapshot_names, start
 
 MiB, GiB = 1 << 20, 1 << 30
 
 
 def seeded(vsphere, vm, openstack, target, settings) -> str:
-    migration_id = initialize(MigrationContext.read(vsphere, vm, openstack), target).migration_id
+    migration_id = start(vsphere, vm, openstack, target).migration_id
     assert run_sync(MigrationContext.read(vsphere, vm, openstack), settings).kind == "seed"
     return migration_id
 
@@ -121,7 +122,7 @@ def test_a_volume_that_cannot_grow_stops_the_sync_before_any_copy(vsphere, event
 def operator_snapshot(vsphere, vm, name: str):
     """Take a snapshot as an operator would (vCenter's client, not this collection)."""
     vsphere.wait_task(vm.CreateSnapshot_Task(name, "taken by the operator", False, False), f"snapshot {name}")
-    return next(t.snapshot for t in cbt._walk(inventory._props(vsphere, vm, ["snapshot"]).get("snapshot"))
+    return next(t.snapshot for t in cbt._walk(inventory.properties(vsphere, vm, ["snapshot"]).get("snapshot"))
                 if t.name == name)  # fmt: skip
 
 
@@ -130,8 +131,9 @@ def test_an_operators_snapshots_are_warned_about_never_touched_and_syncs_stay_co
 ):
     operator_snapshot(vsphere, events_vm, "operator-before-patch")
     try:
-        init = initialize(MigrationContext.read(vsphere, events_vm, openstack), target)
-        assert any("snapshot" in w for w in init.warnings)
+        init = start(vsphere, events_vm, openstack, target)
+        dated = re.compile(r"1 snapshot\(s\), the oldest taken \d{4}-\d\d-\d\d \(0 day\(s\) ago\)")  # vCenter's time
+        assert any(dated.search(w) for w in init.warnings)
         assert run_sync(MigrationContext.read(vsphere, events_vm, openstack), settings).kind == "seed"
         key = str(store.load(openstack, init.migration_id).disks[0].disk_key)
         lab_cmd("write", EVENTS_VM, key, "6")
@@ -186,7 +188,7 @@ def test_a_disk_added_then_one_removed_after_the_seed_follow_the_documented_path
                     CutoverSettings(sync=settings, conversion=ConversionOptions(skip=True)))  # fmt: skip
     assert power_state(vsphere, events_vm) == "poweredOn"
 
-    init = initialize(MigrationContext.read(vsphere, events_vm, openstack), target)
+    init = start(vsphere, events_vm, openstack, target)
     assert init.changed and [d.disk_key for d in init.state.disks] == [*(d.disk_key for d in state.disks), added]
     sync = run_sync(MigrationContext.read(vsphere, events_vm, openstack), settings)
     assert [d["kind"] for d in sync.disks] == ["incremental", "incremental", "seed"]
@@ -195,10 +197,10 @@ def test_a_disk_added_then_one_removed_after_the_seed_follow_the_documented_path
     gone = state.disks[1]
     remove_disk(vsphere, events_vm, gone.disk_key)
     with pytest.raises(PreflightError) as err:  # nothing is dropped unless the operator says how
-        initialize(MigrationContext.read(vsphere, events_vm, openstack), target)
+        start(vsphere, events_vm, openstack, target)
     assert err.value.parameter == "removed_disks" and gone.volume_id in str(err.value)
     assert gone.volume_id in {v.id for v in os_volumes.find_volumes(openstack, migration_id)}
-    kept = initialize(MigrationContext.read(vsphere, events_vm, openstack), target, removed_disks=RemovedDisks.KEEP)
+    kept = start(vsphere, events_vm, openstack, target, removed_disks=RemovedDisks.KEEP)
     assert kept.changed and gone.disk_key not in [d.disk_key for d in kept.state.disks]
     volume = openstack.conn.block_storage.get_volume(gone.volume_id)  # kept, without its record
     assert not any(k.startswith("xms_") for k in volume.metadata)

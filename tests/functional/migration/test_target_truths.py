@@ -16,13 +16,12 @@ import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import initialize
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_for_write
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt, datapath, inventory
 
 from ..vsphere.conftest import VDDK_LIBDIR
-from .conftest import SOURCE_VM, assert_volumes_equal_source, lab_cmd
+from .conftest import SOURCE_VM, assert_volumes_equal_source, lab_cmd, start
 
 MiB = 1 << 20
 MARKER = "XMS-LAB-PLAINTEXT-7c1e"
@@ -65,7 +64,7 @@ def encrypted(target):
 def test_an_encrypted_volume_type_holds_the_source_in_plaintext_only_under_the_clouds_key(
     vsphere, source, openstack, encrypted, settings, tmp_path
 ):
-    migration_id = initialize(MigrationContext.read(vsphere, source, openstack), encrypted).migration_id
+    migration_id = start(vsphere, source, openstack, encrypted).migration_id
     state = store.load(openstack, migration_id)
     key = str(state.disks[0].disk_key)
     lab_cmd("mark", SOURCE_VM, key, str(5 * MiB), "copied-by-the-seed")
@@ -99,7 +98,7 @@ def test_an_encrypted_volume_type_holds_the_source_in_plaintext_only_under_the_c
 
 def test_a_replica_snapshotted_in_cinder_is_synced_into_its_qcow2_overlay(vsphere, source, openstack, target, settings):
     """Cinder's NFS driver makes a snapshot's volume file the backing of a new qcow2 active file."""
-    migration_id = initialize(MigrationContext.read(vsphere, source, openstack), target).migration_id
+    migration_id = start(vsphere, source, openstack, target).migration_id
     run_sync(MigrationContext.read(vsphere, source, openstack), settings)
     disk = store.load(openstack, migration_id).disks[0]
     before = volume_file(disk.volume_id)
@@ -124,7 +123,7 @@ def test_the_volume_past_its_disks_end_reads_zero_after_a_seed(vsphere, source, 
     """Volumes come in whole GiB: a 48 MiB disk's volume has 976 MiB past the disk that no copy writes. A reused
     volume (old bytes written there first, as a block back-end that does not zero would show) reads zero there
     after the seed, as the guest will see it once its instance boots."""
-    migration_id = initialize(MigrationContext.read(vsphere, source, openstack), target).migration_id
+    migration_id = start(vsphere, source, openstack, target).migration_id
     disk = store.load(openstack, migration_id).disks[0]
     with attach_for_write(openstack, disk.volume_id) as path, open(path, "r+b") as volume:
         volume.seek(0, os.SEEK_END)

@@ -2,9 +2,12 @@
 
 import json
 import os
+import ssl
 import subprocess
 import sys
+import urllib.request
 import uuid
+from contextlib import contextmanager
 
 import pytest
 
@@ -36,6 +39,26 @@ def connection(lab, **override):
 def client(lab):
     with VSphereClient.connect(connection(lab)) as session:
         yield session
+
+
+LAB_RELEASE = "8.0.3"  # what vcsim reports for vCenter and every host unless a test moves them (lab/vsphere/up.sh)
+
+
+@contextmanager
+def releases(lab, *, vcenter=None, host=None, esxi=None):
+    """vCenter, or one ESXi host, reporting another release for the block (lab/vsphere/vcsim: /lab/versions)."""
+
+    def post(change):
+        request = urllib.request.Request(f"https://{lab['hostname']}:{lab['port']}/lab/versions", method="POST",
+                                         data=json.dumps(change).encode(),
+                                         headers={"Content-Type": "application/json"})  # fmt: skip
+        urllib.request.urlopen(request, context=ssl._create_unverified_context(), timeout=10).close()
+
+    post({"vcenter": vcenter, "host": host, "esxi": esxi})
+    try:
+        yield
+    finally:
+        post({"vcenter": LAB_RELEASE if vcenter else None, "host": host, "esxi": LAB_RELEASE if esxi else None})
 
 
 def lab_cmd(*args):

@@ -18,7 +18,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors 
     VSphereAuthError,
 )
 
-from .conftest import VDDK_LIBDIR, add_disk, connection, grow_disk, lab_cmd, set_cbt
+from .conftest import LAB_DIR, VDDK_LIBDIR, add_disk, connection, grow_disk, lab_cmd, set_cbt
 
 GiB = 1 << 30
 
@@ -78,11 +78,21 @@ def test_inventory_describes_disks_and_nics(client, lab):
 
 
 def test_preflight_fails_an_independent_disk_and_passes_a_plain_vm(client):
-    indep = inventory.inventory(client, inventory.find_vm(client, name="lab-vm-indep"))
-    verdict = inventory.preflight(indep)
+    vm = inventory.find_vm(client, name="lab-vm-indep")
+    verdict = inventory.preflight(inventory.inventory(client, vm), inventory.datastore_space(client, vm))
     assert verdict.status == "fail" and any("independent" in r for r in verdict.reasons)
-    plain = inventory.preflight(inventory.inventory(client, inventory.find_vm(client, name="lab-vm-2")))
+    vm = inventory.find_vm(client, name="lab-vm-2")
+    plain = inventory.preflight(inventory.inventory(client, vm), inventory.datastore_space(client, vm))
     assert plain.status in ("pass", "warn") and not any("independent" in r for r in plain.reasons)
+
+
+def test_datastore_space_is_the_lab_file_systems(client, lab):
+    """vCenter reports its datastores' space; the lab's is that of the file system holding its disk images."""
+    space = inventory.datastore_space(client, inventory.find_vm(client, name="lab-vm-2"))
+    disks = os.statvfs(os.path.join(LAB_DIR, "disks"))
+    assert [ds.name for ds in space] == ["LocalDS_0"]
+    assert space[0].capacity == disks.f_blocks * disks.f_frsize
+    assert abs(space[0].free - disks.f_bavail * disks.f_frsize) < 1 << 30  # as of the lab's last reconfigure
 
 
 def test_enabling_cbt_is_idempotent_and_leaves_no_snapshot(client):

@@ -1,6 +1,22 @@
-"""Source preflight on inventories the lab cannot produce (vcsim panics on raw device mappings)."""
+"""Source preflight on inventories the lab cannot produce (vcsim panics on raw device mappings, never
+needs consolidation, and its datastore is the lab's file system, which a test must not fill)."""
 
-from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.inventory import Disk, VmInventory, preflight
+from datetime import datetime, timedelta, timezone
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.inventory import (
+    DatastoreSpace,
+    Disk,
+    VmInventory,
+)
+
+GiB = 1 << 30
+ROOMY = [DatastoreSpace("ds", capacity=1000 * GiB, free=500 * GiB)]
+NOW = datetime(2026, 12, 4, 12, 0, tzinfo=timezone.utc)
+
+
+def preflight(inv, space=None):
+    return inventory.preflight(inv, ROOMY if space is None else space, now=NOW)
 
 
 def disk(**overrides):
@@ -37,6 +53,30 @@ def test_old_virtual_hardware_fails():
 def test_snapshots_and_stopped_tools_warn():
     verdict = preflight(vm(snapshot_count=2, tools_running=False))
     assert verdict.status == "warn" and len(verdict.reasons) == 2
+
+
+def test_snapshots_are_counted_and_dated():
+    verdict = preflight(vm(snapshot_count=3, oldest_snapshot=NOW - timedelta(days=40, hours=3)))
+    assert verdict.status == "warn"
+    assert "3 snapshot(s), the oldest taken 2026-10-25 (40 day(s) ago)" in verdict.reasons[0]
+
+
+def test_disks_that_need_consolidation_fail():
+    verdict = preflight(vm(consolidation_needed=True))
+    assert verdict.status == "fail" and "consolidat" in verdict.reasons[0]
+
+
+def test_datastore_space_for_the_seed_snapshot_delta():
+    """Under 10% of the VM's disks free on their datastore fails, under 25% warns; other datastores do not count."""
+    big = vm(disks=[disk(capacity=100 * GiB), disk(key=2001, label="Hard disk 2", capacity=100 * GiB, datastore="b")])
+    tight = preflight(big, [DatastoreSpace("ds", 1000 * GiB, 9 * GiB), DatastoreSpace("b", 1000 * GiB, 50 * GiB)])
+    assert tight.status == "fail" and len(tight.reasons) == 1
+    assert "datastore 'ds' has 9.0 GiB free" in tight.reasons[0] and "at least 10.0 GiB" in tight.reasons[0]
+    low = preflight(big, [DatastoreSpace("ds", 1000 * GiB, 20 * GiB), DatastoreSpace("b", 1000 * GiB, 50 * GiB)])
+    assert low.status == "warn" and "datastore 'ds' has 20.0 GiB free" in low.reasons[0]
+    unrelated = [DatastoreSpace("ds", 1000 * GiB, 500 * GiB), DatastoreSpace("b", 1000 * GiB, 50 * GiB),
+                 DatastoreSpace("iso", 10 * GiB, 0)]  # fmt: skip
+    assert preflight(big, unrelated).status == "pass"
 
 
 def test_failures_come_before_warnings():
