@@ -2,14 +2,21 @@
 
 The first disk of lab-vm-bench-1 gets SIZE of random data through the lab's live export (the
 rest stays a hole), then one snapshot of the VM is taken. Each round copies that disk with
-``nbdcopy`` to ``null:`` twice, alternating: through nbdkit + the collection's reader
+``nbdcopy`` to ``null:`` in the copy engine's request size (``CopyOptions.request_size``, 512 KiB:
+what a seed asks the reader for) twice, alternating: through nbdkit + the collection's reader
 (``vddk_reader: xms``, opened by the adapter's ``open_disk``) + the lab's VDDK, and, as the
 yardstick, straight from ``qemu-nbd`` on the same internal snapshot (``lab/vsphere/cbt.py view``),
 which is what the lab's VDDK itself reads. Both with 4 connections, then the reader with 1.
 
+The lab's VDDK reads that view over NBD itself, so the reader's path has one NBD hop more than the
+yardstick (qemu-nbd -> the lab's VDDK in nbdkit -> nbdcopy), which real VDDK replaces with NFC from
+ESXi. A second yardstick shows what that hop costs: nbdkit's own C ``nbd`` plugin relaying the same
+view (the same hop, no reader); ``reader_vs_relay`` is relay_s / reader_s, the reader's own cost.
+
     XMS_LAB_DIR=/var/lib/xms-lab .venv/bin/python bench/vddk_bench.py [ROUNDS]
 
 Prints one JSON object per case: ``ratio`` = yardstick_s / reader_s (goal >= 0.8 with 4 connections),
+``reader_vs_relay`` as above (both medians of per-round ratios),
 ``peak_rss_mib`` of the nbdkit process (its Python host and the reader), ``bytes`` copied (the
 allocated data; the holes are skipped by both, as a seed skips them).
 """
@@ -25,6 +32,7 @@ import time
 
 from checkout import ROOT
 
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier import CopyOptions
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt, datapath, inventory
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.client import (
     VSphereClient,
@@ -35,12 +43,13 @@ LAB = os.environ.get("XMS_LAB_DIR", "/var/lib/xms-lab")
 VDDK_LIBDIR = os.path.join(LAB, "vsphere", "vddk")
 CBT = os.path.join(ROOT, "lab", "vsphere", "cbt.py")
 VM = "lab-vm-bench-1"
-SIZE = 1 << 30
+SIZE = 2 << 30  # the whole disk
+REQUEST = CopyOptions().request_size
 
 
 def nbdcopy_s(uri: str, connections: int) -> float:
     started = time.monotonic()
-    subprocess.run(["nbdcopy", f"--connections={connections}", uri, "null:"], check=True)
+    subprocess.run(["nbdcopy", f"--connections={connections}", f"--request-size={REQUEST}", uri, "null:"], check=True)
     return time.monotonic() - started
 
 
@@ -60,6 +69,23 @@ def lab_view(snap_moref: str, key: int, work: str):
         proc.wait()
 
 
+@contextlib.contextmanager
+def relay(view: str, work: str):
+    """nbdkit's C nbd plugin serving ``view``: the NBD hop the lab's VDDK adds, without a reader."""
+    sock = os.path.join(work, "relay.sock")
+    proc = subprocess.Popen(["nbdkit", "--readonly", "--foreground", "--unix", sock, "nbd",
+                             f"socket={view.split('socket=')[1]}"])  # fmt: skip
+    try:
+        while not os.path.exists(sock):
+            if proc.poll() is not None:
+                raise SystemExit("nbdkit's nbd plugin did not start")
+            time.sleep(0.02)
+        yield f"nbd+unix:///?socket={sock}"
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
 def peak_rss_mib(socket_path: str) -> float:
     """VmHWM of the nbdkit serving ``socket_path``."""
     pid = subprocess.run(["pgrep", "-f", socket_path], capture_output=True, text=True, check=True).stdout.split()[0]
@@ -74,7 +100,7 @@ def allocated_bytes(uri: str) -> int:
 
 
 def main() -> int:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     with open(os.path.join(LAB, "vsphere", "lab.json")) as handle:
         lab = json.load(handle)
     key = next(iter(lab["vms"][VM]["disks"]))
@@ -88,24 +114,31 @@ def main() -> int:
     with VSphereClient.connect(connection) as vsphere:
         vm = inventory.find_vm(vsphere, name=VM)
         disk = next(d for d in inventory.inventory(vsphere, vm).disks if str(d.key) == key)
-        with cbt.sync_snapshot(vsphere, vm, purpose="vddk bench") as snap, lab_view(snap.moref, disk.key, work) as view:
-            cases = {4: ([], [], []), 1: ([], [], [])}
+        with (
+            cbt.sync_snapshot(vsphere, vm, purpose="vddk bench") as snap,
+            lab_view(snap.moref, disk.key, work) as view,
+            relay(view, work) as relayed,
+        ):
+            cases = {4: ([], [], [], []), 1: ([], [], [], [])}
             for _round in range(rounds):
-                for connections, (reader_s, yardstick_s, rss) in cases.items():
+                for connections, (reader_s, yardstick_s, relay_s, rss) in cases.items():
                     with datapath.open_disk(vsphere, vm, snap, disk, vddk_libdir=VDDK_LIBDIR,
                                             reader=datapath.Reader.XMS) as uri:  # fmt: skip
                         reader_s.append(nbdcopy_s(uri, connections))
                         rss.append(peak_rss_mib(uri.split("socket=")[1]))
                         copied = allocated_bytes(uri)
                     yardstick_s.append(nbdcopy_s(view, 4))
+                    relay_s.append(nbdcopy_s(relayed, connections))
     shutil.rmtree(work)
-    for connections, (reader_s, yardstick_s, rss) in cases.items():
+    for connections, (reader_s, yardstick_s, relay_s, rss) in cases.items():
         print(json.dumps({
             "case": f"seed_{SIZE >> 30}GiB_through_the_xms_reader_{connections}_connection{'s' * (connections > 1)}",
             "bytes": copied,
             "reader_s": round(statistics.median(reader_s), 2),
             "yardstick_s": round(statistics.median(yardstick_s), 2),
+            "relay_s": round(statistics.median(relay_s), 2),
             "ratio": round(statistics.median(y / r for y, r in zip(yardstick_s, reader_s)), 2),
+            "reader_vs_relay": round(statistics.median(y / r for y, r in zip(relay_s, reader_s)), 2),
             "peak_rss_mib": max(rss),
             "rounds": rounds,
         }))  # fmt: skip
