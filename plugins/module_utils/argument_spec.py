@@ -65,16 +65,17 @@ SOURCE_VM_ONE_OF = [["vm_name", "vm_uuid", "vm_moref"]]
 PASSWORD_ONE_OF = [["password", "password_file"]]
 
 
-# Where VDDK is unpacked on the host that runs the module: warm_migration_init checks its release, the
-# data path modules load it.
-VDDK_LIBDIR = {"type": "path", "default": "/opt/vmware-vix-disklib-distrib"}
+def vddk_libdir_spec() -> Dict[str, Any]:
+    """Where VDDK is unpacked on the host that runs the module: warm_migration_init checks its release, the
+    data path modules load it."""
+    return {"type": "path", "default": "/opt/vmware-vix-disklib-distrib"}
 
 
 def data_path_argument_spec() -> Dict[str, Any]:
     """How the conversion host reads source disks and writes target volumes."""
     return {
         "state_dir": {"type": "path", "default": "/var/lib/xms-warm-migration"},
-        "vddk_libdir": VDDK_LIBDIR,
+        "vddk_libdir": vddk_libdir_spec(),
         "vddk_transports": {"type": "str"},
         "vddk_reader": {"type": "str", "default": "auto", "choices": ["auto", "nbdkit-vddk", "xms"]},
         "attach_mode": {"type": "str", "default": "brick", "choices": ["brick", "nova"]},

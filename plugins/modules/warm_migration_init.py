@@ -135,7 +135,7 @@ def main() -> None:
         **specs.source_vm_argument_spec(),
         **specs.target_argument_spec(),
         "cadence": {"type": "str", "default": "manual", "choices": ["manual", "15m", "hourly", "daily"]},
-        "vddk_libdir": specs.VDDK_LIBDIR,
+        "vddk_libdir": specs.vddk_libdir_spec(),
         "removed_disks": {"type": "str", "default": "fail", "choices": [r.value for r in RemovedDisks]},
     }
     module = AnsibleModule(

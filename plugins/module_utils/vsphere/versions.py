@@ -97,8 +97,8 @@ def vddk_verdict(libdir: str, source: SourceVersions) -> VddkVerdict:
 
 def _what_fits(vcenter: Release, esxi: Release) -> str:
     fits = [rel for rel in RELEASES if vcenter in served_by(rel) and esxi in served_by(rel)]
-    if fits:
-        return f"Put VDDK {_names(fits)} in vddk_libdir (see docs/conversion-host.md)"
+    if fits or esxi in served_by(vcenter):  # or a release newer than RELEASES knows
+        return f"Put VDDK {_names(fits or [vcenter])} in vddk_libdir (see docs/conversion-host.md)"
     if esxi < vcenter:
         return (f"No VDDK release serves both: move the VM to a host on ESXi {_names(served_by(vcenter)[:1])} or"
                 f" later (or upgrade its host), then use VDDK {_names([vcenter])} in vddk_libdir")  # fmt: skip

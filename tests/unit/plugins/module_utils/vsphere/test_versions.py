@@ -72,6 +72,13 @@ def test_when_no_vddk_serves_both_the_hint_says_what_to_change(tmp_path, vcenter
     assert not verdict.ok and hint in verdict.hint
 
 
+def test_a_vcenter_newer_than_the_known_releases_asks_for_its_own_vddk(tmp_path):
+    verdict = vddk_verdict(
+        vddk(tmp_path, "libvixDiskLib.so.9", real="libvixDiskLib.so.9.0.0"), source("10.0.0", "9.0.0")
+    )
+    assert not verdict.ok and verdict.hint.startswith("Put VDDK 10.0 in vddk_libdir")
+
+
 def test_no_vddk_and_an_unknown_release(tmp_path):
     missing = vddk_verdict(str(tmp_path), source())
     assert not missing.ok and "holds no lib64/libvixDiskLib.so.N" in missing.message
