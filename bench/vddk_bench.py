@@ -54,14 +54,13 @@ def nbdcopy_s(uri: str, connections: int) -> float:
 
 
 @contextlib.contextmanager
-def lab_view(snap_moref: str, key: int, work: str):
-    """qemu-nbd on the lab's internal snapshot of the disk: what the lab's VDDK reads."""
-    sock = os.path.join(work, "view.sock")
-    proc = subprocess.Popen([sys.executable, CBT, "view", VM, snap_moref, str(key), sock])
+def serving(argv: list, sock: str, what: str):
+    """``argv`` started, serving NBD on ``sock``; stopped at the end."""
+    proc = subprocess.Popen(argv)
     try:
         while not os.path.exists(sock):
             if proc.poll() is not None:
-                raise SystemExit("the lab's snapshot view did not start")
+                raise SystemExit(f"{what} did not start")
             time.sleep(0.02)
         yield f"nbd+unix:///?socket={sock}"
     finally:
@@ -69,21 +68,17 @@ def lab_view(snap_moref: str, key: int, work: str):
         proc.wait()
 
 
-@contextlib.contextmanager
+def lab_view(snap_moref: str, key: int, work: str):
+    """qemu-nbd on the lab's internal snapshot of the disk: what the lab's VDDK reads."""
+    sock = os.path.join(work, "view.sock")
+    return serving([sys.executable, CBT, "view", VM, snap_moref, str(key), sock], sock, "the lab's snapshot view")
+
+
 def relay(view: str, work: str):
     """nbdkit's C nbd plugin serving ``view``: the NBD hop the lab's VDDK adds, without a reader."""
     sock = os.path.join(work, "relay.sock")
-    proc = subprocess.Popen(["nbdkit", "--readonly", "--foreground", "--unix", sock, "nbd",
-                             f"socket={view.split('socket=')[1]}"])  # fmt: skip
-    try:
-        while not os.path.exists(sock):
-            if proc.poll() is not None:
-                raise SystemExit("nbdkit's nbd plugin did not start")
-            time.sleep(0.02)
-        yield f"nbd+unix:///?socket={sock}"
-    finally:
-        proc.terminate()
-        proc.wait()
+    argv = ["nbdkit", "--readonly", "--foreground", "--unix", sock, "nbd", f"socket={view.split('socket=')[1]}"]
+    return serving(argv, sock, "nbdkit's nbd plugin")
 
 
 def peak_rss_mib(socket_path: str) -> float:
