@@ -7,7 +7,8 @@
 - compute zones az1 (host compute1) and az2 (host compute2), as aggregates (``--zones``,
   after the hosts are discovered);
 - flavors m1.small (1 vCPU, 2 GiB), m1.medium (2, 4 GiB), m1.large (4, 8 GiB);
-- networks lab-net-a (10.10.1.0/24) and lab-net-b (10.10.2.0/24) of project xms-lab;
+- networks lab-net-a (10.10.1.0/24) and lab-net-b (10.10.2.0/24) of project xms-lab, flat provider
+  networks on up.sh's bridges br-xms-a and br-xms-b, whose gateways (.1) are this host's addresses;
   lab-net-shared (10.10.9.0/24), the admin's, shared: visible to every project, but only its
   owner may give a port a chosen MAC; small-net (10.10.3.0/24) of project xms-small;
 - project xms-small with tiny quotas: 2 volumes, 3 GiB, 1 GiB of archive-hdd, no instance;
@@ -32,7 +33,8 @@ ENCRYPTION = {  # Nova's and Cinder's usual LUKS settings
     },
 }  # fmt: skip
 FLAVORS = {"m1.small": (1, 2048), "m1.medium": (2, 4096), "m1.large": (4, 8192)}
-NETWORKS = {"lab-net-a": "10.10.1.0/24", "lab-net-b": "10.10.2.0/24"}
+# Flat provider networks on the physical networks whose bridges up.sh makes (the host holds each gateway).
+NETWORKS = {"lab-net-a": ("10.10.1.0/24", "lab-a"), "lab-net-b": ("10.10.2.0/24", "lab-b")}
 ZONES = {"az1": "compute1", "az2": "compute2"}
 BACKENDS = 4
 
@@ -75,15 +77,16 @@ def base(conn):
             conn.compute.create_flavor(name=name, vcpus=vcpus, ram=ram, disk=0)
     # Tenant networks of the migration project: Neutron lets a network's owner choose port MACs.
     owner = conn.identity.find_project("xms-lab").id
-    for name, cidr in NETWORKS.items():
+    for name, (cidr, physnet) in NETWORKS.items():
         net = conn.network.find_network(name)
-        if net is not None and net.project_id != owner:
+        if net is not None and (net.project_id != owner or net.provider_physical_network != physnet):
             for port in conn.network.ports(network_id=net.id):
                 conn.network.delete_port(port.id)
             conn.network.delete_network(net.id)
             net = None
         if net is None:
-            net = conn.network.create_network(name=name, project_id=owner)
+            net = conn.network.create_network(name=name, project_id=owner, provider_network_type="flat",
+                                              provider_physical_network=physnet)  # fmt: skip
         if not conn.network.find_subnet(name + "-subnet"):
             conn.network.create_subnet(name=name + "-subnet", network_id=net.id, ip_version=4, cidr=cidr,
                                        project_id=owner)  # fmt: skip

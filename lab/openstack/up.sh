@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # A real single-node OpenStack (Debian 12's Zed packages) for the tests and the demo:
 # Keystone, Barbican (simple crypto back-end: the key manager of encrypted volume
-# types), Cinder (four NFS back-ends on local directories), Placement, Nova (two
-# fake-driver compute hosts in two availability zones), Neutron (ML2, agentless
-# binding), MariaDB, RabbitMQ. Idempotent: a second run on a running lab only checks
+# types), Cinder (four NFS back-ends on local directories), Placement, Nova (compute1
+# in az1 boots instances with libvirt on QEMU; compute2 in az2 is a fake-driver host),
+# Neutron (ML2 with the linuxbridge agent and the DHCP agent on two flat provider
+# networks whose bridges the host has an address on), MariaDB, RabbitMQ. Idempotent: a second run on a running lab only checks
 # it and the resources the tests need. Listens on 127.0.0.1 only.
 # Writes ${XMS_LAB_DIR}/openstack/clouds.yaml (0600). ./down.sh stops it all.
 set -euo pipefail
@@ -131,6 +132,8 @@ key_manager() { printf '[key_manager]\nbackend = barbican\n[barbican]\nauth_endp
 
 step "cinder"
 BACKENDS=(ssd1:ssd:az1 nvme1:nvme:az1 hdd2:hdd:az2 ssd2:ssd:az2)
+# physical network:bridge:gateway of lab-net-a and lab-net-b (resources.py makes them flat networks on these)
+PROVIDER_NETS=(lab-a:br-xms-a:10.10.1.1 lab-b:br-xms-b:10.10.2.1)
 : >"$RUN/cinder-backends.conf"
 for spec in "${BACKENDS[@]}"; do
   IFS=: read -r name kind zone <<<"$spec"
@@ -138,6 +141,10 @@ for spec in "${BACKENDS[@]}"; do
   mnt=/var/lib/cinder/mnt/$(echo -n "$share" | md5sum | cut -d' ' -f1)
   mkdir -p "/srv/xms-lab/cinder-$name" "$mnt"
   mountpoint -q "$mnt" || mount --bind "/srv/xms-lab/cinder-$name" "$mnt"  # os-brick finds it mounted: no NFS
+  # and where Nova's libvirt driver looks for the same share when it attaches a volume to an instance
+  nova_mnt=/var/lib/nova/mnt/$(echo -n "$share" | md5sum | cut -d' ' -f1)
+  mkdir -p "$nova_mnt"
+  mountpoint -q "$nova_mnt" || mount --bind "/srv/xms-lab/cinder-$name" "$nova_mnt"
   echo "$share" >"/etc/cinder/nfs_shares_$name"
   chown root:cinder "/etc/cinder/nfs_shares_$name" && chmod 640 "/etc/cinder/nfs_shares_$name"
   cat >>"$RUN/cinder-backends.conf" <<INI
@@ -250,7 +257,7 @@ INI
 [ml2]
 type_drivers = flat,vxlan
 tenant_network_types = vxlan
-mechanism_drivers = xms_noop
+mechanism_drivers = linuxbridge,xms_noop
 extension_drivers = port_security
 [ml2_type_flat]
 flat_networks = *
@@ -263,6 +270,38 @@ INI
   su -s /bin/sh -c "neutron-db-manage --config-file /etc/neutron/neutron.conf --config-file /etc/neutron/plugins/ml2/ml2_conf.ini upgrade head" neutron >"$LAB/neutron-db.log" 2>&1
   daemon neutron-server neutron /usr/bin/neutron-server --config-file /etc/neutron/neutron.conf --config-file /etc/neutron/plugins/ml2/ml2_conf.ini
 fi
+# The data plane of compute1: one bridge per flat provider network, holding the subnet's gateway address, so
+# that this host (the conversion host of the tests) reaches instances at their fixed IPs. The linuxbridge
+# agent plugs instances' taps and the DHCP agent's (dnsmasq in a namespace) into them.
+for spec in "${PROVIDER_NETS[@]}"; do
+  IFS=: read -r physnet bridge gateway <<<"$spec"
+  ip link show "$bridge" >/dev/null 2>&1 || ip link add "$bridge" type bridge
+  ip -4 addr show dev "$bridge" | grep -q " $gateway/" || ip addr add "$gateway/24" dev "$bridge"
+  ip link set "$bridge" up
+done
+mappings=$(printf '%s\n' "${PROVIDER_NETS[@]}" | cut -d: -f1,2 | paste -sd,)
+cat >/etc/neutron/plugins/ml2/linuxbridge_agent.ini <<INI
+[DEFAULT]
+host = compute1
+[linux_bridge]
+bridge_mappings = $mappings
+[vxlan]
+enable_vxlan = false
+[securitygroup]
+enable_security_group = false
+firewall_driver = noop
+INI
+cat >/etc/neutron/dhcp_agent.ini <<INI
+[DEFAULT]
+host = compute1
+interface_driver = linuxbridge
+dhcp_driver = neutron.agent.linux.dhcp.Dnsmasq
+enable_isolated_metadata = false
+INI
+daemon neutron-linuxbridge-agent root /usr/bin/neutron-linuxbridge-agent --config-file /etc/neutron/neutron.conf \
+  --config-file /etc/neutron/plugins/ml2/linuxbridge_agent.ini
+daemon neutron-dhcp-agent root /usr/bin/neutron-dhcp-agent --config-file /etc/neutron/neutron.conf \
+  --config-file /etc/neutron/dhcp_agent.ini
 
 step "nova"
 if ! running nova-api; then
@@ -270,7 +309,6 @@ if ! running nova-api; then
 [DEFAULT]
 transport_url = $TURL
 my_ip = 127.0.0.1
-compute_driver = fake.FakeDriver
 state_path = /var/lib/nova
 log_dir = /var/log/nova
 enabled_apis = osapi_compute
@@ -309,7 +347,21 @@ enabled = false
 [wsgi]
 api_paste_config = /etc/nova/api-paste.ini
 INI
-  for host in compute1 compute2; do printf '[DEFAULT]\nhost = %s\n' "$host" >"/etc/nova/nova-$host.conf"; done
+  # compute1 boots instances (QEMU's TCG: this machine's KVM is unusable); compute2 is a fake-driver host, kept
+  # for the tests of a second availability zone, which need no boot (lab/openstack/README.md).
+  cat >/etc/nova/nova-compute1.conf <<INI
+[DEFAULT]
+host = compute1
+compute_driver = libvirt.LibvirtDriver
+instances_path = /var/lib/nova/instances
+# The lab's guests are small and mostly idle: room for a wave's instances and those a failed test left behind.
+cpu_allocation_ratio = 16.0
+ram_allocation_ratio = 2.0
+[libvirt]
+virt_type = qemu
+nfs_mount_point_base = /var/lib/nova/mnt
+INI
+  printf '[DEFAULT]\nhost = compute2\ncompute_driver = fake.FakeDriver\n' >/etc/nova/nova-compute2.conf
   printf '#!/usr/bin/python3\nimport sys\nfrom nova.cmd.compute import main\nsys.exit(main())\n' >/usr/local/bin/xms-lab-nova-compute
   chmod 755 /usr/local/bin/xms-lab-nova-compute
   mkdir -p /var/lib/nova/tmp && chown -R nova:nova /var/lib/nova
@@ -325,6 +377,10 @@ INI
   daemon nova-conductor nova /usr/bin/nova-conductor --config-file /etc/nova/nova.conf
   daemon nova-scheduler nova /usr/bin/nova-scheduler --config-file /etc/nova/nova.conf
 fi
+# libvirt for compute1 (no systemd here to socket-activate it)
+daemon virtlogd root /usr/sbin/virtlogd
+daemon libvirtd root /usr/sbin/libvirtd
+for _ in $(seq 100); do [ -S /run/libvirt/libvirt-sock ] && break; sleep 0.1; done
 for host in compute1 compute2; do
   daemon "nova-compute-$host" nova /usr/local/bin/xms-lab-nova-compute --config-file /etc/nova/nova.conf --config-file "/etc/nova/nova-$host.conf"
 done
