@@ -45,6 +45,12 @@ daemon() { # name user command...
   start-stop-daemon --start --quiet --background --make-pidfile --pidfile "$RUN/$name.pid" \
     --chuid "$user" --output "$LAB/$name.log" --startas "$1" -- "${@:2}"
 }
+pin() { # name dir: a process whose working directory is dir, so that dir cannot be unmounted
+  running "$1" && return 0
+  rm -f "$RUN/$1.pid" && echo "/bin/sleep infinity" >"$RUN/$1.cmd"
+  start-stop-daemon --start --quiet --background --make-pidfile --pidfile "$RUN/$1.pid" --chdir "$2" \
+    --startas /bin/sleep -- infinity
+}
 uwsgi_app() { # name port wsgi-script user [processes threads]
   cat >"$RUN/$1.ini" <<INI
 [uwsgi]
@@ -132,8 +138,8 @@ key_manager() { printf '[key_manager]\nbackend = barbican\n[barbican]\nauth_endp
 
 step "cinder"
 BACKENDS=(ssd1:ssd:az1 nvme1:nvme:az1 hdd2:hdd:az2 ssd2:ssd:az2)
-# physical network:bridge:gateway of lab-net-a and lab-net-b (resources.py makes them flat networks on these)
-PROVIDER_NETS=(lab-a:br-xms-a:10.10.1.1 lab-b:br-xms-b:10.10.2.1)
+# physical network:host interface:gateway of lab-net-a and lab-net-b (resources.py makes them flat networks)
+PROVIDER_NETS=(lab-a:xms-lab-a:10.10.1.1 lab-b:xms-lab-b:10.10.2.1)
 : >"$RUN/cinder-backends.conf"
 for spec in "${BACKENDS[@]}"; do
   IFS=: read -r name kind zone <<<"$spec"
@@ -141,10 +147,16 @@ for spec in "${BACKENDS[@]}"; do
   mnt=/var/lib/cinder/mnt/$(echo -n "$share" | md5sum | cut -d' ' -f1)
   mkdir -p "/srv/xms-lab/cinder-$name" "$mnt"
   mountpoint -q "$mnt" || mount --bind "/srv/xms-lab/cinder-$name" "$mnt"  # os-brick finds it mounted: no NFS
-  # and where Nova's libvirt driver looks for the same share when it attaches a volume to an instance
+  # and where Nova's libvirt driver looks for the same share when it attaches a volume to an instance. Nova
+  # asks os.path.ismount, which cannot see a bind mount within one file system: the mount points' parent is
+  # a tmpfs of its own. Nova also unmounts a share its last volume left and mounts it again (mount -t nfs,
+  # which this kernel lacks): a process of the lab's sits in each, so that unmount fails (Nova logs it and
+  # keeps the share).
+  mountpoint -q /var/lib/nova/mnt || { mkdir -p /var/lib/nova/mnt && mount -t tmpfs -o size=1m,mode=755 xms-lab-nova-mnt /var/lib/nova/mnt; }
   nova_mnt=/var/lib/nova/mnt/$(echo -n "$share" | md5sum | cut -d' ' -f1)
   mkdir -p "$nova_mnt"
   mountpoint -q "$nova_mnt" || mount --bind "/srv/xms-lab/cinder-$name" "$nova_mnt"
+  pin "nova-share-$name" "$nova_mnt"
   echo "$share" >"/etc/cinder/nfs_shares_$name"
   chown root:cinder "/etc/cinder/nfs_shares_$name" && chmod 640 "/etc/cinder/nfs_shares_$name"
   cat >>"$RUN/cinder-backends.conf" <<INI
@@ -252,6 +264,10 @@ $(authtoken neutron)
 $(authtoken nova)
 [oslo_concurrency]
 lock_path = /var/lib/neutron/tmp
+[experimental]
+# Neutron 21 (Zed) calls its linuxbridge driver and agent experimental: they stay supported, and need no
+# Open vSwitch (whose daemons the lab would have to run as well)
+linuxbridge = true
 INI
   cat >/etc/neutron/plugins/ml2/ml2_conf.ini <<INI
 [ml2]
@@ -270,21 +286,23 @@ INI
   su -s /bin/sh -c "neutron-db-manage --config-file /etc/neutron/neutron.conf --config-file /etc/neutron/plugins/ml2/ml2_conf.ini upgrade head" neutron >"$LAB/neutron-db.log" 2>&1
   daemon neutron-server neutron /usr/bin/neutron-server --config-file /etc/neutron/neutron.conf --config-file /etc/neutron/plugins/ml2/ml2_conf.ini
 fi
-# The data plane of compute1: one bridge per flat provider network, holding the subnet's gateway address, so
-# that this host (the conversion host of the tests) reaches instances at their fixed IPs. The linuxbridge
-# agent plugs instances' taps and the DHCP agent's (dnsmasq in a namespace) into them.
+# The data plane of compute1: per flat provider network a veth pair, one end holding the subnet's gateway
+# address as this host's (the tests, as conversion host, reach instances at their fixed IPs through it), the
+# other the network's "physical interface": the linuxbridge agent puts it in the network's bridge, beside the
+# instances' taps (plugged by Nova) and the DHCP agent's (dnsmasq in a namespace). Not bridge_mappings: Zed's
+# linuxbridge driver does not tell Nova the mapped bridge's name, so Nova's taps would land elsewhere.
 for spec in "${PROVIDER_NETS[@]}"; do
-  IFS=: read -r physnet bridge gateway <<<"$spec"
-  ip link show "$bridge" >/dev/null 2>&1 || ip link add "$bridge" type bridge
-  ip -4 addr show dev "$bridge" | grep -q " $gateway/" || ip addr add "$gateway/24" dev "$bridge"
-  ip link set "$bridge" up
+  IFS=: read -r physnet host_end gateway <<<"$spec"
+  ip link show "$host_end" >/dev/null 2>&1 || ip link add "$host_end" type veth peer name "$host_end-p"
+  ip -4 addr show dev "$host_end" | grep -q " $gateway/" || ip addr add "$gateway/24" dev "$host_end"
+  ip link set "$host_end" up && ip link set "$host_end-p" up
 done
-mappings=$(printf '%s\n' "${PROVIDER_NETS[@]}" | cut -d: -f1,2 | paste -sd,)
+mappings=$(for spec in "${PROVIDER_NETS[@]}"; do IFS=: read -r p h _ <<<"$spec"; echo "$p:$h-p"; done | paste -sd,)
 cat >/etc/neutron/plugins/ml2/linuxbridge_agent.ini <<INI
 [DEFAULT]
 host = compute1
 [linux_bridge]
-bridge_mappings = $mappings
+physical_interface_mappings = $mappings
 [vxlan]
 enable_vxlan = false
 [securitygroup]
@@ -343,7 +361,11 @@ api_servers = http://127.0.0.1:9292
 lock_path = /var/lib/nova/tmp
 $(key_manager)
 [vnc]
-enabled = false
+# a console as every cloud has: it also gives instances a video device, without which Debian 12's SeaBIOS
+# never leaves SMM under TCG (the guest sits at its first instruction)
+enabled = true
+server_listen = 127.0.0.1
+server_proxyclient_address = 127.0.0.1
 [wsgi]
 api_paste_config = /etc/nova/api-paste.ini
 INI
@@ -359,6 +381,9 @@ cpu_allocation_ratio = 16.0
 ram_allocation_ratio = 2.0
 [libvirt]
 virt_type = qemu
+# QEMU's own CPU model: libvirt's host-model expands to this host's features (5-level paging, PKS, ...),
+# which TCG does not emulate, and SeaBIOS never got past them
+cpu_mode = none
 nfs_mount_point_base = /var/lib/nova/mnt
 INI
   printf '[DEFAULT]\nhost = compute2\ncompute_driver = fake.FakeDriver\n' >/etc/nova/nova-compute2.conf
@@ -377,9 +402,12 @@ INI
   daemon nova-conductor nova /usr/bin/nova-conductor --config-file /etc/nova/nova.conf
   daemon nova-scheduler nova /usr/bin/nova-scheduler --config-file /etc/nova/nova.conf
 fi
-# libvirt for compute1 (no systemd here to socket-activate it)
+# libvirt for compute1 (no systemd here to socket-activate it, and no D-Bus for polkit: the libvirt group,
+# which nova-compute's user is in, is what lets it use the read-write socket)
+printf '%s\n' 'unix_sock_group = "libvirt"' 'unix_sock_rw_perms = "0770"' 'auth_unix_ro = "none"' \
+  'auth_unix_rw = "none"' >"$RUN/libvirtd.conf"
 daemon virtlogd root /usr/sbin/virtlogd
-daemon libvirtd root /usr/sbin/libvirtd
+daemon libvirtd root /usr/sbin/libvirtd --config "$RUN/libvirtd.conf"
 for _ in $(seq 100); do [ -S /run/libvirt/libvirt-sock ] && break; sleep 0.1; done
 for host in compute1 compute2; do
   daemon "nova-compute-$host" nova /usr/local/bin/xms-lab-nova-compute --config-file /etc/nova/nova.conf --config-file "/etc/nova/nova-$host.conf"

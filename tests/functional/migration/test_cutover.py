@@ -25,6 +25,10 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutov
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.validation import (
+    ValidationSettings,
+    validate,
+)
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import instance as os_instance
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_for_write
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient
@@ -131,6 +135,13 @@ def test_the_lab_guest_is_converted_boot_checked_and_booted(vsphere, cutover_vm,
     assert abs(outcome.downtime_s - sum(outcome.timings[s] for s in steps[1:5])) <= 4  # whole seconds per step
     assert state.metrics()["downtime_s"] == outcome.downtime_s
     print(f"lab guest downtime: {outcome.downtime_s} s, {outcome.timings}")
+    # The instance runs in the lab's Nova (libvirt on QEMU): its guest answers at its fixed IP, and its console
+    # shows the boot.
+    addresses = [ip for port in outcome.instance["ports"] for ip in port["fixed_ips"]]
+    console = openstack.conn.compute.get_server_console_output
+    seen = validate(addresses, lambda: console(outcome.instance["id"])["output"], ValidationSettings(timeout_s=900))
+    print(f"lab guest in the cloud: {seen.as_dict()}")
+    assert seen.passed and all(e.ok for e in seen.evidence), seen.as_dict()
 
 
 def boot_tagged_server(openstack, migration_id):
