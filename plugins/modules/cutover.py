@@ -58,6 +58,36 @@ options:
       - Seconds to wait for the instance to become C(ACTIVE).
     type: int
     default: 600
+  validation:
+    description:
+      - What proves, once the instance is C(ACTIVE), that its guest runs. The migration is C(completed) only
+        when it passed (or is off).
+      - The conversion host probes each fixed IP of the instance (ICMP, and the TCP ports named), and reads
+        Nova's console log, reported where the guest writes one but never required. Without a fixed IP to
+        probe, the console decides.
+      - A guest that shows nothing within O(validation.timeout) leaves its instance stopped, the source off and
+        the migration in cutover. Run the cutover again to start the instance and validate again, with
+        O(validation.enabled=false) to keep the instance as it is, or roll back (O(state=rolled_back)).
+    type: dict
+    default: {}
+    suboptions:
+      enabled:
+        description: Validate; V(false) completes the migration on C(ACTIVE) alone.
+        type: bool
+        default: true
+      timeout:
+        description: Seconds to wait for every probe to answer once.
+        type: int
+        default: 900
+      ping:
+        description: Require each fixed IP to answer ICMP echo.
+        type: bool
+        default: true
+      tcp_ports:
+        description: TCP ports each fixed IP must accept connections on (for example V(22) or V(443)).
+        type: list
+        elements: int
+        default: []
   key_name:
     description:
       - The Nova key pair of the instance.
@@ -138,6 +168,15 @@ instance:
   returned: when the instance step ran
   type: dict
   sample: {"id": "9b0e...", "status": "ACTIVE"}
+validation:
+  description:
+    - The evidence that the instance's guest runs - each probe, whether it answered and after how many
+      seconds, and the console log's verdict. C({"enabled": false}) when O(validation.enabled) is off.
+  returned: when the validation step ran
+  type: dict
+  sample: {"passed": true, "took_s": 48.0, "evidence": [{"check": "ping", "target": "10.0.4.17", "ok": true,
+           "after_s": 45.0, "detail": "answered"}, {"check": "console", "target": "console log", "ok": true,
+           "after_s": 10.0, "detail": "shows 'Linux version 6'"}]}
 projection:
   description:
     - The projected downtime the cutover went by (in check mode, would go by) - change and copy rates,
@@ -179,6 +218,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutov
     rollback,
     run_cutover,
 )
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.validation import ValidationSettings
 from ansible_collections.xms.warm_migration.plugins.module_utils.module_base import run
 
 
@@ -195,6 +235,16 @@ def main() -> None:
         **specs.conversion_argument_spec(),
         "boot_check": {"type": "bool", "default": False},
         "instance_timeout": {"type": "int", "default": 600},
+        "validation": {
+            "type": "dict",
+            "default": {},
+            "options": {
+                "enabled": {"type": "bool", "default": True},
+                "timeout": {"type": "int", "default": 900},
+                "ping": {"type": "bool", "default": True},
+                "tcp_ports": {"type": "list", "elements": "int", "default": []},
+            },
+        },
         "key_name": {"type": "str", "no_log": False},
         "downtime_budget": {"type": "int"},
         "security_groups": {"type": "list", "elements": "str", "default": []},
@@ -215,6 +265,12 @@ def main() -> None:
         conversion=mparams.conversion_options(p),
         boot_check=p["boot_check"],
         instance_timeout=p["instance_timeout"],
+        validation=ValidationSettings(
+            enabled=p["validation"]["enabled"],
+            timeout_s=p["validation"]["timeout"],
+            ping=p["validation"]["ping"],
+            tcp_ports=tuple(p["validation"]["tcp_ports"]),
+        ),
         key_name=p["key_name"],
         downtime_budget=p["downtime_budget"],
         security_groups=p["security_groups"],
@@ -239,7 +295,7 @@ def main() -> None:
             "timings": outcome.timings or {},
             "migration": outcome.state.metrics(),
         }
-        for key in ("shutdown", "final_sync", "conversion", "boot", "instance"):
+        for key in ("shutdown", "final_sync", "conversion", "boot", "instance", "validation"):
             if getattr(outcome, key) is not None:
                 result[key] = getattr(outcome, key)
         if module._diff and outcome.changed:

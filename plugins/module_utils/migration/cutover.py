@@ -28,14 +28,19 @@ from typing import Any, Callable, Dict, List, Optional
 from ansible_collections.xms.warm_migration.plugins.module_utils.common.errors import WarmMigrationError
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion import virt_v2v
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.boot_check import boot_check
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration import ownership, store
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import ownership, store, validation
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError, PreflightError
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import (
+    PhaseError,
+    PreflightError,
+    ValidationError,
+)
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import TargetSettings, nic_targets
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import HostTimes
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import MigrationState, Phase, utcnow
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.settings import SyncSettings
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import source_disks, sync_held
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.validation import ValidationSettings
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import instance as os_instance
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import preflight as os_preflight
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_all
@@ -54,6 +59,7 @@ class CutoverSettings:
     key_name: Optional[str] = None
     security_groups: List[str] = field(default_factory=list)
     downtime_budget: Optional[int] = None  # seconds: sync back to back until the projection fits, then shut down
+    validation: ValidationSettings = field(default_factory=ValidationSettings)
 
 
 @dataclass
@@ -66,6 +72,7 @@ class CutoverOutcome:
     conversion: Optional[Dict[str, object]] = None
     boot: Optional[Dict[str, object]] = None
     instance: Optional[Dict[str, object]] = None
+    validation: Optional[Dict[str, object]] = None  # the evidence that the guest runs in the cloud
     downtime_s: Optional[int] = None  # from the guest going down to the instance being ACTIVE
     timings: Optional[Dict[str, int]] = None  # seconds per step (see MigrationState.cutover_timings)
     warnings: List[str] = field(default_factory=list)
@@ -431,6 +438,39 @@ def _boot_instance(run: _Run) -> None:
     _done(run.ctx.openstack, state, "instance", run.outcome)
 
 
+def _validate(run: _Run) -> None:
+    """Completion is proven in the cloud: the instance's guest must show that it runs (validation.py).
+
+    A guest that shows nothing in time leaves its instance stopped, the source off and the migration in
+    cutover at 'instance': a rerun starts the instance and validates again; validation off keeps the
+    instance as it is; state rolled_back deletes it and powers the source on."""
+    state, settings, openstack = run.state, run.settings.validation, run.ctx.openstack
+    if not settings.enabled:
+        state.validation, run.outcome.validation = "off", {"enabled": False}
+        _done(openstack, state, "validated", run.outcome)
+        return
+    os_instance.set_running(openstack, state.instance_id, True, run.settings.instance_timeout)
+    server_id = state.instance_id
+    result = validation.validate(os_instance.fixed_ips(openstack, server_id),
+                                 lambda: os_instance.console_output(openstack, server_id), settings)  # fmt: skip
+    run.outcome.validation = result.as_dict()
+    seen = ", ".join(f"{e.check} {e.target}" for e in result.evidence if e.ok) or "nothing"
+    if result.passed:
+        state.validation = f"passed in {result.took_s:.0f} s: {seen}"
+        _done(openstack, state, "validated", run.outcome)
+        return
+    state.validation = f"failed after {result.took_s:.0f} s: no answer from {result.summary()} (seen: {seen})"
+    store.save_common(openstack, state)
+    os_instance.set_running(openstack, state.instance_id, False, run.settings.instance_timeout)
+    raise ValidationError(
+        f"instance {state.instance_id} is ACTIVE, but its guest showed no sign of running within"
+        f" {settings.timeout_s} s: {state.validation}",
+        parameter="validation",
+        hint="The instance was stopped. Look at its console; run the cutover again to start it and validate"
+        " again, or with validation enabled: false to keep it as it is",
+    )
+
+
 def _complete(run: _Run) -> None:
     state = run.state
     vs_power.mark_migrated(
@@ -450,6 +490,7 @@ STEP_TABLE = (
     Step("final_sync", True, _final_delta),
     Step("converted", True, _convert),
     Step("instance", True, _boot_instance),
+    Step("validated", True, _validate),
     Step("completed", False, _complete),
 )
 STEPS = tuple(step.name for step in STEP_TABLE)

@@ -27,3 +27,7 @@ class StateDirError(WarmMigrationError):
 
 class MalformedRecordError(WarmMigrationError):
     """The volumes of a migration carry a record that cannot be used (hand-made, copied, unparsable)."""
+
+
+class ValidationError(WarmMigrationError):
+    """The instance is ACTIVE but showed no evidence, within the time given, that its guest runs."""

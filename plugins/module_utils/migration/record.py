@@ -87,8 +87,10 @@ def _rounded(projection: Optional[Projection]) -> Optional[int]:
 
 
 # When each point of a cutover was reached, in order: the run began, the guest was down, each step
-# ended (boot_checked: the boot check passed). Downtime runs from 'shutdown' to 'instance' (ACTIVE).
-CUTOVER_MARKS = ("started", "shutdown", "final_sync", "converted", "boot_checked", "instance", "completed")
+# ended (boot_checked: the boot check passed; validated: the guest showed in the cloud that it runs). Downtime
+# runs from 'shutdown' to 'instance' (ACTIVE).
+CUTOVER_MARKS = ("started", "shutdown", "final_sync", "converted", "boot_checked", "instance", "validated",
+                 "completed")  # fmt: skip
 # The step each mark after "started" ends, as the operator reads it (the report, the cutover summary).
 CUTOVER_STEP_NAMES = {
     "shutdown": "guest shutdown",
@@ -96,6 +98,7 @@ CUTOVER_STEP_NAMES = {
     "converted": "conversion",
     "boot_checked": "boot check",
     "instance": "instance to ACTIVE",
+    "validated": "validation in the cloud",
     "completed": "wrap-up",
 }
 
@@ -222,6 +225,7 @@ class MigrationState:
     converted: bool = False
     needs_full_resync: bool = False  # the volumes were changed outside a sync (e.g. converted, then rolled back)
     instance_id: str = ""
+    validation: str = ""  # the cutover's evidence that the guest runs: "passed: ...", "failed: ..." or "off"
     last_error: str = ""
     test: Optional[MigrationTestRun] = None  # the last test migration (TEST_FIELDS)
     revision: int = 0  # bumped on every write of the run fields; the highest copy wins
@@ -314,6 +318,7 @@ class MigrationState:
             "history": [sample_dict(s) for s in self.history],
             "converted": self.converted,
             "instance_id": self.instance_id or None,
+            "validation": self.validation or None,
             "last_error": self.last_error or None,
             "test": self.test.as_dict() if self.test else None,
             "disks": [
@@ -346,6 +351,7 @@ class MigrationState:
             "converted": "true" if self.converted else "false",
             "needs_full_resync": "true" if self.needs_full_resync else "false",
             "instance_id": self.instance_id,
+            "validation": self.validation[:250],
             "last_error": self.last_error[:250],
             "test": format_test(self.test),
             "revision": str(self.revision),
@@ -416,6 +422,7 @@ class MigrationState:
             converted=newest.get("converted") == "true",
             needs_full_resync=newest.get("needs_full_resync") == "true",
             instance_id=newest.get("instance_id", ""),
+            validation=newest.get("validation", ""),
             last_error=newest.get("last_error", ""),
             test=max((parse_test(r.get("test", "")) for r in records), key=lambda t: t.at if t else _EPOCH),
             revision=int(newest.get("revision") or 0),

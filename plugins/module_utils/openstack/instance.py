@@ -309,6 +309,26 @@ def _port(client, migration_id: str, nic: NicSpec, security_groups):
         raise
 
 
+def fixed_ips(client, server_id: str) -> List[str]:
+    """The instance's fixed IPs, port by port (what the cutover's validation probes)."""
+    return [f["ip_address"] for p in client.conn.network.ports(device_id=server_id) for f in p.fixed_ips or []]
+
+
+def console_output(client, server_id: str) -> str:
+    """Nova's console log of the instance so far (``os-getConsoleOutput``); empty for a guest that writes none."""
+    return (client.conn.compute.get_server_console_output(server_id) or {}).get("output") or ""
+
+
+def set_running(client, server_id: str, running: bool, timeout: float) -> None:
+    """Start (or stop) the instance unless it already is ACTIVE (SHUTOFF), and wait until it is."""
+    compute = client.conn.compute
+    wanted = "ACTIVE" if running else "SHUTOFF"
+    if compute.get_server(server_id).status != wanted:
+        (compute.start_server if running else compute.stop_server)(server_id)
+        wait_for(lambda: compute.get_server(server_id).status == wanted, timeout=timeout,
+                 what=f"instance {server_id} to be {wanted}")  # fmt: skip
+
+
 def _active(client, server_id: str):
     server = client.conn.compute.get_server(server_id)
     if server.status == "ERROR":

@@ -41,6 +41,7 @@ STEP_COLOURS = {  # by the mark that ends the step (record.CUTOVER_STEP_NAMES)
     "converted": "#8250df",
     "boot_checked": "#bf3989",
     "instance": "#1a7f37",
+    "validated": "#0a7d8c",
     "completed": "#6e7781",
 }
 KIND_COLOURS = {"seed": "#0969da", "incremental": "#1a7f37", "full_resync": "#cf222e", "resume": "#9a6700"}

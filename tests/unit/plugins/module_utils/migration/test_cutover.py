@@ -123,12 +123,14 @@ def table_run(monkeypatch, state, power_on_before=()):
 
 def test_the_step_table_runs_every_step_after_the_recorded_one_in_order(monkeypatch):
     fresh = MigrationState(migration_id="vm-9", vm_name="web", phase=Phase.CUTOVER)
-    assert table_run(monkeypatch, fresh) == ["shutdown", "final_sync", "converted", "instance", "completed"]
+    assert table_run(monkeypatch, fresh) == ["shutdown", "final_sync", "converted", "instance", "validated",
+                                             "completed"]  # fmt: skip
     resumed = MigrationState(migration_id="vm-9", vm_name="web", phase=Phase.CUTOVER, cutover_step="converted")
-    assert table_run(monkeypatch, resumed) == ["instance", "completed"]
+    assert table_run(monkeypatch, resumed) == ["instance", "validated", "completed"]
 
 
 def test_a_source_powered_on_before_the_instance_sends_the_table_back_to_the_final_delta(monkeypatch):
     state = MigrationState(migration_id="vm-9", vm_name="web", phase=Phase.CUTOVER, cutover_step="final_sync")
     ran = table_run(monkeypatch, state, power_on_before=["instance"])
-    assert ran == ["converted", "shut down again before instance", "final_sync", "converted", "instance", "completed"]
+    assert ran == ["converted", "shut down again before instance", "final_sync", "converted", "instance",
+                   "validated", "completed"]  # fmt: skip

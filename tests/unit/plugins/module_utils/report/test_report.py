@@ -46,7 +46,7 @@ def wave():
                       bytes_full=10 << 30, bytes_incr=90 << 20, rate=95e6, history=history)  # fmt: skip
     marks = {"started": NOW - timedelta(minutes=30)}
     for mark, minutes in (("shutdown", 29), ("final_sync", 28), ("converted", 24), ("boot_checked", 23),
-                          ("instance", 22), ("completed", 21)):  # fmt: skip
+                          ("instance", 22), ("validated", 21.5), ("completed", 21)):  # fmt: skip
         marks[mark] = NOW - timedelta(minutes=minutes)
     done = migration("db01", Phase.COMPLETED, synced_at=NOW - timedelta(minutes=28), sync_count=4, bytes_full=20 << 30,
                      cutover_marks=marks, instance_id="5d1c-instance", history=history[:2])  # fmt: skip
@@ -89,7 +89,7 @@ def test_the_page_has_a_chart_for_each_question():
     assert parser.classes.count("chart-lag") == 1
     assert parser.classes.count("chart-sync") == 2  # web01 and db01 have syncs; the seeding VM none yet
     assert parser.classes.count("chart-cutover") == 1
-    assert parser.classes.count("step") == 6  # db01's six cutover steps
+    assert parser.classes.count("step") == 7  # db01's seven cutover steps
     html = page.render(wave())
     assert "10.0 GiB" in html and "~" in html  # human units; web01's projected downtime
     assert "app02: no migration in the target project" in html
