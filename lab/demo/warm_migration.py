@@ -98,8 +98,8 @@ def write_inventory(workdir: str, lab: dict, vms: list[str]) -> str:
         hosts[name] = {"warm_migration_cadence": "hourly"}
         if name in GUEST_VMS:
             hosts[name].update(cutover_boot_check=True, cutover_conversion={"timeout": 1800})
-        else:
-            hosts[name]["cutover_conversion"] = {"skip": True}
+        else:  # test data, no guest: nothing to convert, nothing that could answer in the cloud
+            hosts[name].update(cutover_conversion={"skip": True}, cutover_validation={"enabled": False})
         if name in ENCRYPTED_VMS:
             hosts[name]["warm_migration_volume_type"] = ENCRYPTED_TYPE
     password_file = os.path.join(workdir, "vcenter.password")

@@ -7,7 +7,8 @@
 #   - /etc/fstab names the root disk /dev/sda1, which is /dev/vda1 on virtio
 #     (GRUB keeps Debian's root=UUID=: virt-v2v regenerates grub.cfg inside its
 #     appliance, where a /dev/sdX name would be baked in again);
-#   - /etc/network/interfaces configures ens192, vmxnet3's name on VMware;
+#   - /etc/network/interfaces configures ens192 (by DHCP: isc-dhcp-client, which minbase would leave out
+#     as a Recommends of ifupdown), the name of the vmxnet3 in PCI slot 192 on VMware;
 #   - rootdelay=20, so an unconverted boot gives up in seconds, not minutes;
 #   - a oneshot unit prints "XMS-BOOT-OK" and each NIC's MAC on the serial
 #     console once userspace runs (files/xms-boot-marker).
@@ -37,7 +38,7 @@ trap 'rm -rf "$work"' EXIT
 tree=$work/tree
 mirror=${XMS_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 echo "[guest] debootstrap bookworm from $mirror" >&2
-debootstrap --variant=minbase --include=systemd-sysv,linux-image-cloud-amd64,grub-pc,ifupdown,initramfs-tools,kmod,udev \
+debootstrap --variant=minbase --include=systemd-sysv,linux-image-cloud-amd64,grub-pc,ifupdown,isc-dhcp-client,initramfs-tools,kmod,udev \
   bookworm "$tree" "$mirror" >"$work/debootstrap.log" 2>&1 \
   || { tail -n 30 "$work/debootstrap.log" >&2; exit 1; }
 

@@ -292,7 +292,7 @@ fi
 # instances' taps (plugged by Nova) and the DHCP agent's (dnsmasq in a namespace). Not bridge_mappings: Zed's
 # linuxbridge driver does not tell Nova the mapped bridge's name, so Nova's taps would land elsewhere.
 for spec in "${PROVIDER_NETS[@]}"; do
-  IFS=: read -r physnet host_end gateway <<<"$spec"
+  IFS=: read -r _physnet host_end gateway <<<"$spec"
   ip link show "$host_end" >/dev/null 2>&1 || ip link add "$host_end" type veth peer name "$host_end-p"
   ip -4 addr show dev "$host_end" | grep -q " $gateway/" || ip addr add "$gateway/24" dev "$host_end"
   ip link set "$host_end" up && ip link set "$host_end-p" up
@@ -418,4 +418,7 @@ for port in 9311 8776 8778 9696 8774; do wait_http "http://127.0.0.1:$port/"; do
 XMS_ADMIN_PW=$ADMIN_PW "$PY" "$HERE/resources.py"
 su -s /bin/sh -c "nova-manage cell_v2 discover_hosts" nova >>"$LAB/nova-manage.log" 2>&1
 XMS_ADMIN_PW=$ADMIN_PW "$PY" "$HERE/resources.py" --zones
+# Nova mirrors a host's aggregates into Placement by a resource provider named as the host; libvirt names
+# compute1's provider as this machine, so Placement would place nothing in az1 until synced by compute node.
+su -s /bin/sh -c "nova-manage placement sync_aggregates" nova >>"$LAB/nova-manage.log" 2>&1
 step "up: clouds in $LAB/clouds.yaml"

@@ -26,11 +26,12 @@ LAB_VMS = {
     "lab-vm-big": ([(3 << 40, 4)], "00:50:56:01:00:04", {}),
     "lab-vm-indep": ([(16 * MiB, 0)], "00:50:56:01:00:06", {"independent": True}),
     # A bootable Debian guest set up like a VMware one (lab/guest/build.sh) plus a data disk: for cutover.
-    # Boot disk on an LSI Logic SAS controller, data disk on a PVSCSI one: a very common layout.
+    # Boot disk on an LSI Logic SAS controller, data disk on a PVSCSI one: a very common layout. Its NIC is
+    # a vmxnet3 in PCI slot 192, as vCenter places one: the guest names it ens192 (its ifupdown does).
     "lab-vm-linux": (
         [(1 << 30, 0), (16 * MiB, 4)],
         "00:50:56:01:00:07",
-        {"guest_image": True, "controllers": ["sas", "pvscsi"]},
+        {"guest_image": True, "controllers": ["sas", "pvscsi"], "vmxnet3_slot": 192},
     ),
     # For the source-event tests (CBT reset, grown disks...): what they leave behind touches no other test.
     "lab-vm-events": ([(48 * MiB, 16), (32 * MiB, 4)], "00:50:56:01:00:08", {}),
@@ -75,8 +76,16 @@ def shape(vm, name, disks, mac, quirks):
                                          capacityInBytes=capacity, backing=backing)  # fmt: skip
         changes.append(vim.vm.device.VirtualDeviceSpec(operation="add", fileOperation="create", device=disk))
     nic = next(d for d in devices if isinstance(d, vim.vm.device.VirtualEthernetCard))
-    nic.addressType, nic.macAddress = "manual", mac
-    changes.append(vim.vm.device.VirtualDeviceSpec(operation="edit", device=nic))
+    if quirks.get("vmxnet3_slot"):
+        # vcsim's NIC is an e1000 in slot 32; vCenter keeps the slot an added device asks for.
+        slot = vim.vm.device.VirtualDevice.PciBusSlotInfo(pciSlotNumber=quirks["vmxnet3_slot"])
+        vmxnet3 = vim.vm.device.VirtualVmxnet3(key=-50, backing=nic.backing, slotInfo=slot, addressType="manual",
+                                               macAddress=mac)  # fmt: skip
+        changes.append(vim.vm.device.VirtualDeviceSpec(operation="remove", device=nic))
+        changes.append(vim.vm.device.VirtualDeviceSpec(operation="add", device=vmxnet3))
+    else:
+        nic.addressType, nic.macAddress = "manual", mac
+        changes.append(vim.vm.device.VirtualDeviceSpec(operation="edit", device=nic))
     wait(vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=changes)))
 
 

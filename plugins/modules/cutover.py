@@ -171,12 +171,15 @@ instance:
 validation:
   description:
     - The evidence that the instance's guest runs - each probe, whether it answered and after how many
-      seconds, and the console log's verdict. C({"enabled": false}) when O(validation.enabled) is off.
+      seconds, and the console log's verdict. Only C(enabled=false) when O(validation.enabled) is off.
   returned: when the validation step ran
   type: dict
-  sample: {"passed": true, "took_s": 48.0, "evidence": [{"check": "ping", "target": "10.0.4.17", "ok": true,
-           "after_s": 45.0, "detail": "answered"}, {"check": "console", "target": "console log", "ok": true,
-           "after_s": 10.0, "detail": "shows 'Linux version 6'"}]}
+  sample:
+    passed: true
+    took_s: 48.0
+    evidence:
+      - {check: ping, target: 10.0.4.17, ok: true, after_s: 45.0, detail: answered}
+      - {check: console, target: console log, ok: true, after_s: 10.0, detail: "shows 'Linux version 6'"}
 projection:
   description:
     - The projected downtime the cutover went by (in check mode, would go by) - change and copy rates,

@@ -11,6 +11,14 @@ libvirtxml``) because ``-i disk`` takes a single disk only. User scripts (run
 once now, or at the guest's first boot) go through ``virt-customize`` after the
 conversion, as virt-v2v 2.x has no such options itself.
 
+A Linux guest's network configuration often names its NICs as they were
+named on VMware (``ens192``: the ACPI slot vSphere gave the vmxnet3). On
+virtio the same NIC is ``ens3``, so a static address would not apply and
+the instance would be unreachable. Before virt-v2v runs (its initramfs
+rebuild then carries them too), each name the guest's configuration uses
+is pinned to the MAC the instance's port keeps, with a systemd ``.link``
+file; a guest whose configuration names no interface gets nothing.
+
 Output goes to a log file in a 0700 directory; the error a user sees quotes
 virt-v2v's own error lines, and names the log for the rest.
 """
@@ -48,6 +56,14 @@ class ConversionOptions:
     log_dir: str = "/var/lib/xms-warm-migration/conversion"
 
 
+@dataclass(frozen=True)
+class NicIdentity:
+    """A NIC of the source VM: the MAC its port keeps, and its name in the guest on VMware (if known)."""
+
+    mac: str
+    vmware_name: Optional[str] = None
+
+
 @dataclass
 class ConversionResult:
     converted: bool
@@ -55,6 +71,7 @@ class ConversionResult:
     duration_s: float
     warnings: List[str]
     log: Optional[str]
+    pinned_names: Dict[str, str] = field(default_factory=dict)  # interface name -> MAC, as the guest now says
 
     def as_dict(self) -> Dict[str, object]:
         return {
@@ -63,6 +80,7 @@ class ConversionResult:
             "duration_s": round(self.duration_s, 1),
             "warnings": self.warnings,
             "log": self.log,
+            "pinned_names": self.pinned_names,
         }
 
 
@@ -93,6 +111,38 @@ def check_options(options: ConversionOptions, guest_id: str = "") -> None:
         raise ConversionError("the conversion timeout must be positive", parameter="conversion.timeout")
 
 
+def pin_script(nics: Sequence[NicIdentity]) -> str:
+    """The shell script, run inside the guest, that pins each configured VMware name to its MAC.
+
+    A name is pinned only where the guest's configuration mentions it (ifupdown, NetworkManager
+    keyfiles, systemd-networkd, netplan, RHEL's ifcfg files): a guest that matches NICs by MAC,
+    or lets DHCP find them, keeps virtio's names.
+    """
+    lines = [
+        "#!/bin/sh",
+        "# xms.warm_migration: keep the interface names the guest's network configuration uses",
+        "pin() {",
+        f'  grep -rqsw -- "$1" {" ".join(_NETWORK_CONFIG)} || return 0',
+        "  mkdir -p /etc/systemd/network",
+        "  printf '# written by xms.warm_migration: the name this NIC had on VMware\\n"
+        '[Match]\\nMACAddress=%s\\n\\n[Link]\\nName=%s\\n\' "$2" "$1" >"/etc/systemd/network/10-xms-$1.link"',
+        '  echo "xms-pinned $1 $2"',
+        "}",
+    ]
+    lines += [f"pin {nic.vmware_name} {nic.mac}" for nic in nics if nic.vmware_name]
+    return "\n".join(lines) + "\n"
+
+
+_NETWORK_CONFIG = (
+    "/etc/network/interfaces",
+    "/etc/network/interfaces.d",
+    "/etc/NetworkManager/system-connections",
+    "/etc/systemd/network",
+    "/etc/netplan",
+    "/etc/sysconfig/network-scripts",
+)
+
+
 def domain_xml(name: str, devices: Sequence[str], macs: Sequence[str] = ()) -> str:
     """The minimal libvirt description virt-v2v needs: the disks in boot order, the NICs by MAC."""
     disks = []
@@ -121,38 +171,55 @@ def domain_xml(name: str, devices: Sequence[str], macs: Sequence[str] = ()) -> s
 
 
 def convert_in_place(
-    devices: Sequence[str], options: ConversionOptions, *, name: str = "guest", macs: Sequence[str] = ()
+    devices: Sequence[str],
+    options: ConversionOptions,
+    *,
+    name: str = "guest",
+    nics: Sequence[NicIdentity] = (),
+    guest_id: str = "",
 ) -> ConversionResult:
-    """Convert the guest on ``devices`` (its disks, boot disk first) for KVM, in place."""
+    """Convert the guest on ``devices`` (its disks, boot disk first) for KVM, in place.
+
+    ``guest_id`` is vSphere's guest OS id: Windows keeps its addresses per adapter by other means.
+    """
     check_options(options)
     if options.skip:
         return ConversionResult(converted=False, skipped=True, duration_s=0.0, warnings=[], log=None)
     os.makedirs(options.log_dir, mode=0o700, exist_ok=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="xms-v2v-") as tmp:
-        xml_path = os.path.join(tmp, "guest.xml")
-        with open(xml_path, "w") as handle:
-            handle.write(domain_xml(name, devices, macs))
         log = os.path.join(options.log_dir, f"{_safe(name)}-{time.strftime('%Y%m%dT%H%M%S')}.log")
         env = _environment(options, tmp)
+
+        def customize(actions: List[str]) -> None:
+            # --format raw: the guest's data never decides how its disk is read. virt-customize adds its -a
+            # disks last first (customize_main.ml pushes each to the front of its list), and a guest's fstab
+            # naming /dev/sda1 means the first disk added: the boot disk must come last on the command line.
+            argv = [CUSTOMIZE, "-v", "-x", "--no-network", "--format", "raw"]
+            argv += [a for d in reversed(devices) for a in ("-a", d)] + actions
+            _run(argv, env, log, options.timeout_s - (time.monotonic() - started))
+
+        if any(nic.vmware_name for nic in nics) and not guest_id.lower().startswith("windows"):
+            script = os.path.join(tmp, "pin-names.sh")
+            with open(script, "w") as handle:
+                handle.write(pin_script(nics))
+            customize(["--run", script])
+        xml_path = os.path.join(tmp, "guest.xml")
+        with open(xml_path, "w") as handle:
+            handle.write(domain_xml(name, devices, [nic.mac for nic in nics]))
         remaining = options.timeout_s - (time.monotonic() - started)
         _run([V2V, "-v", "-x", "-i", "libvirtxml", xml_path], env, log, remaining)
-        customize = []
-        for script in options.run_scripts:
-            customize += ["--run", script]
-        for script in options.firstboot_scripts:
-            customize += ["--firstboot", script]
-        if customize:
-            # --format raw: the guest's data never decides how its disk is read
-            argv = [CUSTOMIZE, "--no-network", "--format", "raw"]
-            argv += [a for d in devices for a in ("-a", d)] + customize
-            _run(argv, env, log, options.timeout_s - (time.monotonic() - started))
+        actions = [a for script in options.run_scripts for a in ("--run", script)]
+        actions += [a for script in options.firstboot_scripts for a in ("--firstboot", script)]
+        if actions:
+            customize(actions)
     return ConversionResult(
         converted=True,
         skipped=False,
         duration_s=time.monotonic() - started,
         warnings=_matching(log, r"^virt-v2v-in-place: warning: (.*)$"),
         log=log,
+        pinned_names=dict(m.split(" ", 1) for m in _matching(log, r"^xms-pinned (\S+ \S+)$", limit=None)),
     )
 
 
@@ -209,10 +276,10 @@ def _run(argv: List[str], env: Dict[str, str], log: str, timeout_s: float) -> No
         )
 
 
-def _matching(log: str, pattern: str) -> List[str]:
+def _matching(log: str, pattern: str, limit: Optional[int] = 10) -> List[str]:
     regex = re.compile(pattern)
     with open(log, errors="replace") as handle:
-        return [m.group(1).strip() for m in map(regex.match, handle) if m][:10]
+        return [m.group(1).strip() for m in map(regex.match, handle) if m][:limit]
 
 
 def _is_block(path: str) -> bool:

@@ -398,7 +398,11 @@ def _convert(run: _Run) -> None:
                 state.needs_full_resync = True
                 store.save_common(openstack, state)
                 result = virt_v2v.convert_in_place(
-                    devices, settings.conversion, name=run.ctx.vm_name, macs=[nic.mac for nic, _mapping in run.nics]
+                    devices,
+                    settings.conversion,
+                    name=run.ctx.vm_name,
+                    nics=[virt_v2v.NicIdentity(nic.mac, nic.guest_name) for nic, _mapping in run.nics],
+                    guest_id=run.ctx.inventory.guest_id,
                 )
                 outcome.conversion = result.as_dict()
                 state.converted = True

@@ -96,7 +96,7 @@ def validate(
     while True:
         now = round(clock() - start, 1)
         for evidence in (e for e in wanted if not e.ok):
-            host, _, port = evidence.target.rpartition(":") if evidence.check == "tcp" else (evidence.target, "", "")
+            host, _sep, port = evidence.target.rpartition(":") if evidence.check == "tcp" else (evidence.target, "", "")
             if ping(host) if evidence.check == "ping" else tcp_open(host, int(port)):
                 evidence.ok, evidence.after_s = True, now
         if not seen_console.ok:

@@ -61,6 +61,12 @@ class Nic:
     mac: str
     network: str
     adapter: str
+    pci_slot: Optional[int] = None  # vSphere's slotInfo.pciSlotNumber: the slot number the guest's ACPI sees
+
+    @property
+    def guest_name(self) -> Optional[str]:
+        """The name a Linux guest's predictable naming gives this NIC on VMware (``ens`` + its slot)."""
+        return f"ens{self.pci_slot}" if self.pci_slot else None
 
 
 @dataclass
@@ -201,8 +207,10 @@ def inventory(client, vm) -> VmInventory:
             ))  # fmt: skip
         elif isinstance(dev, vim.vm.device.VirtualEthernetCard):
             network = _network_name(client, dev.backing) or (dev.deviceInfo.summary if dev.deviceInfo else "")
+            slot = getattr(dev.slotInfo, "pciSlotNumber", None) if dev.slotInfo else None
             nics.append(Nic(key=dev.key, mac=(dev.macAddress or "").lower(), network=network,
-                            adapter=type(dev).__name__.rsplit(".", 1)[-1].replace("Virtual", "").lower()))  # fmt: skip
+                            adapter=type(dev).__name__.rsplit(".", 1)[-1].replace("Virtual", "").lower(),
+                            pci_slot=slot))  # fmt: skip
     snapshot = props.get("snapshot")
     return VmInventory(
         name=props["name"], moref=vm._moId, instance_uuid=config.instanceUuid or config.uuid,

@@ -23,6 +23,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.erro
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import (
     ConversionOptions,
+    NicIdentity,
     convert_in_place,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.layer import VolumeFormat, plain_view
@@ -31,6 +32,7 @@ from ..conftest import qemu_img
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 MAC = "00:50:56:01:00:07"
+OTHER_MAC = "00:50:56:01:00:17"  # a second NIC, in slot 224, that the guest's configuration does not name
 PASSPHRASE = bytes(range(32)).hex().encode()  # as Cinder derives it from a 32-byte key
 
 
@@ -74,7 +76,9 @@ def converted(lab_guest, tmp_path_factory):
     script.write_text("#!/bin/sh\necho converted-by-xms > /etc/xms-converted\n")
     options = ConversionOptions(run_scripts=[str(script)], timeout_s=1800, log_dir=str(tmp / "logs"))
     with plain_view(volume, VolumeFormat.QCOW2, PASSPHRASE, as_file=True) as disk:
-        result = convert_in_place([disk], options, name="lab-vm-linux", macs=[MAC])
+        result = convert_in_place(
+            [disk], options, name="lab-vm-linux", nics=[NicIdentity(MAC, "ens192"), NicIdentity(OTHER_MAC, "ens224")]
+        )
         yield disk, result
 
 
@@ -111,10 +115,24 @@ def test_conversion_rewrote_fstab_and_ran_the_script(converted):
         ":",
         "cat",
         "/etc/xms-converted",
+        ":",
+        "cat",
+        "/etc/systemd/network/10-xms-ens192.link",
+        ":",
+        "ls",
+        "/etc/systemd/network",
     ]
     read = subprocess.run(argv, capture_output=True, text=True, check=True, env=env)
     assert "/dev/vda1" in read.stdout and "/dev/sda1" not in read.stdout
     assert "converted-by-xms" in read.stdout
+    # ens192 (its ifupdown's name) stays ens192 on virtio; ens224, named nowhere, gets no pin
+    assert f"MACAddress={MAC}" in read.stdout and "Name=ens192" in read.stdout
+    assert "ens224" not in read.stdout
+
+
+def test_conversion_reports_the_names_it_pinned(converted):
+    _disk, result = converted
+    assert result.pinned_names == {"ens192": MAC}
 
 
 def test_a_disk_without_a_guest_fails_clearly(tmp_path):

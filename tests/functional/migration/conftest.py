@@ -12,7 +12,9 @@ import nbd
 import pytest
 from lab_reset import annotation, delete_migration, power_state, reset_vm  # lab/demo (tests/functional/conftest.py)
 
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import ConversionOptions
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import CutoverSettings
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import (
     InitOutcome,
     NetworkMapping,
@@ -20,6 +22,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initi
     initialize,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.settings import SyncSettings
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.validation import ValidationSettings
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_for_write
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.client import OpenStackClient
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt, datapath, inventory
@@ -83,6 +86,12 @@ def events_vm(vsphere, openstack):
 def target():
     return TargetSettings(volume_type="standard-ssd", availability_zone="az1",
                           network_map=[NetworkMapping(source="DC0_DVPG0", network="lab-net-a")])  # fmt: skip
+
+
+def data_cutover(settings: SyncSettings, **options) -> CutoverSettings:
+    """The cutover of a lab VM that holds test data, no guest: nothing to convert, nothing to answer in the cloud."""
+    return CutoverSettings(sync=settings, conversion=ConversionOptions(skip=True),
+                           validation=ValidationSettings(enabled=False), **options)  # fmt: skip
 
 
 def start(vsphere, vm, openstack, target: TargetSettings, **options) -> InitOutcome:

@@ -11,18 +11,17 @@ from contextlib import contextmanager
 
 import pytest
 
-from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import ConversionOptions
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import cutover as cutover_module
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import ownership, store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import CutoverSettings, run_cutover
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import run_cutover
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import HostTimes
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import Phase
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import PowerError
 
-from .conftest import Writer, power_state, start
+from .conftest import Writer, data_cutover, power_state, start
 
 
 def prepared(vsphere, vm, openstack, target, settings):
@@ -38,7 +37,7 @@ def test_a_downtime_budget_is_met_by_syncing_back_to_back_before_the_shutdown(
 ):
     migration_id, key = prepared(vsphere, vm_1, openstack, target, settings)
     settings.bandwidth_limit = 4_000_000  # a sync copies 4 MB/s; the guest changes 1 MB/s
-    cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(skip=True), instance_timeout=300,
+    cutover = data_cutover(settings, instance_timeout=300,
                               downtime_budget=25)  # fmt: skip
     with Writer("lab-vm-1", key, 1_000_000):
         for _measure in range(2):  # the change rate, measured
@@ -60,7 +59,7 @@ def test_a_guest_writing_faster_than_a_sync_copies_is_refused_before_the_shutdow
 ):
     migration_id, key = prepared(vsphere, vm_1, openstack, target, settings)
     settings.bandwidth_limit = 400_000  # a sync copies 0.4 MB/s; the guest changes 0.5 MB/s
-    cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(skip=True), downtime_budget=20)
+    cutover = data_cutover(settings, downtime_budget=20)
     with Writer("lab-vm-1", key, 500_000):
         time.sleep(8)
         run_sync(MigrationContext.read(vsphere, vm_1, openstack), settings)
@@ -82,7 +81,7 @@ def test_a_budgeted_cutover_rerun_after_a_failed_shutdown_projects_as_in_ready_a
         for _measure in range(2):  # the change rate, measured
             time.sleep(5)
             run_sync(MigrationContext.read(vsphere, vm_1, openstack), settings)
-    cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(skip=True), instance_timeout=300,
+    cutover = data_cutover(settings, instance_timeout=300,
                               downtime_budget=600)  # fmt: skip
 
     def tools_not_running(*_args, **_kwargs):

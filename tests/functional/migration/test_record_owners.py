@@ -9,16 +9,15 @@ from contextlib import contextmanager
 
 import pytest
 
-from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import ConversionOptions
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import disk_copies, heartbeat, store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import CutoverSettings, run_cutover
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import run_cutover
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.info import set_schedule
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt
 
 from ..openstack.conftest import CLOUDS
-from .conftest import assert_volumes_equal_source, start
+from .conftest import assert_volumes_equal_source, data_cutover, start
 
 COLLECTIONS = sys.modules["ansible_collections"].__path__[0].rsplit("/ansible_collections", 1)[0]
 OTHER_HOST = f"""
@@ -162,7 +161,7 @@ def test_the_cutover_holds_the_migration_from_its_first_step_to_its_last(
 ):
     migration_id = start(vsphere, vm_1, openstack, target).migration_id
     run_sync(MigrationContext.read(vsphere, vm_1, openstack), settings)
-    cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(skip=True), instance_timeout=300)
+    cutover = data_cutover(settings, instance_timeout=300)
     thread, box = in_background(lambda: run_cutover(MigrationContext.read(vsphere, vm_1, openstack), target, cutover))
     seen, other_host = [], []
     while thread.is_alive():

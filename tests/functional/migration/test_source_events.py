@@ -8,10 +8,9 @@ import re
 
 import pytest
 
-from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import ConversionOptions
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import CutoverSettings, run_cutover
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import run_cutover
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError, PreflightError
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import (
     RemovedDisks,
@@ -23,7 +22,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.error
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt, inventory
 
 from ..vsphere.conftest import add_disk, grow_disk, remove_disk, set_cbt
-from .conftest import EVENTS_VM, assert_volumes_equal_source, lab_cmd, power_state, snapshot_names, start
+from .conftest import EVENTS_VM, assert_volumes_equal_source, data_cutover, lab_cmd, power_state, snapshot_names, start
 
 MiB, GiB = 1 << 20, 1 << 30
 
@@ -185,7 +184,7 @@ def test_a_disk_added_then_one_removed_after_the_seed_follow_the_documented_path
     assert snapshot_names(vsphere, events_vm) == []  # its snapshot was removed again
     with pytest.raises(PhaseError):  # and the cutover refuses while the source still runs
         run_cutover(MigrationContext.read(vsphere, events_vm, openstack), target,
-                    CutoverSettings(sync=settings, conversion=ConversionOptions(skip=True)))  # fmt: skip
+                    data_cutover(settings))  # fmt: skip
     assert power_state(vsphere, events_vm) == "poweredOn"
 
     init = start(vsphere, events_vm, openstack, target)

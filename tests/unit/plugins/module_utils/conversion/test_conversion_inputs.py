@@ -1,5 +1,6 @@
 """Conversion inputs and console reading: the parts that need no guest to check."""
 
+import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -8,10 +9,26 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.boot
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.errors import ConversionError
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import (
     ConversionOptions,
+    NicIdentity,
     check_options,
     convert_in_place,
     domain_xml,
+    pin_script,
 )
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.inventory import Nic
+
+
+def test_a_nic_is_named_by_its_pci_slot_as_linux_names_it_on_vmware():
+    vmxnet3 = Nic(key=4000, mac="00:50:56:01:00:07", network="VM Network", adapter="vmxnet3", pci_slot=192)
+    assert vmxnet3.guest_name == "ens192"
+    assert Nic(key=4000, mac="00:50:56:01:00:07", network="VM Network", adapter="e1000").guest_name is None
+
+
+def test_the_pin_script_pins_only_nics_with_a_vmware_name():
+    script = pin_script([NicIdentity("00:50:56:01:00:07", "ens192"), NicIdentity("00:50:56:01:00:08")])
+    assert subprocess.run(["sh", "-n"], input=script, text=True, check=False).returncode == 0
+    calls = [line for line in script.splitlines() if line.startswith("pin ")]
+    assert calls == ["pin ens192 00:50:56:01:00:07"]
 
 
 def test_domain_xml_lists_disks_in_boot_order_and_nics_by_mac(tmp_path):
