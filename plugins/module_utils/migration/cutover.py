@@ -471,7 +471,8 @@ def _validate(run: _Run) -> None:
         f" {settings.timeout_s} s: {state.validation}",
         parameter="validation",
         hint="The instance was stopped. Look at its console; run the cutover again to start it and validate"
-        " again, or with validation enabled: false to keep it as it is",
+        " again, or with validation enabled: false to keep it as it is, or roll back with state: rolled_back"
+        " (deletes the instance and its ports, powers the source on)",
     )
 
 
@@ -530,11 +531,12 @@ def image_properties(inv) -> Dict[str, str]:
 
 
 def rollback(ctx: MigrationContext, settings: CutoverSettings, *, check_mode: bool = False) -> CutoverOutcome:
-    """Undo a cutover that has not created the instance: power the source on, back to ``ready``.
+    """Undo a cutover whose instance was not validated: back to the source, back to ``ready``.
 
-    The cloud is asked, not only the record: an instance of the migration that exists (the
-    record may be behind, or someone booted one) runs on the replicas, and powering the source
-    on beside it would split the VM in two. Check mode returns what the rollback would do.
+    The cloud is asked, not only the record: an instance of the migration that the record does not
+    name (the record may be behind, or someone booted one) runs on the replicas, and powering the
+    source on beside it would split the VM in two. The instance a failed validation stopped is the
+    record's own: it is deleted with its ports first. Check mode returns what the rollback would do.
     """
     openstack, migration_id = ctx.openstack, ctx.migration_id
     state = store.load(openstack, migration_id)
@@ -550,16 +552,21 @@ def rollback(ctx: MigrationContext, settings: CutoverSettings, *, check_mode: bo
         return CutoverOutcome(changed=False, steps_done=[], state=state)
     _may_roll_back(openstack, state)
     ownership.ensure_free(state, ownership.Observations(settings.sync.state_dir))
-    todo = ["power_on_source", "phase_ready"] + (["full_resync_next"] if _needs_full_resync(state) else [])
+    todo = ["delete_instance"] if state.instance_id else []
+    todo += ["power_on_source", "phase_ready"] + (["full_resync_next"] if _needs_full_resync(state) else [])
     before, after = _state_view(state), _view(Phase.READY.value, "", "")
     if check_mode:
         return CutoverOutcome(changed=True, steps_done=todo, state=state, before=before, after=after)
     check = functools.partial(_may_roll_back, openstack)
     with ownership.hold(openstack, migration_id, settings.sync.state_dir, check=check) as held:
         state = held.state
+        if state.instance_id:
+            os_instance.delete_instance(openstack, state.instance_id, migration_id,
+                                        [nic.mac for nic in ctx.inventory.nics], settings.instance_timeout)  # fmt: skip
         vs_power.power_on(ctx.vsphere, ctx.vm)
         state.needs_full_resync = _needs_full_resync(state)
         state.phase, state.cutover_step, state.converted, state.cutover_marks = Phase.READY, "", False, {}
+        state.instance_id, state.validation = "", ""
         store.save_common(openstack, state)
     return CutoverOutcome(changed=True, steps_done=todo, state=state, before=before, after=after)
 
@@ -570,15 +577,18 @@ def _needs_full_resync(state: MigrationState) -> bool:
 
 
 def _may_roll_back(openstack, state: MigrationState) -> None:
-    """A rollback is possible: the migration is in cutover and no instance of it exists (cloud asked)."""
+    """A rollback is possible: the migration is in cutover, its instance not validated, and no instance
+    of it exists in the cloud (asked) but the one the record names."""
     if state.phase is not Phase.CUTOVER:
         raise PhaseError(f"migration {state.migration_id} left phase cutover meanwhile (now '{state.phase.value}')",
                          hint="Another run changed it: see migration_info")  # fmt: skip
     server = os_instance.find_server(openstack, state.migration_id)
-    if _after(state, "instance") or server is not None:
+    validated = _after(state, "validated")
+    if validated or (server is not None and server.id != state.instance_id):
         raise PhaseError(
             f"migration {state.migration_id} already has its instance"
             f" {server.id if server is not None else state.instance_id}"
-            + (f" ({server.status})" if server is not None else ""),
+            + (f" ({server.status})" if server is not None else "")
+            + (", validated" if validated else ", which the migration record does not name"),
             hint="It runs on the migration's volumes: delete that instance first if you really want the source back",
         )

@@ -172,6 +172,16 @@ def delete_test_instance(client, migration_id: str, timeout: float = 600) -> Lis
     return deleted
 
 
+def delete_instance(client, server_id: str, migration_id: str, macs: List[str], timeout: float = 600) -> None:
+    """Delete the migration's instance and the ports the cutover made for it (the volumes stay)."""
+    if server_id:
+        _delete_server(client, server_id, timeout)
+    for mac in macs:
+        for port in client.conn.network.ports(mac_address=mac.lower()):
+            if port.name == port_name(migration_id, mac):
+                client.conn.network.delete_port(port.id, ignore_missing=True)
+
+
 def _boot(
     client, *, name: str, flavor, volume_ids: List[str], ports: List[Callable[[], Tuple[object, bool]]],
     tag: Dict[str, str], find: Callable[[], object], availability_zone: Optional[str], key_name: Optional[str],

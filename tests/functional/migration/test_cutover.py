@@ -23,7 +23,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutov
     rollback,
     run_cutover,
 )
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError, ValidationError
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.validation import ValidationSettings
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import instance as os_instance
@@ -143,6 +143,41 @@ def test_the_lab_guest_is_converted_boot_checked_and_booted(vsphere, cutover_vm,
     assert checks["ping"]["ok"] and checks["ping"]["target"] in outcome.instance["ports"][0]["fixed_ips"]
     assert checks["console"]["ok"]
     assert state.validation.startswith("passed")
+
+
+@pytest.mark.parametrize("cutover_vm", ["lab-vm-1"], indirect=True)
+def test_an_instance_whose_guest_never_answers_is_not_completed_and_the_rollback_removes_it(
+    vsphere, cutover_vm, openstack, target, settings
+):
+    """lab-vm-1 holds test data, no guest: Nova boots its volumes (SeaBIOS finds nothing to boot), the port
+    has its address, nothing answers. That is what a replica left unconverted looks like in the cloud."""
+    vm = cutover_vm
+    migration_id = start(vsphere, vm, openstack, target).migration_id
+    run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
+    cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(skip=True), instance_timeout=300,
+                              validation=ValidationSettings(timeout_s=20))  # fmt: skip
+    with pytest.raises(ValidationError) as err:
+        run_cutover(MigrationContext.read(vsphere, vm, openstack), target, cutover)
+    assert err.value.parameter == "validation" and "rolled_back" in str(err.value)
+    assert "enabled: false" in str(err.value) and "no answer from" in str(err.value)
+    state = store.load(openstack, migration_id)
+    assert (state.phase, state.cutover_step) == ("cutover", "instance") and state.validation.startswith("failed")
+    server = os_instance.find_server(openstack, migration_id)
+    assert server.id == state.instance_id and server.status == "SHUTOFF"  # stopped, not deleted
+    assert power_state(vsphere, vm) == "poweredOff"
+    mac = inventory.inventory(vsphere, vm).nics[0].mac
+
+    would = rollback(MigrationContext.read(vsphere, vm, openstack), cutover, check_mode=True)
+    assert would.steps_done == ["delete_instance", "power_on_source", "phase_ready", "full_resync_next"]
+    undone = rollback(MigrationContext.read(vsphere, vm, openstack), cutover)
+    assert undone.changed and power_state(vsphere, vm) == "poweredOn"
+    assert os_instance.find_server(openstack, migration_id) is None
+    assert not [p for p in openstack.conn.network.ports() if p.mac_address == mac.lower()]
+    state = store.load(openstack, migration_id)
+    assert (state.phase, state.instance_id, state.needs_full_resync) == ("ready", "", True)
+    # the instance ran on the volumes: the next sync copies them whole, and they equal the source again
+    assert run_sync(MigrationContext.read(vsphere, vm, openstack), settings).kind == "full_resync"
+    assert_volumes_equal_source(vsphere, vm, openstack, store.load(openstack, migration_id))
 
 
 def boot_tagged_server(openstack, migration_id):

@@ -37,8 +37,7 @@ def test_a_downtime_budget_is_met_by_syncing_back_to_back_before_the_shutdown(
 ):
     migration_id, key = prepared(vsphere, vm_1, openstack, target, settings)
     settings.bandwidth_limit = 4_000_000  # a sync copies 4 MB/s; the guest changes 1 MB/s
-    cutover = data_cutover(settings, instance_timeout=300,
-                              downtime_budget=25)  # fmt: skip
+    cutover = data_cutover(settings, instance_timeout=300, downtime_budget=25)
     with Writer("lab-vm-1", key, 1_000_000):
         for _measure in range(2):  # the change rate, measured
             time.sleep(10)
@@ -81,8 +80,7 @@ def test_a_budgeted_cutover_rerun_after_a_failed_shutdown_projects_as_in_ready_a
         for _measure in range(2):  # the change rate, measured
             time.sleep(5)
             run_sync(MigrationContext.read(vsphere, vm_1, openstack), settings)
-    cutover = data_cutover(settings, instance_timeout=300,
-                              downtime_budget=600)  # fmt: skip
+    cutover = data_cutover(settings, instance_timeout=300, downtime_budget=600)
 
     def tools_not_running(*_args, **_kwargs):
         """Mock of a guest whose VMware Tools do not answer (vcsim's guests always shut down)."""
