@@ -227,7 +227,7 @@ def compare(vsphere, openstack, lab: dict, vms: list[str], workdir: str) -> bool
 
 def print_metrics(openstack, vsphere, vms: list[str]) -> None:
     print(f"\n{'VM':<14} {'phase':<10} {'last sync':<20} {'lag s':>6} {'bytes full':>12} {'bytes incr':>12} "
-          f"{'syncs':>5} {'rate MiB/s':>10} {'down s':>6}  instance")  # fmt: skip
+          f"{'syncs':>5} {'rate MiB/s':>10} {'down s':>6}  {'instance':<36}  in the cloud")  # fmt: skip
     for name in vms:
         vm = inventory.find_vm(vsphere, name=name)
         m = store.load(openstack, MigrationContext.read(vsphere, vm).migration_id).metrics()
@@ -235,7 +235,7 @@ def print_metrics(openstack, vsphere, vms: list[str]) -> None:
         down = "-" if m["downtime_s"] is None else m["downtime_s"]
         print(f"{name:<14} {m['phase']:<10} {(m['last_sync'] or '-')[:19]:<20} {lag:>6} {m['bytes_full']:>12} "
               f"{m['bytes_incr']:>12} {m['sync_count']:>5} {m['rate_bytes_per_s'] / 2**20:>10.1f} "
-              f"{down:>6}  {m.get('instance_id') or '-'}")  # fmt: skip
+              f"{down:>6}  {m.get('instance_id') or '-':<36}  {m.get('validation') or '-'}")  # fmt: skip
 
 
 def main() -> int:

@@ -14,8 +14,9 @@ name: cutover_summary
 short_description: One line per VM at the end of a cutover - downtime, instance, where the time went
 version_added: 0.1.0
 description:
-  - For each host, from its registered C(cutover_result) - the downtime, the instance and the seconds of
-    each step; a VM whose cutover failed, with the error; a VM that did not get its turn, as such.
+  - For each host, from its registered C(cutover_result) - the downtime, the instance, the seconds of
+    each step and what proved the instance runs; a VM whose cutover failed, with the error; a VM that did
+    not get its turn, as such.
 options:
   _input:
     description: The VMs' inventory host names (C(ansible_play_hosts_all)).
@@ -56,7 +57,12 @@ def _line(host: str, variables: Mapping[str, Any]) -> str:
     steps = ", ".join(
         f"{CUTOVER_STEP_NAMES.get(step, step)} {human_duration(s)}" for step, s in (result.get("timings") or {}).items()
     )
-    return f"{name}: {down}, instance {instance}" + (f" ({steps})" if steps else "")
+    validation = (result.get("migration") or {}).get("validation")
+    return (
+        f"{name}: {down}, instance {instance}"
+        + (f" ({steps})" if steps else "")
+        + (f"; validation {validation}" if validation else "")
+    )
 
 
 def cutover_summary(hosts: List[str], hostvars: Mapping[str, Any]) -> List[str]:

@@ -88,6 +88,14 @@ options:
         type: list
         elements: int
         default: []
+  post_migration_snapshot:
+    description:
+      - Once the cutover is validated, take one Cinder snapshot of each volume (tagged
+        C(xms_post_migration_of) with the migration id), a rollback point in the cloud for the workload's owner.
+      - The volumes are in use by the instance; Cinder back-ends that snapshot attached volumes through Nova
+        (NFS) ask it to. A failure leaves the migration in cutover before C(completed); a rerun resumes there.
+    type: bool
+    default: false
   key_name:
     description:
       - The Nova key pair of the instance.
@@ -180,6 +188,12 @@ validation:
     evidence:
       - {check: ping, target: 10.0.4.17, ok: true, after_s: 45.0, detail: answered}
       - {check: console, target: console log, ok: true, after_s: 10.0, detail: "shows 'Linux version 6'"}
+post_migration_snapshots:
+  description: The ids of the post-migration snapshots, one per volume in disk order.
+  returned: when O(post_migration_snapshot) is on and the cutover completed
+  type: list
+  elements: str
+  sample: ["3f1c...", "8a0e..."]
 projection:
   description:
     - The projected downtime the cutover went by (in check mode, would go by) - change and copy rates,
@@ -194,8 +208,9 @@ convergence_syncs:
   sample: 2
 downtime_s:
   description:
-    - Seconds from the guest going down to the instance being ACTIVE, measured (for a source found
-      already off, from the moment the cutover saw it off). Null until the guest is down.
+    - Seconds from the guest going down to its instance answering (validated; ACTIVE with validation off),
+      measured (for a source found already off, from the moment the cutover saw it off). Null until the
+      guest is down.
   returned: always
   type: int
   sample: 312
@@ -248,6 +263,7 @@ def main() -> None:
                 "tcp_ports": {"type": "list", "elements": "int", "default": []},
             },
         },
+        "post_migration_snapshot": {"type": "bool", "default": False},
         "key_name": {"type": "str", "no_log": False},
         "downtime_budget": {"type": "int"},
         "security_groups": {"type": "list", "elements": "str", "default": []},
@@ -274,6 +290,7 @@ def main() -> None:
             ping=p["validation"]["ping"],
             tcp_ports=tuple(p["validation"]["tcp_ports"]),
         ),
+        post_migration_snapshot=p["post_migration_snapshot"],
         key_name=p["key_name"],
         downtime_budget=p["downtime_budget"],
         security_groups=p["security_groups"],
@@ -298,7 +315,15 @@ def main() -> None:
             "timings": outcome.timings or {},
             "migration": outcome.state.metrics(),
         }
-        for key in ("shutdown", "final_sync", "conversion", "boot", "instance", "validation"):
+        for key in (
+            "shutdown",
+            "final_sync",
+            "conversion",
+            "boot",
+            "instance",
+            "validation",
+            "post_migration_snapshots",
+        ):
             if getattr(outcome, key) is not None:
                 result[key] = getattr(outcome, key)
         if module._diff and outcome.changed:

@@ -43,6 +43,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync 
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.validation import ValidationSettings
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import instance as os_instance
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import preflight as os_preflight
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_all
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import power as vs_power
 
@@ -60,6 +61,7 @@ class CutoverSettings:
     security_groups: List[str] = field(default_factory=list)
     downtime_budget: Optional[int] = None  # seconds: sync back to back until the projection fits, then shut down
     validation: ValidationSettings = field(default_factory=ValidationSettings)
+    post_migration_snapshot: bool = False  # one Cinder snapshot per volume once the cutover is validated
 
 
 @dataclass
@@ -73,6 +75,7 @@ class CutoverOutcome:
     boot: Optional[Dict[str, object]] = None
     instance: Optional[Dict[str, object]] = None
     validation: Optional[Dict[str, object]] = None  # the evidence that the guest runs in the cloud
+    post_migration_snapshots: Optional[List[str]] = None  # ids, one per volume, in disk order
     downtime_s: Optional[int] = None  # from the guest going down to the instance being ACTIVE
     timings: Optional[Dict[str, int]] = None  # seconds per step (see MigrationState.cutover_timings)
     warnings: List[str] = field(default_factory=list)
@@ -234,10 +237,14 @@ def _converge(ctx: MigrationContext, held: ownership.Held, settings: CutoverSett
 def _remember_times(settings: CutoverSettings, outcome: CutoverOutcome) -> None:
     """What this run measured on this host, for the next projections (best effort)."""
     timings = outcome.timings or {}
+    # the instance until its guest answers: what the workload's downtime holds after the conversion
+    instance_s = timings.get("instance")
+    if instance_s is not None:
+        instance_s += timings.get("validated", 0)
     measured = {
         "shutdown_s": timings.get("shutdown") if outcome.shutdown in ("shutdown", "powered_off") else None,
         "conversion_s": timings.get("converted") if (outcome.conversion or {}).get("converted") else None,
-        "instance_s": timings.get("instance") if outcome.instance else None,
+        "instance_s": instance_s if outcome.instance else None,
     }
     if any(v is not None for v in measured.values()):
         with contextlib.suppress(OSError):
@@ -478,6 +485,11 @@ def _validate(run: _Run) -> None:
 
 def _complete(run: _Run) -> None:
     state = run.state
+    if run.settings.post_migration_snapshot:
+        # After validation, before the phase says completed: a failure here is resumed by a rerun.
+        run.outcome.post_migration_snapshots = os_volumes.post_migration_snapshots(
+            run.ctx.openstack, state.migration_id, [d.volume_id for d in state.disks], run.settings.instance_timeout
+        )
     vs_power.mark_migrated(
         run.ctx.vsphere,
         run.ctx.vm,

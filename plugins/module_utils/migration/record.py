@@ -246,11 +246,12 @@ class MigrationState:
         return max(0, int(((now or utcnow()) - self.synced_at).total_seconds()))
 
     def downtime_s(self, now: Optional[datetime] = None) -> Optional[int]:
-        """Seconds from the guest going down to its instance being ACTIVE (so far, while it runs)."""
+        """Seconds from the guest going down to its instance answering (validated), or being ACTIVE when
+        validation is off or has not ended; so far, while the cutover runs."""
         down = self.cutover_marks.get("shutdown")
         if down is None:
             return None
-        up = self.cutover_marks.get("instance") or (now or utcnow())
+        up = self.cutover_marks.get("validated") or self.cutover_marks.get("instance") or (now or utcnow())
         return max(0, int((up - down).total_seconds()))
 
     def projection(self, now: Optional[datetime] = None, convert: bool = True) -> Optional[Projection]:

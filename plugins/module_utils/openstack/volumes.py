@@ -181,8 +181,46 @@ def find_test_clones(client, tag: str, migration_id: str, replica_ids: List[str]
 
 
 def snapshots_of(client, volume_ids: List[str]) -> List[str]:
-    """Ids of the snapshots of ``volume_ids`` (somebody took them: the collection takes none of a volume)."""
+    """Ids of the snapshots of ``volume_ids`` (before a cutover completes, somebody else took them)."""
     return [snap.id for vid in volume_ids for snap in client.conn.block_storage.snapshots(volume_id=vid)]
+
+
+POST_MIGRATION_TAG = PREFIX + "post_migration_of"
+
+
+def post_migration_snapshots(client, migration_id: str, volume_ids: List[str], timeout: float = 600) -> List[str]:
+    """One snapshot per volume of a validated cutover: the workload owner's rollback point in the cloud.
+
+    Tagged with the migration, so a rerun finds the ones it made instead of taking more. The volumes
+    are in use by the running instance (``force``; Cinder's NFS driver asks Nova for the snapshot of an
+    attached volume)."""
+    storage = client.conn.block_storage
+    ids = []
+    for volume_id in volume_ids:
+        taken = [s for s in storage.snapshots(details=True, volume_id=volume_id)
+                 if (s.metadata or {}).get(POST_MIGRATION_TAG) == migration_id and s.status != "error"]  # fmt: skip
+        snap = taken[0] if taken else storage.create_snapshot(
+            volume_id=volume_id, name=f"xms-{migration_id}-post-migration", force=True,
+            metadata={POST_MIGRATION_TAG: migration_id},
+            description=f"xms.warm_migration: the volume as its validated cutover left it ({migration_id})",
+        )  # fmt: skip
+        ids.append(snap.id)
+    for snap_id in ids:
+        wait_for(lambda sid=snap_id: _snapshot_ready(client, sid), timeout=timeout,
+                 what=f"snapshot {snap_id} to become available", hint="Check the cinder-volume service")  # fmt: skip
+    return ids
+
+
+def _snapshot_ready(client, snapshot_id: str) -> bool:
+    snap = client.conn.block_storage.get_snapshot(snapshot_id)
+    if snap.status == "error":
+        raise OpenStackError(
+            f"snapshot {snapshot_id} went to error",
+            parameter="post_migration_snapshot",
+            hint="See cinder-volume's log; delete the snapshot and run the cutover again, or set"
+            " post_migration_snapshot: false",
+        )
+    return snap.status == "available"
 
 
 def extend_volume(client, volume_id: str, size_bytes: int, timeout: float = 600) -> bool:
