@@ -208,6 +208,9 @@ www_authenticate_uri = http://127.0.0.1:5000
 $(authtoken cinder)
 [oslo_concurrency]
 lock_path = /var/lib/cinder/tmp
+[nova]
+# the NFS driver asks Nova to snapshot a volume in use (os-assisted-volume-snapshots: an admin's call)
+$(authtoken cinder)
 $(key_manager)
 $(cat "$RUN/cinder-backends.conf")
 INI

@@ -187,7 +187,7 @@ validation:
     took_s: 48.0
     evidence:
       - {check: ping, target: 10.0.4.17, ok: true, after_s: 45.0, detail: answered}
-      - {check: console, target: console log, ok: true, after_s: 10.0, detail: "shows 'Linux version 6'"}
+      - {check: console, target: console log, ok: true, after_s: 10.0, detail: "shows 'lab-guest login: '"}
 post_migration_snapshots:
   description: The ids of the post-migration snapshots, one per volume in disk order.
   returned: when O(post_migration_snapshot) is on and the cutover completed

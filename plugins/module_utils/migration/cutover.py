@@ -152,9 +152,11 @@ def run_cutover(
         except WarmMigrationError as err:
             if state.cutover_step and "rolled_back" not in err.hint:
                 # Past the shutdown the operator must know where things stand: the source is off.
+                way_back = (" (the instance runs validated: no rollback)" if _after(state, "validated")
+                            else ", or roll back with state: rolled_back")  # fmt: skip
                 err.hint = (err.hint + ". " if err.hint else "") + (
                     f"The source VM is off and the migration stays in cutover (last step done: {state.cutover_step}):"
-                    " run the cutover again once fixed (it resumes there), or roll back with state: rolled_back"
+                    f" run the cutover again once fixed (it resumes there){way_back}"
                 )
             raise
     outcome.warnings.extend(held.heartbeat.warnings())

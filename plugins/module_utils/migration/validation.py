@@ -18,10 +18,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-# What a console shows once a guest is past its boot loader: a kernel that started, an init that runs.
+# What a console shows once a guest is past its boot loader: a kernel that started (a printk line with
+# its timestamp: a "quiet" kernel still prints its warnings), an init that runs, a login prompt.
 PAST_BOOT_LOADER = re.compile(
-    r"Linux version \d|Run /\S*init|systemd\[1\]|Welcome to |login: |cloud-init\[\d+\]|"
+    r"Linux version \d|^\[\s*\d+\.\d{6}\] |Run /\S*init|systemd\[1\]|Welcome to |login: |cloud-init\[\d+\]|"
     r"Windows Boot Manager|Computer is booting, SAC started",
+    re.M,
 )
 PROBE_TIMEOUT_S = 2
 POLL_S = 5.0
@@ -112,7 +114,9 @@ def validate(
 def _read_console(console: Callable[[], str], evidence: Evidence, now: float) -> None:
     text = console() or ""
     match = PAST_BOOT_LOADER.search(text)
-    if match:
-        evidence.ok, evidence.after_s, evidence.detail = True, now, f"shows {match.group(0).strip()!r}"
+    if match:  # the line it is on, as the operator would look for it in the console
+        start, end = text.rfind("\n", 0, match.start()) + 1, text.find("\n", match.end())
+        line = text[start : end if end >= 0 else len(text)].strip()[:80]
+        evidence.ok, evidence.after_s, evidence.detail = True, now, f"shows {line!r}"
     else:
         evidence.detail = "silent (the guest writes no serial console)" if not text.strip() else "no boot seen yet"

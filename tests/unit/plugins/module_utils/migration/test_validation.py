@@ -44,7 +44,7 @@ def test_an_instance_that_answers_passes_at_once(listener):
     found = [(e.check, e.target, e.ok) for e in result.evidence]
     assert found == [("ping", "127.0.0.1", True), ("tcp", f"127.0.0.1:{listener}", True),
                      ("console", "console log", True)]  # fmt: skip
-    assert result.evidence[2].detail == "shows 'Linux version 6'"
+    assert result.evidence[2].detail == "shows '[    0.000000] Linux version 6.1.0-27-cloud-amd64 ...'"
 
 
 def test_an_instance_that_never_answers_fails_when_the_time_is_up():
@@ -71,3 +71,9 @@ def test_without_an_address_the_console_decides():
     assert run([], ValidationSettings(timeout_s=10), console=lambda: BOOTED).passed
     silent = run([], ValidationSettings(timeout_s=10))
     assert not silent.passed and silent.summary() == "no evidence"
+
+
+def test_a_quiet_kernels_warnings_show_it_past_the_boot_loader():
+    quiet = "\x1b[2J SeaBIOS\r\n[    1.093342] ACPI: _OSC evaluation for CPUs failed, trying _PDC\r\n"
+    assert run([], ValidationSettings(timeout_s=10), console=lambda: quiet).passed
+    assert not run([], ValidationSettings(timeout_s=10), console=lambda: "Booting from Hard Disk...\r\n").passed
