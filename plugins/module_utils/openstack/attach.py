@@ -302,6 +302,23 @@ def release_stale_attachments(client, volume_id: str, host: str) -> int:
     return len(stale)
 
 
+def connection_of(client, volume_id: str) -> Dict[str, object]:
+    """What Cinder tells a host that attaches the volume (``driver_volume_type``, ``format``,
+    ``encrypted``...), asked with an attachment of this host's that is deleted again at once: nothing
+    is connected, nothing read or written. The volume must be available (between syncs it is)."""
+    storage = client.conn.block_storage
+    try:
+        with _BRICK:
+            properties = dict(_connector_properties(_os_brick()))
+    except AttachError:  # attach_mode nova: no os-brick here; file back-ends ask for no more than this
+        properties = {"host": socket.gethostname(), "ip": _my_ip(), "platform": "x86_64", "os_type": "linux"}
+    attachment = storage.create_attachment(volume_id, connector=properties, mode="ro")
+    try:
+        return dict(attachment.connection_info or {})
+    finally:
+        _detach(storage, attachment.id, volume_id)
+
+
 def release_and_delete(client, volume_ids: list, *, cascade: bool = True) -> None:
     """Delete volumes, first releasing what a run killed on this host left attached to them.
 

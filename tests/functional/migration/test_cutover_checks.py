@@ -26,7 +26,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.clien
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 
 from ..vsphere.conftest import VDDK_LIBDIR
-from .conftest import delete_migration, power_state, start
+from .conftest import assert_volumes_equal_source, delete_migration, power_state, reset_vm, start
 
 VM = "lab-vm-1"
 
@@ -142,3 +142,23 @@ def test_a_project_without_instance_quota(vsphere, tmp_path):
         assert err.parameter == "cloud" and "quota instances" in str(err)
     finally:
         delete_migration(small, migration_id)
+
+
+def test_an_encrypted_volume_nova_would_reformat_at_its_first_attach(vsphere, openstack, tmp_path):
+    """A finding of the lab: Nova's libvirt driver (Zed) runs cryptsetup luksFormat on an encrypted volume whose
+    path is no LUKS device; Cinder's NFS driver keeps an encrypted volume as a qcow2 file with LUKS inside. The
+    instance would fail and the replica be destroyed: refused while the source runs, the replica intact."""
+    vm = inventory.find_vm(vsphere, name="lab-vm-2")
+    reset_vm(vsphere, vm, openstack)
+    migration_id = MigrationContext.read(vsphere, vm).migration_id
+    target = TargetSettings(volume_type="standard-ssd-encrypted", availability_zone="az1",
+                            network_map=[NetworkMapping(source="DC0_DVPG0", network="lab-net-a")])  # fmt: skip
+    sync = SyncSettings(state_dir=str(tmp_path / "state"), vddk_libdir=VDDK_LIBDIR)
+    try:
+        start(vsphere, vm, openstack, target)
+        run_sync(MigrationContext.read(vsphere, vm, openstack), sync)
+        err = refused(vsphere, vm, openstack, migration_id, target, CutoverSettings(sync=sync))
+        assert err.parameter == "volume_type" and "cryptsetup" in str(err) and "qcow2" in str(err)
+        assert_volumes_equal_source(vsphere, vm, openstack, store.load(openstack, migration_id))
+    finally:
+        reset_vm(vsphere, vm, openstack)
