@@ -44,7 +44,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.valid
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import instance as os_instance
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import preflight as os_preflight
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
-from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_all, connection_of
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import attach_all
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import power as vs_power
 
 
@@ -280,7 +280,7 @@ def check_target(
             security_groups=settings.security_groups,
             server_exists=os_instance.find_server(openstack, state.migration_id) is not None,
         )
-    checks += _bootable_in_nova(openstack, [d.volume_id for d in state.disks])
+    checks += os_preflight.nova_attach_checks(openstack, [d.volume_id for d in state.disks])
     failed = [c for c in checks if not c.ok]
     if failed:
         where = (
@@ -589,27 +589,6 @@ def rollback(ctx: MigrationContext, settings: CutoverSettings, *, check_mode: bo
 def _needs_full_resync(state: MigrationState) -> bool:
     """A converted volume no longer matches any source snapshot, and CBT cannot say where: copy it all again."""
     return state.needs_full_resync or _after(state, "converted") or state.converted
-
-
-def _bootable_in_nova(openstack, volume_ids: List[str]) -> List[os_preflight.Check]:
-    """A finding of this lab: Nova's libvirt driver (26.x, Zed) runs ``cryptsetup luksFormat`` at the first
-    attach of an encrypted volume whose path is not a LUKS device, which an encrypted volume of Cinder's
-    NFS driver (a qcow2 file, LUKS inside) never is: the replica would be destroyed and the instance
-    fail. Such volumes are refused before the shutdown; their encryption is asked of one volume."""
-    storage = openstack.conn.block_storage
-    encrypted = [v for v in volume_ids if storage.get_volume(v).is_encrypted]
-    if not encrypted:
-        return []
-    info = connection_of(openstack, encrypted[0])
-    if info.get("format") != "qcow2":
-        return []
-    return [os_preflight.Check(
-        "volume_type", False,
-        f"volume {encrypted[0]} is encrypted inside a qcow2 file ({info.get('driver_volume_type')} back-end):"
-        " Nova's libvirt driver formats such a volume with cryptsetup when it first attaches it, which destroys"
-        " the replica; migrate on an unencrypted volume type, or an encrypted one on a block back-end (iSCSI, RBD)",
-        parameter="volume_type",
-    )]  # fmt: skip
 
 
 def _may_roll_back(openstack, state: MigrationState) -> None:

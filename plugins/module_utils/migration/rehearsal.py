@@ -98,6 +98,8 @@ def run_test(ctx: MigrationContext, settings: MigrationTestSettings, *, check_mo
     started = time.monotonic()
     # Held while Cinder clones: no sync of it runs anywhere, and the replica is checked once more under the hold.
     with ownership.hold(openstack, migration_id, settings.sync.state_dir, check=_consistent_replica):
+        # Asked of the replicas while no sync holds them (their clones would be formatted by Nova alike).
+        _refuse(os_preflight.nova_attach_checks(openstack, [v.id for v in replicas]))
         taken_at = utcnow()
         clones = os_volumes.clone_volumes(openstack, migration_id, replicas, os_instance.TEST_TAG)
     state.test = MigrationTestRun(at=taken_at.replace(microsecond=0), result="failed")
@@ -228,6 +230,11 @@ def _check(openstack, state: MigrationState, inv, replicas, settings: MigrationT
             openstack, migration_id=state.migration_id, flavor=flavor, nics=[], key_name=settings.key_name,
             security_groups=settings.security_groups, server_exists=False,
         )  # fmt: skip
+    _refuse(checks)
+    return flavor
+
+
+def _refuse(checks: List[os_preflight.Check]) -> None:
     failed = [c for c in checks if not c.ok]
     if failed:
         raise PreflightError(
@@ -235,7 +242,6 @@ def _check(openstack, state: MigrationState, inv, replicas, settings: MigrationT
             parameter=failed[0].parameter or "cloud",
             hint="Nothing was created and the replica is untouched: fix the input named above, then run again",
         )
-    return flavor
 
 
 class _Clock:

@@ -18,6 +18,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attach import connection_of
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.errors import NotFoundError
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.volumes import VolumeSpec
 
@@ -323,3 +324,25 @@ def _limit_check(key: str, wanted: int, limit, used: int, parameter: Optional[st
     ok = wanted <= free
     message = f"quota {key}: need {wanted}, {free} free of {limit}" + ("" if ok else " - too little")
     return Check(f"quota_{key}", ok, message, parameter=None if ok else parameter)
+
+
+def nova_attach_checks(client, volume_ids: List[str]) -> List[Check]:
+    """Volumes Nova can attach without harm. A finding of the lab: Nova's libvirt driver (26.x, Zed) runs
+    ``cryptsetup luksFormat`` at the first attach of an encrypted volume whose path is no LUKS device,
+    which an encrypted volume of Cinder's NFS driver (a qcow2 file, LUKS inside) never is: the volume
+    would be destroyed and the instance fail. Cinder's connection is asked of one encrypted volume
+    (the back-end decides the format); the volumes must be available."""
+    storage = client.conn.block_storage
+    encrypted = [v for v in volume_ids if storage.get_volume(v).is_encrypted]
+    if not encrypted:
+        return []
+    info = connection_of(client, encrypted[0])
+    if info.get("format") != "qcow2":
+        return []
+    return [Check(
+        "volume_type", False,
+        f"volume {encrypted[0]} is encrypted inside a qcow2 file ({info.get('driver_volume_type')} back-end):"
+        " Nova's libvirt driver formats such a volume with cryptsetup when it first attaches it, which destroys"
+        " it; migrate on an unencrypted volume type, or an encrypted one on a block back-end (iSCSI, RBD)",
+        parameter="volume_type",
+    )]  # fmt: skip

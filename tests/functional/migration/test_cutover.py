@@ -2,9 +2,11 @@
 
 ``lab-vm-1`` (data disks, conversion skipped) shows the step bookkeeping: a
 cutover that fails at instance creation resumes there without copying again.
-``lab-vm-linux`` (the lab guest) goes all the way: converted by virt-v2v, boot
-checked under QEMU with its MAC, booted by Nova. ``lab-vm-2`` is no guest at
-all: its conversion fails, and the rollback powers it on again.
+``lab-vm-linux`` (the lab guest) goes all the way: its boot volume snapshotted
+in Cinder (a qcow2 overlay), converted by virt-v2v, boot checked under QEMU
+with its MAC, booted by Nova's libvirt driver, answering at its fixed IP.
+``lab-vm-2`` is no guest at all: its conversion fails, and the rollback powers
+it on again.
 """
 
 import os
@@ -114,6 +116,12 @@ def test_the_lab_guest_is_converted_boot_checked_and_booted(vsphere, cutover_vm,
     # The boot disk is on an LSI Logic SAS controller, the data disk on a PVSCSI one: boot disk first.
     assert [d.capacity for d in store.load(openstack, migration_id).disks] == [1 << 30, 16 << 20]
     run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
+    # Someone snapshots the boot disk's replica in Cinder: its NFS driver turns the volume's active file into
+    # a qcow2 overlay, which the next syncs and the conversion write through, and which Nova then boots.
+    storage = openstack.conn.block_storage
+    boot_volume = store.load(openstack, migration_id).disks[0].volume_id
+    backup = storage.create_snapshot(volume_id=boot_volume, name="owner-backup")
+    storage.wait_for_status(backup, status="available", wait=120)
     data_disk = str(store.load(openstack, migration_id).disks[1].disk_key)
     lab_cmd("write", "lab-vm-linux", data_disk, "3")
     assert run_sync(MigrationContext.read(vsphere, vm, openstack), settings).bytes_copied > 0
@@ -148,10 +156,10 @@ def test_the_lab_guest_is_converted_boot_checked_and_booted(vsphere, cutover_vm,
     assert [attached[d.volume_id] for d in state.disks] == ["/dev/vda", "/dev/vdb"]
     # The owner's rollback point: one snapshot per volume, taken of the attached volumes (Cinder's NFS driver
     # has Nova's libvirt driver put a qcow2 overlay under the running instance), tagged with the migration.
-    storage = openstack.conn.block_storage
     snapshots = [storage.get_snapshot(i) for i in outcome.post_migration_snapshots]
     assert [s.volume_id for s in snapshots] == [d.volume_id for d in state.disks]
     assert all(s.status == "available" and s.metadata["xms_post_migration_of"] == migration_id for s in snapshots)
+    assert storage.get_snapshot(backup.id).status == "available"  # the owner's snapshot is theirs, untouched
 
 
 @pytest.mark.parametrize("cutover_vm", ["lab-vm-1"], indirect=True)
