@@ -4,6 +4,7 @@ the test leaves nothing behind. Bad input is refused before anything is created.
 """
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -226,3 +227,21 @@ def test_removing_a_test_keeps_what_others_made_of_its_clones(vsphere, guest, op
         assert leftovers(openstack, migration_id) == []
     finally:
         storage.delete_volume(theirs.id, ignore_missing=True, cascade=True)
+
+
+def test_replicas_nova_would_reformat_are_refused_before_anything_is_created(vsphere, openstack, target, settings):
+    """Encrypted replicas that Cinder keeps as qcow2 files (LUKS inside): Nova's libvirt driver (Zed) would
+    luksFormat their clones at the first attach (docs/cutover.md). Asked of the replicas under the hold."""
+    vm = inventory.find_vm(vsphere, name="lab-vm-2")
+    reset_vm(vsphere, vm, openstack)
+    try:
+        encrypted = dataclasses.replace(target, volume_type="standard-ssd-encrypted")
+        migration_id = start(vsphere, vm, openstack, encrypted).migration_id
+        run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
+        test = MigrationTestSettings(sync=settings, network="lab-net-b", conversion=ConversionOptions(skip=True))
+        with pytest.raises(PreflightError) as err:
+            run_test(MigrationContext.read(vsphere, vm, openstack), test)
+        assert err.value.parameter == "volume_type" and "cryptsetup" in str(err.value)
+        assert leftovers(openstack, migration_id) == [] and store.load(openstack, migration_id).test is None
+    finally:
+        reset_vm(vsphere, vm, openstack)
