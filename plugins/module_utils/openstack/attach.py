@@ -105,6 +105,18 @@ def warm_up() -> None:
         _connector_properties(connector)
 
 
+# What a conversion host needs for each protocol Cinder back-ends hand out (bindep.txt's conversion-host lines).
+CONNECT_HINTS = {
+    "iscsi": "The host needs an iSCSI initiator (open-iscsi / iscsi-initiator-utils, iscsid running, and"
+    " multipath-tools / device-mapper-multipath for multipath back-ends) and a route to the storage network's portals",
+    "rbd": "The host needs the Ceph client (ceph-common), the rbd kernel module, and a route to the Ceph monitors",
+    "nfs": "The host needs the NFS client (nfs-common / nfs-utils) and a route to the share's server",
+    "fibre_channel": "The host needs an HBA zoned to the array, and multipath-tools / device-mapper-multipath",
+    "nvmeof": "The host needs nvme-cli and the nvme-fabrics (nvme-tcp or nvme-rdma) modules, and a route to the"
+    " storage network",
+}
+
+
 @contextmanager
 def _brick(client, volume_id: str, as_file: bool) -> Iterator[str]:
     if os.geteuid() != 0:
@@ -139,9 +151,13 @@ def _brick(client, volume_id: str, as_file: bool) -> Iterator[str]:
         )
         with _BRICK:
             device = brick.connect_volume(info)
-    except Exception as err:  # os-brick raises its own exceptions: undone, then named
+    except Exception as err:  # os-brick raises its own exceptions: undone, then named with what would help
         _detach(storage, attachment.id, volume_id)
-        raise AttachError(f"os-brick could not connect volume {volume_id} ({protocol}): {_text(err)}") from None
+        raise AttachError(
+            f"os-brick could not connect volume {volume_id} ({protocol}): {_text(err)}",
+            parameter="attach_mode",
+            hint=CONNECT_HINTS.get(protocol, "") + "; or use attach_mode: nova on a conversion host inside the cloud",
+        ) from None
     try:
         storage.complete_attachment(attachment.id)
         path = device["path"]

@@ -109,3 +109,18 @@ def test_a_warm_up_without_os_brick_is_quiet_and_the_attach_says_what_is_missing
     attach.warm_up()
     with pytest.raises(AttachError, match="os-brick is not installed"), attach.attach_for_write(None, VOLUME):
         pytest.fail("nothing can be attached without os-brick")
+
+
+def test_a_connect_that_fails_says_what_the_host_needs_for_the_protocol(monkeypatch):
+    """Mock of os-brick's iSCSI connector failing as it does without an initiator (this kernel has no iSCSI)."""
+    client, storage, brick = fake_cloud(monkeypatch, {"driver_volume_type": "iscsi", "format": "raw"}, "/dev/sdz")
+
+    def no_initiator(_info):
+        raise OSError("iscsiadm: No such file or directory")
+
+    brick.connect_volume = no_initiator
+    with pytest.raises(AttachError) as err, attach.attach_for_write(client, VOLUME):
+        pytest.fail("nothing is connected")
+    assert "iscsiadm" in str(err.value) and err.value.parameter == "attach_mode"
+    assert "open-iscsi" in err.value.hint and "attach_mode: nova" in err.value.hint
+    assert storage.calls[-1] == ("delete", "att-1")
