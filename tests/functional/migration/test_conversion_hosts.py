@@ -50,7 +50,8 @@ def test_a_wave_runs_across_two_conversion_hosts_over_ssh(vsphere, openstack, la
             "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
                      "warm_migration_volume_type": "standard-ssd", "warm_migration_availability_zone": "az1",
                      "warm_migration_network_map": [{"source": "DC0_DVPG0", "network": "lab-net-a"}],
-                     "cutover_conversion": {"skip": True}, "seed_poll_interval": 2, "sync_poll_interval": 2,
+                     "cutover_conversion": {"skip": True}, "cutover_validation": {"enabled": False},
+                     "seed_poll_interval": 2, "sync_poll_interval": 2,
                      "cutover_poll_interval": 2},
         },
     }, {"vddk_libdir": VDDK_LIBDIR})  # state_dir: the default, private per host  # fmt: skip

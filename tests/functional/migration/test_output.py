@@ -26,7 +26,8 @@ def playbooks(lab, tmp_path, data_path):
         "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
                  "warm_migration_volume_type": "standard-ssd", "warm_migration_availability_zone": "az1",
                  "warm_migration_network_map": [{"source": "DC0_DVPG0", "network": "lab-net-a"}],
-                 "cutover_conversion": {"skip": True}, "seed_poll_interval": 1, "sync_poll_interval": 1,
+                 "cutover_conversion": {"skip": True}, "cutover_validation": {"enabled": False},
+                 "seed_poll_interval": 1, "sync_poll_interval": 1,
                  "cutover_poll_interval": 1, "seed_progress_interval": 3},
     }}, data_path)  # fmt: skip
 
