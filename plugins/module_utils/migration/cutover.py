@@ -468,7 +468,8 @@ def _validate(run: _Run) -> None:
     result = validation.validate(os_instance.fixed_ips(openstack, server_id),
                                  lambda: os_instance.console_output(openstack, server_id), settings)  # fmt: skip
     run.outcome.validation = result.as_dict()
-    seen = ", ".join(f"{e.check} {e.target}" for e in result.evidence if e.ok) or "nothing"
+    seen = ", ".join(e.check if e.check == "console" else f"{e.check} {e.target}" for e in result.evidence if e.ok)
+    seen = seen or "nothing"
     if result.passed:
         state.validation = f"passed in {result.took_s:.0f} s: {seen}"
         _done(openstack, state, "validated", run.outcome)
