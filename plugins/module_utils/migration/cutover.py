@@ -76,7 +76,7 @@ class CutoverOutcome:
     instance: Optional[Dict[str, object]] = None
     validation: Optional[Dict[str, object]] = None  # the evidence that the guest runs in the cloud
     post_migration_snapshots: Optional[List[str]] = None  # ids, one per volume, in disk order
-    downtime_s: Optional[int] = None  # from the guest going down to the instance being ACTIVE
+    downtime_s: Optional[int] = None  # from the guest going down to its instance answering (ACTIVE: validation off)
     timings: Optional[Dict[str, int]] = None  # seconds per step (see MigrationState.cutover_timings)
     warnings: List[str] = field(default_factory=list)
     projection: Optional[Dict[str, object]] = None  # the projected downtime the cutover went (or would go) by
@@ -459,11 +459,12 @@ def _validate(run: _Run) -> None:
     cutover at 'instance': a rerun starts the instance and validates again; validation off keeps the
     instance as it is; state rolled_back deletes it and powers the source on."""
     state, settings, openstack = run.state, run.settings.validation, run.ctx.openstack
+    # running in every case: a rerun after a failed validation finds the instance stopped
+    os_instance.set_running(openstack, state.instance_id, True, run.settings.instance_timeout)
     if not settings.enabled:
         state.validation, run.outcome.validation = "off", {"enabled": False}
         _done(openstack, state, "validated", run.outcome)
         return
-    os_instance.set_running(openstack, state.instance_id, True, run.settings.instance_timeout)
     server_id = state.instance_id
     result = validation.validate(os_instance.fixed_ips(openstack, server_id),
                                  lambda: os_instance.console_output(openstack, server_id), settings)  # fmt: skip

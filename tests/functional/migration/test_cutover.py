@@ -197,6 +197,25 @@ def test_an_instance_whose_guest_never_answers_is_not_completed_and_the_rollback
     assert_volumes_equal_source(vsphere, vm, openstack, store.load(openstack, migration_id))
 
 
+@pytest.mark.parametrize("cutover_vm", ["lab-vm-1"], indirect=True)
+def test_an_instance_kept_after_a_failed_validation_is_started_and_completed(
+    vsphere, cutover_vm, openstack, target, settings
+):
+    """The operator looked at the instance and keeps it: the rerun with validation off starts it again."""
+    vm = cutover_vm
+    migration_id = start(vsphere, vm, openstack, target).migration_id
+    run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
+    cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(skip=True), instance_timeout=300,
+                              validation=ValidationSettings(timeout_s=10))  # fmt: skip
+    with pytest.raises(ValidationError):
+        run_cutover(MigrationContext.read(vsphere, vm, openstack), target, cutover)
+    assert os_instance.find_server(openstack, migration_id).status == "SHUTOFF"
+    kept = run_cutover(MigrationContext.read(vsphere, vm, openstack), target, data_cutover(settings))
+    assert kept.steps_done == ["validated", "completed"] and kept.validation == {"enabled": False}
+    assert os_instance.find_server(openstack, migration_id).status == "ACTIVE"
+    assert store.load(openstack, migration_id).phase == "completed"
+
+
 def boot_tagged_server(openstack, migration_id):
     """An instance carrying the migration's tag, booted from a volume of its own."""
     conn = openstack.conn
