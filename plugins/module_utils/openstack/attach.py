@@ -43,6 +43,9 @@ ATTACH_TIMEOUT = 300.0
 # one at a time: two volumes on one NFS share would otherwise race to mount (or unmount) it, and
 # the import silences warnings through the process-wide filter list.
 _BRICK = threading.Lock()
+# os-brick serialises its iSCSI, FC and NVMe logins across processes with lock files; a wave's runs on
+# one conversion host attach side by side. Locks need no persistence: /run/lock is cleared at boot.
+BRICK_LOCK_DIR = "/run/lock/xms-warm-migration"
 
 logging.getLogger("os_brick").addHandler(logging.NullHandler())  # see _os_brick
 
@@ -77,6 +80,7 @@ def _os_brick():
             warnings.simplefilter("ignore")
             from os_brick import privileged
             from os_brick.initiator import connector
+            from oslo_config import cfg
     except ImportError:
         raise AttachError(
             "os-brick is not installed on the conversion host",
@@ -84,6 +88,9 @@ def _os_brick():
             hint="pip install os-brick, or use attach_mode nova on a conversion host inside the cloud",
         ) from None
     privileged.default.set_client_mode(False)
+    # Without a lock path os-brick's first external lock (every iSCSI connect takes one) fails with
+    # "value required for option lock_path"; a service sets it from its config, this tool has none.
+    cfg.CONF.set_override("lock_path", BRICK_LOCK_DIR, group="os_brick")
     return connector
 
 
@@ -117,6 +124,9 @@ CONNECT_HINTS = {
 }
 
 
+NOVA = "attach_mode: nova on a conversion host inside the cloud"
+
+
 @contextmanager
 def _brick(client, volume_id: str, as_file: bool) -> Iterator[str]:
     if os.geteuid() != 0:
@@ -127,6 +137,7 @@ def _brick(client, volume_id: str, as_file: bool) -> Iterator[str]:
         )
     with _BRICK:
         connector = _os_brick()
+    os.makedirs(BRICK_LOCK_DIR, mode=0o700, exist_ok=True)
     storage = client.conn.block_storage
     properties = dict(_connector_properties(connector))
     release_stale_attachments(client, volume_id, properties.get("host") or socket.gethostname())
@@ -146,8 +157,8 @@ def _brick(client, volume_id: str, as_file: bool) -> Iterator[str]:
         _detach(storage, attachment.id, volume_id)
         raise
     try:
-        brick = connector.InitiatorConnector.factory(
-            protocol, None, use_multipath=False, nfs_mount_point_base=info.get("mount_point_base")
+        brick = connector.InitiatorConnector.factory(  # RBD mapped by the kernel (krbd): a block device to write
+            protocol, None, use_multipath=False, do_local_attach=True, nfs_mount_point_base=info.get("mount_point_base")
         )
         with _BRICK:
             device = brick.connect_volume(info)
@@ -156,16 +167,16 @@ def _brick(client, volume_id: str, as_file: bool) -> Iterator[str]:
         raise AttachError(
             f"os-brick could not connect volume {volume_id} ({protocol}): {_text(err)}",
             parameter="attach_mode",
-            hint=CONNECT_HINTS.get(protocol, "") + "; or use attach_mode: nova on a conversion host inside the cloud",
+            hint=f"{CONNECT_HINTS[protocol]}; or use {NOVA}" if protocol in CONNECT_HINTS else f"Use {NOVA}",
         ) from None
     try:
         storage.complete_attachment(attachment.id)
         path = device["path"]
-        if not isinstance(path, str):  # RBD without krbd: a Python file object, no path to write
+        if not isinstance(path, str):  # RBD whose connection turns krbd off: a Python file object, no path
             raise AttachError(
                 f"os-brick attaches volume {volume_id} ({protocol}) as a file object, not a path",
                 parameter="attach_mode",
-                hint="Use attach_mode: nova on a conversion host inside the cloud",
+                hint=f"Use {NOVA}",
             )
         with layer.plain_view(path, fmt, passphrase, as_file=as_file) as view:
             yield view

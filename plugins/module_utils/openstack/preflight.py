@@ -331,18 +331,23 @@ def nova_attach_checks(client, volume_ids: List[str]) -> List[Check]:
     ``cryptsetup luksFormat`` at the first attach of an encrypted volume whose path is no LUKS device,
     which an encrypted volume of Cinder's NFS driver (a qcow2 file, LUKS inside) never is: the volume
     would be destroyed and the instance fail. Cinder's connection is asked of one encrypted volume
-    (the back-end decides the format); the volumes must be available."""
+    per volume type (its back-end decides the format); the volumes must be available."""
     storage = client.conn.block_storage
-    encrypted = [v for v in volume_ids if storage.get_volume(v).is_encrypted]
-    if not encrypted:
-        return []
-    info = connection_of(client, encrypted[0])
-    if info.get("format") != "qcow2":
-        return []
-    return [Check(
-        "volume_type", False,
-        f"volume {encrypted[0]} is encrypted inside a qcow2 file ({info.get('driver_volume_type')} back-end):"
-        " Nova's libvirt driver formats such a volume with cryptsetup when it first attaches it, which destroys"
-        " it; migrate on an unencrypted volume type, or an encrypted one on a block back-end (iSCSI, RBD)",
-        parameter="volume_type",
-    )]  # fmt: skip
+    one_per_type: Dict[str, str] = {}
+    for volume_id in volume_ids:
+        volume = storage.get_volume(volume_id)
+        if volume.is_encrypted:
+            one_per_type.setdefault(volume.volume_type, volume_id)
+    checks = []
+    for volume_type, volume_id in one_per_type.items():
+        info = connection_of(client, volume_id)
+        if info.get("format") == "qcow2":
+            checks.append(Check(
+                "volume_type", False,
+                f"volume {volume_id} (type {volume_type}) is encrypted inside a qcow2 file"
+                f" ({info.get('driver_volume_type')} back-end): Nova's libvirt driver formats such a volume with"
+                " cryptsetup when it first attaches it, which destroys it; migrate on an unencrypted volume type,"
+                " or an encrypted one on a block back-end (iSCSI, RBD)",
+                parameter="volume_type",
+            ))  # fmt: skip
+    return checks
