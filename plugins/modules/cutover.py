@@ -49,8 +49,11 @@ options:
     default: true
   boot_check:
     description:
-      - Before creating the instance, boot the converted volumes under QEMU on the conversion host
-        and require the guest to reach userspace with the first mapped MAC address.
+      - Before creating the instance, boot the converted volumes under QEMU on the conversion host as the
+        instance will have them (the VM's firmware, OVMF with an empty variable store for C(efi); a virtio NIC
+        per mapped MAC) and require traffic from the guest (DHCP, ARP, IPv6 solicitations) on each NIC its
+        network configuration names, and on at least one NIC. Nothing inside the guest is needed; a serial
+        console, where the guest has one, makes a stuck boot fail early.
     type: bool
     default: false
   instance_timeout:
@@ -167,10 +170,13 @@ conversion:
   type: dict
   sample: {"converted": true, "duration_s": 160.2}
 boot:
-  description: The boot check of the converted volumes under QEMU - userspace reached, the MACs the guest reported.
+  description:
+    - The boot check of the converted volumes under QEMU - per MAC, what the guest sent from it; the MACs that
+      had to be heard (those the guest's configuration names); the firmware and accelerator used.
   returned: when O(boot_check) ran
   type: dict
-  sample: {"reached_userspace": true, "mac_seen": true, "macs": {"ens3": "00:50:56:01:00:07"}, "accelerator": "tcg"}
+  sample: {"passed": true, "nics": {"00:50:56:01:00:07": ["DHCP discover", "IPv6 router solicitation from fe80::1"]},
+           "required": ["00:50:56:01:00:07"], "firmware": "bios", "duration_s": 41.3, "accelerator": "tcg"}
 instance:
   description: The instance created - id, name, status, ports.
   returned: when the instance step ran

@@ -74,7 +74,9 @@ options:
     default: []
   boot_check:
     description:
-      - Boot the converted clones under QEMU on the conversion host first and require the guest to reach userspace.
+      - Boot the converted clones under QEMU on the conversion host first, as the cutover's
+        O(xms.warm_migration.cutover#module:boot_check) does, with the test ports' MACs (to which the
+        conversion pins the guest's interface names).
     type: bool
     default: false
   instance_timeout:
@@ -127,10 +129,10 @@ conversion:
   type: dict
   sample: {"converted": true, "duration_s": 151.0}
 boot:
-  description: The boot check's result.
+  description: The boot check's result - per MAC, what the guest sent from it.
   returned: when O(boot_check) ran
   type: dict
-  sample: {"reached_userspace": true}
+  sample: {"passed": true, "nics": {"fa:16:3e:5c:01:9a": ["DHCP discover"]}, "required": ["fa:16:3e:5c:01:9a"]}
 timings:
   description: Seconds per step - C(cloned), C(converted), C(boot_checked), C(instance).
   returned: always

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.common.errors import WarmMigrationError
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion import boot_check as boot
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion import virt_v2v
-from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.boot_check import boot_check
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import ownership, store, validation
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import (
@@ -281,6 +281,9 @@ def check_target(
             server_exists=os_instance.find_server(openstack, state.migration_id) is not None,
         )
     checks += os_preflight.nova_attach_checks(openstack, [d.volume_id for d in state.disks])
+    refused = boot.refusal(inv.firmware, len(nics)) if settings.boot_check else None
+    if refused:
+        checks.append(os_preflight.Check("boot_check", False, f"{refused.message} ({refused.hint})", refused.parameter))
     failed = [c for c in checks if not c.ok]
     if failed:
         where = (
@@ -419,8 +422,15 @@ def _convert(run: _Run) -> None:
                 store.save_common(openstack, state)
             converted_at = _second()
             if settings.boot_check:
-                mac = run.nics[0][0].mac if run.nics else None
-                outcome.boot = boot_check(devices, mac=mac, timeout_s=settings.boot_check_timeout).as_dict()
+                # The NICs the guest's configuration names (pinned by this run's conversion) must come up.
+                pinned = (outcome.conversion or {}).get("pinned_names") or {}
+                outcome.boot = boot.boot_check(
+                    devices,
+                    macs=[nic.mac for nic, _mapping in run.nics],
+                    required=list(pinned.values()),
+                    firmware=run.ctx.inventory.firmware,
+                    timeout_s=settings.boot_check_timeout,
+                ).as_dict()
                 state.cutover_marks["boot_checked"] = _second()
     elif settings.conversion.skip:
         outcome.conversion = {"converted": False, "skipped": True}

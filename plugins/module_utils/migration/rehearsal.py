@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion import boot_check as boot
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion import virt_v2v
-from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.boot_check import boot_check
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import ownership, store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.cutover import image_properties
@@ -106,11 +106,12 @@ def run_test(ctx: MigrationContext, settings: MigrationTestSettings, *, check_mo
     clock = _Clock(started, outcome.timings)
     clock.mark("cloned")
     try:
+        macs = os_instance.test_macs(migration_id, len(inv.nics))
         if not settings.conversion.skip or settings.boot_check:
-            _convert(openstack, clones, inv, settings, outcome, clock)
+            _convert(openstack, clones, inv, macs, settings, outcome, clock)
         server_info = os_instance.create_test_instance(
             openstack, migration_id, name=settings.instance_name or f"{inv.name}-test", flavor=flavor,
-            volume_ids=clones, network=settings.network, subnet=settings.subnet, nic_count=len(inv.nics),
+            volume_ids=clones, network=settings.network, subnet=settings.subnet, macs=macs,
             availability_zone=settings.availability_zone, key_name=settings.key_name,
             security_groups=settings.security_groups, image_properties=image_properties(inv),
             timeout=settings.instance_timeout,
@@ -230,6 +231,9 @@ def _check(openstack, state: MigrationState, inv, replicas, settings: MigrationT
             openstack, migration_id=state.migration_id, flavor=flavor, nics=[], key_name=settings.key_name,
             security_groups=settings.security_groups, server_exists=False,
         )  # fmt: skip
+    refused = boot.refusal(inv.firmware, len(inv.nics)) if settings.boot_check else None
+    if refused:
+        checks.append(os_preflight.Check("boot_check", False, f"{refused.message} ({refused.hint})", refused.parameter))
     _refuse(checks)
     return flavor
 
@@ -256,17 +260,29 @@ class _Clock:
 
 
 def _convert(
-    openstack, clones: List[str], inv, settings: MigrationTestSettings, outcome: MigrationTestOutcome, clock: _Clock
+    openstack,
+    clones: List[str],
+    inv,
+    macs: List[str],
+    settings: MigrationTestSettings,
+    outcome: MigrationTestOutcome,
+    clock: _Clock,
 ) -> None:
-    """The cutover's conversion (and boot check) on the clones, attached as files."""
+    """The cutover's conversion (and boot check) on the clones, attached as files: the guest's interface
+    names pinned to the test ports' MACs, as the cutover pins them to the source's."""
     with attach_all(
         openstack, clones, mode=settings.sync.attach_mode, server_id=settings.sync.conversion_server, as_file=True
     ) as devices:
         if not settings.conversion.skip:
+            nics = [virt_v2v.NicIdentity(mac, nic.guest_name) for mac, nic in zip(macs, inv.nics)]
             outcome.conversion = virt_v2v.convert_in_place(
-                devices, settings.conversion, name=f"{inv.name}-test"
+                devices, settings.conversion, name=f"{inv.name}-test", nics=nics, guest_id=inv.guest_id
             ).as_dict()
             clock.mark("converted")
         if settings.boot_check:
-            outcome.boot = boot_check(devices, mac=None, timeout_s=settings.boot_check_timeout).as_dict()
+            pinned = (outcome.conversion or {}).get("pinned_names") or {}
+            outcome.boot = boot.boot_check(
+                devices, macs=macs, required=list(pinned.values()), firmware=inv.firmware,
+                timeout_s=settings.boot_check_timeout,
+            ).as_dict()  # fmt: skip
             clock.mark("boot_checked")

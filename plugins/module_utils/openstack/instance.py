@@ -12,6 +12,7 @@ server left without its ports is replaced, never kept.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -108,6 +109,16 @@ def test_port_name(migration_id: str, index: int) -> str:
     return f"xms-test-{migration_id}-{index}"
 
 
+def test_macs(migration_id: str, count: int) -> List[str]:
+    """The MACs of a test migration's ports, in Neutron's default prefix and never the source's: fixed by
+    the migration before anything exists, so the conversion pins the guest's interface names to them and
+    the boot check sees the NICs the instance will have; the same on a rerun."""
+    return [
+        "fa:16:3e:" + ":".join(f"{b:02x}" for b in hashlib.sha256(f"{migration_id}/{i}".encode()).digest()[:3])
+        for i in range(count)
+    ]
+
+
 def create_test_instance(
     client,
     migration_id: str,
@@ -117,17 +128,18 @@ def create_test_instance(
     volume_ids: List[str],
     network: str,
     subnet: Optional[str],
-    nic_count: int,
+    macs: List[str],
     availability_zone: Optional[str] = None,
     key_name: Optional[str] = None,
     security_groups: List[str] = (),
     image_properties: Optional[Dict[str, str]] = None,
     timeout: float = 600,
 ) -> ServerInfo:
-    """Boot a test migration's server from the clones ``volume_ids``, one port per source NIC on ``network``.
+    """Boot a test migration's server from the clones ``volume_ids``, one port per MAC of ``macs``
+    (:func:`test_macs`) on ``network``.
 
-    The ports get the MACs Neutron picks, never the source's: the source (with its MACs) runs on,
-    and its network may be reachable from the test network. Tagged TEST_TAG, so nothing that looks
+    Never the source's MACs: the source (with its MACs) runs on, and its network may be reachable
+    from the test network. Tagged TEST_TAG, so nothing that looks
     for the migration's own instance (cutover, rollback) ever finds it."""
     return _boot(
         client,
@@ -135,7 +147,8 @@ def create_test_instance(
         flavor=flavor,
         volume_ids=volume_ids,
         ports=[
-            lambda i=i: _test_port(client, migration_id, i, network, subnet, security_groups) for i in range(nic_count)
+            lambda i=i, mac=mac: _test_port(client, migration_id, i, mac, network, subnet, security_groups)
+            for i, mac in enumerate(macs)
         ],
         tag={TEST_TAG: migration_id},
         find=lambda: find_test_server(client, migration_id),
@@ -146,10 +159,12 @@ def create_test_instance(
     )
 
 
-def _test_port(client, migration_id: str, index: int, network_name: str, subnet: Optional[str], security_groups):
+def _test_port(
+    client, migration_id: str, index: int, mac: str, network_name: str, subnet: Optional[str], security_groups
+):
     network = client.conn.network
     net = network.find_network(network_name, ignore_missing=False)
-    args = {"network_id": net.id, "name": test_port_name(migration_id, index)}
+    args = {"network_id": net.id, "name": test_port_name(migration_id, index), "mac_address": mac}
     if subnet:
         args["fixed_ips"] = [{"subnet_id": network.find_subnet(subnet, ignore_missing=False).id}]
     if security_groups:

@@ -85,17 +85,31 @@ def converted(lab_guest, tmp_path_factory):
 def test_the_unconverted_guest_does_not_boot_on_virtio(lab_guest):
     before = sha256_file(lab_guest)
     with pytest.raises(BootCheckError) as err:
-        boot_check([lab_guest], mac=MAC, timeout_s=600)
-    assert "root disk not found" in str(err.value)
+        boot_check([lab_guest], macs=[MAC], timeout_s=600)
+    assert "root disk not found" in str(err.value)  # read on its serial console, long before the timeout
     assert sha256_file(lab_guest) == before  # the check booted a throw-away overlay
 
 
-def test_conversion_makes_the_guest_boot_with_its_mac(converted):
+def test_conversion_makes_the_guest_boot_and_bring_up_its_nic(converted):
+    """Nothing in the guest speaks to the check: its DHCP client, on the interface its ifupdown names
+    (ens192, pinned to the MAC), is what QEMU's capture shows."""
     disk, result = converted
     assert result.converted and not result.skipped and os.path.exists(result.log)
     assert oct(os.stat(result.log).st_mode & 0o777) == "0o600"
-    boot = boot_check([disk], mac=MAC, timeout_s=900)
-    assert boot.reached and boot.mac_seen and MAC in boot.macs.values()
+    boot = boot_check([disk], macs=[MAC, OTHER_MAC], required=[MAC], timeout_s=900)
+    assert "DHCP discover" in boot.nics[MAC], boot.nics
+    assert boot.as_dict()["nics"] == boot.nics and boot.firmware == "bios"
+
+
+def test_a_nic_the_guest_configures_that_stays_silent_fails_the_check_naming_it(converted):
+    """ens224 is named nowhere in the guest: required (as if its configuration named it), it never comes up."""
+    disk, _result = converted
+    with pytest.raises(BootCheckError) as err:
+        boot_check([disk], macs=[MAC, OTHER_MAC], required=[MAC, OTHER_MAC], timeout_s=150)
+    assert "no traffic within 150 s" in str(err.value) and OTHER_MAC in str(err.value)
+    heard = str(err.value).split("heard: ", 1)[1]  # what the other NIC sent, to compare
+    assert heard.startswith(f"{MAC}: ") and "DHCP discover" in heard.split("Last console")[0], heard[:300]
+    assert "pinned_names" in err.value.hint
 
 
 def test_conversion_rewrote_fstab_and_ran_the_script(converted):

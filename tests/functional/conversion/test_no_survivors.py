@@ -16,7 +16,7 @@ COLLECTION_PARENT = sys.modules["ansible_collections"].__path__[0].rsplit("/ansi
 BOOT_CHECK = """
 import sys
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.boot_check import boot_check
-boot_check([sys.argv[1]], mac=None, timeout_s=600)  # a blank disk: QEMU waits in the firmware until killed
+boot_check([sys.argv[1]], macs=["52:54:00:00:00:01"], timeout_s=600)  # a blank disk: QEMU waits until killed
 """
 
 

@@ -96,7 +96,12 @@ def test_a_clone_of_the_replica_boots_while_the_guest_writes_and_syncs_go_on(
         assert synced.kind == "incremental" and synced.bytes_copied > 0
         worker.join(1800)
     done = outcome["done"]
-    assert done.instance["status"] == "ACTIVE" and done.conversion["converted"] and done.boot["reached_userspace"]
+    assert done.instance["status"] == "ACTIVE" and done.conversion["converted"] and done.boot["passed"]
+    # The guest's ens192 is pinned to the test port's MAC (never the source's), which the check heard from.
+    test_macs = os_instance.test_macs(migration_id, len(done.instance["ports"]))
+    assert done.conversion["pinned_names"] == {"ens192": test_macs[0]}
+    assert "DHCP discover" in done.boot["nics"][test_macs[0]]
+    assert [p["mac"] for p in done.instance["ports"]] == test_macs
     assert list(done.timings) == ["cloned", "converted", "boot_checked", "instance"]
     state = store.load(openstack, migration_id)
     assert state.test.result == "passed" and state.test.instance_id == done.instance["id"]

@@ -5,7 +5,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.boot_check import parse_console, qemu_argv
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion import boot_check
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.boot_check import qemu_argv, stuck_state
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.errors import ConversionError
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import (
     ConversionOptions,
@@ -63,13 +64,6 @@ def test_skip_converts_nothing_and_says_so(tmp_path):
     assert (result.converted, result.skipped) == (False, True)
 
 
-def test_console_with_the_marker_reports_the_macs():
-    log = "[  OK  ] Reached target multi-user.target\nXMS-BOOT-OK macs: ens3=FA:16:3E:00:00:01 ens4=fa:16:3e:00:00:02\n"
-    verdict = parse_console(log)
-    assert verdict.reached and verdict.failure is None
-    assert verdict.macs == {"ens3": "fa:16:3e:00:00:01", "ens4": "fa:16:3e:00:00:02"}
-
-
 @pytest.mark.parametrize(
     "log, failure",
     [
@@ -79,18 +73,46 @@ def test_console_with_the_marker_reports_the_macs():
     ],
 )
 def test_console_of_a_stuck_guest_fails_at_once(log, failure):
-    verdict = parse_console(log)
-    assert not verdict.reached
-    assert failure in verdict.failure
+    assert failure in stuck_state(log)
 
 
-def test_console_still_booting_has_no_verdict():
-    verdict = parse_console("Loading Linux 6.1.0-56-cloud-amd64 ...\n")
-    assert (verdict.reached, verdict.failure) == (False, None)
+def test_console_still_booting_or_silent_is_no_verdict():
+    assert stuck_state("Loading Linux 6.1.0-56-cloud-amd64 ...\n") is None
+    assert stuck_state("") is None  # a guest without a serial console: the NICs decide
 
 
-def test_boot_check_never_writes_the_volumes():
-    argv = qemu_argv(["/dev/vol-a", "/dev/vol-b"], "fa:16:3e:00:00:01", "/tmp/console", "tcg", 512)
+def test_boot_check_never_writes_the_volumes_and_captures_each_nic(tmp_path):
+    macs = ["fa:16:3e:00:00:01", "fa:16:3e:00:00:02"]
+    argv = qemu_argv(["/dev/vol-a", "/dev/vol-b"], macs, str(tmp_path), "tcg", 512)
     drives = [argv[i + 1] for i, a in enumerate(argv) if a == "-drive"]
     assert len(drives) == 2 and all("snapshot=on" in d for d in drives)
-    assert "virtio-net-pci,netdev=n0,mac=fa:16:3e:00:00:01" in argv
+
+    devices = [argv[i + 1] for i, a in enumerate(argv) if a == "-device"]
+    assert devices == ["virtio-blk-pci,drive=d0,bootindex=0", "virtio-blk-pci,drive=d1,bootindex=1",
+                       "virtio-net-pci,netdev=n0,mac=fa:16:3e:00:00:01",
+                       "virtio-net-pci,netdev=n1,mac=fa:16:3e:00:00:02"]  # fmt: skip
+    dumps = [argv[i + 1] for i, a in enumerate(argv) if a == "-object"]
+    assert dumps == [f"filter-dump,id=f{i},netdev=n{i},file={tmp_path}/nic{i}.pcap" for i in range(2)]
+    assert all("restrict=on" in argv[i + 1] for i, a in enumerate(argv) if a == "-netdev")  # nothing leaves
+    assert not any("pflash" in a for a in argv)  # SeaBIOS
+
+
+def test_an_efi_guest_boots_with_ovmf_and_an_empty_variable_store(tmp_path, monkeypatch):
+    code, template = tmp_path / "CODE.fd", tmp_path / "VARS.fd"
+    code.write_bytes(b"code")
+    template.write_bytes(b"empty variable store")
+    monkeypatch.setattr(boot_check, "OVMF", ((str(code), str(template)),))
+    work = tmp_path / "work"
+    work.mkdir()
+    argv = qemu_argv(["/dev/vol-a"], ["fa:16:3e:00:00:01"], str(work), "tcg", 512, firmware="efi")
+    assert f"if=pflash,format=raw,unit=0,readonly=on,file={code}" in argv
+    assert f"if=pflash,format=raw,unit=1,file={work}/OVMF_VARS.fd" in argv
+    assert (work / "OVMF_VARS.fd").read_bytes() == b"empty variable store"  # a copy: the template stays clean
+
+
+def test_a_host_without_ovmf_or_a_vm_without_nics_is_refused_before_the_shutdown(monkeypatch):
+    monkeypatch.setattr(boot_check, "OVMF", (("/nonexistent/CODE.fd", "/nonexistent/VARS.fd"),))
+    refused = boot_check.refusal("efi", 1)
+    assert "OVMF" in refused.message and "ovmf" in refused.hint and refused.parameter == "boot_check"
+    assert boot_check.refusal("bios", 1) is None
+    assert "network_map" in boot_check.refusal("bios", 0).hint
