@@ -111,7 +111,13 @@ def refusal(firmware: str, nic_count: int) -> Optional[BootCheckError]:
 
 
 def qemu_argv(
-    devices: Sequence[str], macs: Sequence[str], work: str, accel: str, memory_mb: int, firmware: str = "bios"
+    devices: Sequence[str],
+    macs: Sequence[str],
+    work: str,
+    accel: str,
+    memory_mb: int,
+    firmware: str = "bios",
+    fmt: str = "raw",
 ) -> list:
     """QEMU's command line: ``work`` holds the console log, the NICs' captures and OVMF's variables."""
     # A VGA card although nobody looks: GRUB's graphical terminal hangs without one (seen on Debian 12).
@@ -126,7 +132,7 @@ def qemu_argv(
         argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
                  "-drive", f"if=pflash,format=raw,unit=1,file={variables}"]  # fmt: skip
     for index, path in enumerate(devices):
-        argv += ["-drive", f"file={path},format=raw,if=none,id=d{index},snapshot=on,cache=unsafe",
+        argv += ["-drive", f"file={path},format={fmt},if=none,id=d{index},snapshot=on,cache=unsafe",
                  "-device", f"virtio-blk-pci,drive=d{index},bootindex={index}"]  # fmt: skip
     for index, mac in enumerate(macs):
         argv += ["-netdev", f"user,id=n{index},restrict=on",
@@ -141,10 +147,11 @@ def boot_check(
     macs: Sequence[str],
     required: Sequence[str] = (),
     firmware: str = "bios",
+    fmt: str = "raw",
     timeout_s: float = 300.0,
     memory_mb: int = 1024,
 ) -> BootResult:
-    """Boot ``devices`` (boot disk first) read-only under QEMU with a NIC per MAC of ``macs``; raise
+    """Boot ``devices`` (in ``fmt``, boot disk first) read-only under QEMU with a NIC per MAC of ``macs``; raise
     :class:`BootCheckError` unless each MAC of ``required``, and at least one MAC, sent traffic."""
     if not devices:
         raise BootCheckError("there are no disks to boot")
@@ -156,7 +163,7 @@ def boot_check(
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="xms-boot-") as work:
         open(os.path.join(work, "console.log"), "w").close()
-        argv = qemu_argv(devices, macs, work, accel, memory_mb, firmware)
+        argv = qemu_argv(devices, macs, work, accel, memory_mb, firmware, fmt)
         try:
             proc = subprocess.Popen(
                 argv,

@@ -143,15 +143,15 @@ _NETWORK_CONFIG = (
 )
 
 
-def domain_xml(name: str, devices: Sequence[str], macs: Sequence[str] = ()) -> str:
-    """The minimal libvirt description virt-v2v needs: the disks in boot order, the NICs by MAC."""
+def domain_xml(name: str, devices: Sequence[str], macs: Sequence[str] = (), fmt: str = "raw") -> str:
+    """The minimal libvirt description virt-v2v needs: the disks (in ``fmt``) in boot order, the NICs by MAC."""
     disks = []
     for index, path in enumerate(devices):
         block = _is_block(path)
         kind, attr = ("block", "dev") if block else ("file", "file")
         disks.append(
             f"    <disk type='{kind}' device='disk'>\n"
-            f"      <driver name='qemu' type='raw'/>\n"
+            f"      <driver name='qemu' type={quoteattr(fmt)}/>\n"
             f"      <source {attr}={quoteattr(path)}/>\n"
             f"      <target dev='sd{chr(ord('a') + index)}' bus='scsi'/>\n"
             f"    </disk>\n"
@@ -177,8 +177,9 @@ def convert_in_place(
     name: str = "guest",
     nics: Sequence[NicIdentity] = (),
     guest_id: str = "",
+    fmt: str = "raw",
 ) -> ConversionResult:
-    """Convert the guest on ``devices`` (its disks, boot disk first) for KVM, in place.
+    """Convert the guest on ``devices`` (its disks in ``fmt``, boot disk first) for KVM, in place.
 
     ``guest_id`` is vSphere's guest OS id: Windows keeps its addresses per adapter by other means.
     """
@@ -192,10 +193,10 @@ def convert_in_place(
         env = _environment(options, tmp)
 
         def customize(actions: List[str]) -> None:
-            # --format raw: the guest's data never decides how its disk is read. virt-customize adds its -a
+            # --format given: the guest's data never decides how its disk is read. virt-customize adds its -a
             # disks last first (customize_main.ml pushes each to the front of its list), and a guest's fstab
             # naming /dev/sda1 means the first disk added: the boot disk must come last on the command line.
-            argv = [CUSTOMIZE, "-v", "-x", "--no-network", "--format", "raw"]
+            argv = [CUSTOMIZE, "-v", "-x", "--no-network", "--format", fmt]
             argv += [a for d in reversed(devices) for a in ("-a", d)] + actions
             _run(argv, env, log, options.timeout_s - (time.monotonic() - started))
 
@@ -206,7 +207,7 @@ def convert_in_place(
             customize(["--run", script])
         xml_path = os.path.join(tmp, "guest.xml")
         with open(xml_path, "w") as handle:
-            handle.write(domain_xml(name, devices, [nic.mac for nic in nics]))
+            handle.write(domain_xml(name, devices, [nic.mac for nic in nics], fmt))
         remaining = options.timeout_s - (time.monotonic() - started)
         _run([V2V, "-v", "-x", "-i", "libvirtxml", xml_path], env, log, remaining)
         actions = [a for script in options.run_scripts for a in ("--run", script)]

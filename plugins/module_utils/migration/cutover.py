@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.common.errors import WarmMigrationError
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion import boot_check as boot
-from ansible_collections.xms.warm_migration.plugins.module_utils.conversion import virt_v2v
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion import overlay, virt_v2v
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import ownership, store, validation
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import (
@@ -388,11 +388,12 @@ def _final_delta(run: _Run) -> None:
 def _convert(run: _Run) -> None:
     state, settings, outcome, openstack = run.state, run.settings, run.outcome, run.ctx.openstack
     if state.needs_full_resync and not state.converted:
-        # A conversion stopped part-way (failed, killed): its writes are on the volumes. They are copied
-        # whole again from the stopped source first, a copy that resumes if it is interrupted in turn.
+        # A conversion's commit stopped part-way (killed): some of its writes are on the volumes. They are
+        # copied whole again from the stopped source first, a copy that resumes if it is interrupted in turn.
+        # (A conversion stopped before its commit wrote nothing there: its overlays are simply made anew.)
         outcome.warnings.append(
-            "an earlier conversion stopped part-way: the volumes were copied whole from the stopped source"
-            " before converting again"
+            "an earlier conversion stopped while writing the volumes: they were copied whole from the stopped"
+            " source before converting again"
         )
         sync_held(run.ctx, run.held, settings.sync)
     convert = not state.converted and not settings.conversion.skip
@@ -405,36 +406,51 @@ def _convert(run: _Run) -> None:
             server_id=settings.sync.conversion_server,
             as_file=True,
         ) as devices:
-            if convert:
-                # virt-v2v writes the volumes in place: from its first byte they match no source
-                # snapshot, so a rollback from here on, even after a crash, copies them whole.
-                state.needs_full_resync = True
-                store.save_common(openstack, state)
-                result = virt_v2v.convert_in_place(
-                    devices,
-                    settings.conversion,
-                    name=run.ctx.vm_name,
-                    nics=[virt_v2v.NicIdentity(nic.mac, nic.guest_name) for nic, _mapping in run.nics],
-                    guest_id=run.ctx.inventory.guest_id,
-                )
-                outcome.conversion = result.as_dict()
+            if not convert:  # converted by an earlier run: the check boots the volumes themselves (read-only)
+                converted_at = _second()
+                _boot_check(run, devices, "raw")
+            else:
+                with overlay.overlays(devices, settings.sync.state_dir, state.migration_id) as layers:
+                    result = virt_v2v.convert_in_place(
+                        layers,
+                        settings.conversion,
+                        name=run.ctx.vm_name,
+                        nics=[virt_v2v.NicIdentity(nic.mac, nic.guest_name) for nic, _mapping in run.nics],
+                        guest_id=run.ctx.inventory.guest_id,
+                        fmt=overlay.FORMAT,
+                    )
+                    outcome.conversion = result.as_dict()
+                    if settings.boot_check:
+                        converted_at = _second()
+                        _boot_check(run, layers, overlay.FORMAT)
+                    # Only now are the volumes written: from the commit's first byte they match no source
+                    # snapshot, so a rollback from here on, even after a crash, copies them whole.
+                    state.needs_full_resync = True
+                    store.save_common(openstack, state)
+                    overlay.commit(layers)
                 state.converted = True
                 store.save_common(openstack, state)
-            converted_at = _second()
-            if settings.boot_check:
-                # The NICs the guest's configuration names (pinned by this run's conversion) must come up.
-                pinned = (outcome.conversion or {}).get("pinned_names") or {}
-                outcome.boot = boot.boot_check(
-                    devices,
-                    macs=[nic.mac for nic, _mapping in run.nics],
-                    required=list(pinned.values()),
-                    firmware=run.ctx.inventory.firmware,
-                    timeout_s=settings.boot_check_timeout,
-                ).as_dict()
-                state.cutover_marks["boot_checked"] = _second()
+                converted_at = converted_at or _second()
+                if settings.boot_check:  # the commit's seconds count with the boot check's
+                    state.cutover_marks["boot_checked"] = _second()
     elif settings.conversion.skip:
         outcome.conversion = {"converted": False, "skipped": True}
     _done(openstack, state, "converted", outcome, when=converted_at)
+
+
+def _boot_check(run: _Run, devices: List[str], fmt: str) -> None:
+    """The boot check of ``devices``: the NICs the guest's configuration names (pinned by this run's
+    conversion) must come up."""
+    pinned = (run.outcome.conversion or {}).get("pinned_names") or {}
+    run.outcome.boot = boot.boot_check(
+        devices,
+        macs=[nic.mac for nic, _mapping in run.nics],
+        required=list(pinned.values()),
+        firmware=run.ctx.inventory.firmware,
+        fmt=fmt,
+        timeout_s=run.settings.boot_check_timeout,
+    ).as_dict()
+    run.state.cutover_marks["boot_checked"] = _second()
 
 
 def _boot_instance(run: _Run) -> None:
@@ -591,6 +607,7 @@ def rollback(ctx: MigrationContext, settings: CutoverSettings, *, check_mode: bo
             os_instance.delete_instance(openstack, state.instance_id, migration_id,
                                         [nic.mac for nic in ctx.inventory.nics], settings.instance_timeout)  # fmt: skip
         vs_power.power_on(ctx.vsphere, ctx.vm)
+        overlay.discard(settings.sync.state_dir, migration_id)  # a killed conversion's, on this host
         state.needs_full_resync = _needs_full_resync(state)
         state.phase, state.cutover_step, state.converted, state.cutover_marks = Phase.READY, "", False, {}
         state.instance_id, state.validation = "", ""
@@ -599,7 +616,8 @@ def rollback(ctx: MigrationContext, settings: CutoverSettings, *, check_mode: bo
 
 
 def _needs_full_resync(state: MigrationState) -> bool:
-    """A converted volume no longer matches any source snapshot, and CBT cannot say where: copy it all again."""
+    """A converted volume no longer matches any source snapshot, and CBT cannot say where: copy it all again.
+    (A conversion that failed or was killed before its commit left the volumes as the last sync wrote them.)"""
     return state.needs_full_resync or _after(state, "converted") or state.converted
 
 

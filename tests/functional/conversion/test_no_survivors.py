@@ -11,6 +11,8 @@ import time
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.accel import QEMU
 
+from ..processes import alive, command, descendants
+
 COLLECTION_PARENT = sys.modules["ansible_collections"].__path__[0].rsplit("/ansible_collections", 1)[0]
 
 BOOT_CHECK = """
@@ -18,46 +20,6 @@ import sys
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.boot_check import boot_check
 boot_check([sys.argv[1]], macs=["52:54:00:00:00:01"], timeout_s=600)  # a blank disk: QEMU waits until killed
 """
-
-
-def descendants(pid: int) -> set:
-    """Every process below ``pid`` now (from /proc)."""
-    children: dict = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def alive(pids: set) -> set:
-    """Those of ``pids`` that still run (a zombie has ended)."""
-    running = set()
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as handle:
-                if handle.read().rsplit(")", 1)[1].split()[0] != "Z":
-                    running.add(pid)
-        except OSError:
-            continue
-    return running
-
-
-def command(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def test_a_killed_module_leaves_no_boot_check_qemu_behind(tmp_path):

@@ -9,14 +9,22 @@ with its MAC, booted by Nova's libvirt driver, answering at its fixed IP.
 it on again.
 """
 
+import contextlib
 import os
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.common.errors import WarmMigrationError
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion import overlay
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.errors import ConversionError
-from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import ConversionOptions
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import (
+    ConversionOptions,
+    ConversionResult,
+)
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents import Extent, merge_extents
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import cutover as cutover_module
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
@@ -40,7 +48,13 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.insta
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.power import power_on
 
+from ..openstack.conftest import CLOUDS
+from ..processes import command, descendants
 from .conftest import annotation, assert_volumes_equal_source, data_cutover, lab_cmd, power_state, reset_vm, start
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+COLLECTION_PARENT = sys.modules["ansible_collections"].__path__[0].rsplit("/ansible_collections", 1)[0]
+CONVERTERS = ("virt-customize", "virt-v2v-in-place")  # what works on the overlays, started by the cutover
 
 
 @pytest.fixture
@@ -258,7 +272,9 @@ def test_a_failed_conversion_stays_retryable_and_the_rollback_powers_the_source_
     assert (state.phase, state.cutover_step, state.converted) == ("cutover", "final_sync", False)
     assert power_state(vsphere, vm) == "poweredOff"
 
-    assert state.needs_full_resync  # recorded before virt-v2v ran: it may have written part of the volumes
+    # The conversion worked on overlays: the replicas are exactly as the final sync wrote them.
+    assert not state.needs_full_resync and not os.path.exists(overlay.overlay_dir(settings.state_dir, migration_id))
+    assert_volumes_equal_source(vsphere, vm, openstack, state)
 
     # Somebody booted an instance of the migration (its tag) that the record knows nothing of:
     # the rollback asks the cloud and refuses to power the source on beside it.
@@ -272,37 +288,91 @@ def test_a_failed_conversion_stays_retryable_and_the_rollback_powers_the_source_
         openstack.conn.compute.wait_for_delete(stray, wait=120)
 
     would = rollback(MigrationContext.read(vsphere, vm, openstack), cutover, check_mode=True)
-    assert would.steps_done == ["power_on_source", "phase_ready", "full_resync_next"]
+    assert would.steps_done == ["power_on_source", "phase_ready"]  # no full resync: nothing was written
     assert power_state(vsphere, vm) == "poweredOff" and store.load(openstack, migration_id).phase == "cutover"
     undone = rollback(MigrationContext.read(vsphere, vm, openstack), cutover)
     assert undone.changed and power_state(vsphere, vm) == "poweredOn"
     state = store.load(openstack, migration_id)
-    assert (state.phase, state.cutover_step, state.needs_full_resync) == ("ready", "", True)
-    resync = run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
-    assert resync.kind == "full_resync"
-    state = store.load(openstack, migration_id)
-    assert not state.needs_full_resync
-    assert_volumes_equal_source(vsphere, vm, openstack, state)
+    assert (state.phase, state.cutover_step, state.needs_full_resync) == ("ready", "", False)
     assert run_sync(MigrationContext.read(vsphere, vm, openstack), settings).kind == "incremental"
+    assert_volumes_equal_source(vsphere, vm, openstack, store.load(openstack, migration_id))
 
 
 @pytest.mark.parametrize("cutover_vm", ["lab-vm-2"], indirect=True)
-def test_a_conversion_rerun_first_restores_the_volumes_a_stopped_conversion_wrote(
+def test_a_conversion_killed_part_way_leaves_the_replicas_as_synced_and_the_rollback_syncs_incrementally(
     vsphere, cutover_vm, openstack, target, settings
 ):
-    """virt-v2v fails on lab-vm-2 (test patterns, no OS) before writing; the bytes a conversion killed part-way
-    leaves are written here into a volume. The rerun copies the volumes whole from the stopped source before it
-    converts again: after its own (again failing) conversion they equal the source."""
+    """kill -9 of the cutover (and what it started) while virt-customize / virt-v2v work on the overlays: the
+    volumes equal the source byte for byte; the rerun makes its overlays anew; the rollback removes the killed
+    run's overlays, and the next sync is an incremental."""
+    vm = cutover_vm
+    migration_id = start(vsphere, vm, openstack, target).migration_id
+    run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
+    lab_json = os.path.join(os.environ["XMS_LAB_DIR"], "vsphere", "lab.json")
+    child = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "cutover_child.py"), lab_json, CLOUDS, vm.name, settings.state_dir],
+        env={**os.environ, "PYTHONPATH": COLLECTION_PARENT}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while not any(tool in command(pid) for pid in descendants(child.pid) for tool in CONVERTERS):
+            if child.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the conversion never started: {child.communicate()[0][-3000:]}")
+            time.sleep(0.5)
+        time.sleep(2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    state = store.load(openstack, migration_id)
+    assert (state.cutover_step, state.converted, state.needs_full_resync) == ("final_sync", False, False)
+    assert os.listdir(overlay.overlay_dir(settings.state_dir, migration_id))  # the killed run's overlays
+    assert_volumes_equal_source(vsphere, vm, openstack, state)
+
+    undone = rollback(MigrationContext.read(vsphere, vm, openstack), CutoverSettings(sync=settings))
+    assert undone.steps_done == ["power_on_source", "phase_ready"]
+    assert not os.path.exists(overlay.overlay_dir(settings.state_dir, migration_id))
+    assert run_sync(MigrationContext.read(vsphere, vm, openstack), settings).kind == "incremental"
+    assert_volumes_equal_source(vsphere, vm, openstack, store.load(openstack, migration_id))
+
+
+@pytest.mark.parametrize("cutover_vm", ["lab-vm-2"], indirect=True)
+def test_a_conversion_rerun_first_restores_the_volumes_a_stopped_commit_wrote(
+    vsphere, cutover_vm, openstack, target, settings, monkeypatch
+):
+    """The one window in which a conversion writes the replicas: its commit. A stand-in for virt-v2v (a
+    double, named as such: lab-vm-2 holds test patterns, no OS) writes 256 KiB into the boot disk's overlay
+    with qemu-io, and the run is stopped right after the real commit, before the record says converted. The
+    rerun copies the volumes whole from the stopped source before it converts again (the real virt-v2v, which
+    fails on lab-vm-2 without writing): after it they equal the source."""
     vm = cutover_vm
     migration_id = start(vsphere, vm, openstack, target).migration_id
     run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
     cutover = CutoverSettings(sync=settings, conversion=ConversionOptions(timeout_s=900, log_dir=settings.state_dir))
-    with pytest.raises(ConversionError):
-        run_cutover(MigrationContext.read(vsphere, vm, openstack), target, cutover)
+
+    def virt_v2v_double(devices, options, **kwargs):
+        subprocess.run(["qemu-io", "-f", kwargs["fmt"], "-c", "write -P 0x5a 1M 256K", devices[0]], check=True,
+                       capture_output=True)  # fmt: skip
+        return ConversionResult(converted=True, skipped=False, duration_s=0.0, warnings=[], log=None)
+
+    def killed_after(commit):
+        def run(paths):
+            commit(paths)
+            raise KeyboardInterrupt("killed after the commit")  # what a kill -9 at this point leaves behind
+
+        return run
+
+    with monkeypatch.context() as patched:
+        patched.setattr(cutover_module.virt_v2v, "convert_in_place", virt_v2v_double)
+        patched.setattr(cutover_module.overlay, "commit", killed_after(overlay.commit))
+        with pytest.raises(KeyboardInterrupt):
+            run_cutover(MigrationContext.read(vsphere, vm, openstack), target, cutover)
     state = store.load(openstack, migration_id)
-    with attach_for_write(openstack, state.disks[0].volume_id) as path, open(path, "r+b") as volume:
+    assert (state.converted, state.needs_full_resync) == (False, True)
+    with attach_for_write(openstack, state.disks[0].volume_id) as path, open(path, "rb") as volume:
         volume.seek(1 << 20)
-        volume.write(os.urandom(256 << 10))  # what a conversion killed mid-way leaves behind
+        assert volume.read(256 << 10) == b"\x5a" * (256 << 10)  # the commit reached the volume
     with pytest.raises(ConversionError):
         run_cutover(MigrationContext.read(vsphere, vm, openstack), target, cutover)
     state = store.load(openstack, migration_id)
