@@ -16,26 +16,9 @@
 # prints the image's path. ~3-4 min on a 2-core machine the first time.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-export XMS_LAB_DIR=${XMS_LAB_DIR:-/var/lib/xms-lab}
-OUT=$XMS_LAB_DIR/guest
-mkdir -p "$OUT"
-exec 8>"$OUT/.build.lock"
-flock 8  # one builder at a time; the second finds the first one's image
-
-tag=$(sha256sum <"$HERE/build.sh" | cut -c1-16)
-image=$OUT/lab-guest-$tag.raw
-if [ -s "$image" ]; then echo "$image"; exit 0; fi
-
-APT_LOG=$OUT/apt.log bash "$ROOT/scripts/apt-install.sh" lab-guest >&2
-export LIBGUESTFS_BACKEND=direct
-# Where KVM cannot run a Linux kernel (nested hypervisors: QEMU aborts, or the guest hangs silently),
-# libguestfs must use TCG. The collection's own probe decides, as it does for conversions.
-[ "$(python3 "$ROOT/plugins/module_utils/conversion/accel.py")" = kvm ] || export LIBGUESTFS_BACKEND_SETTINGS=force_tcg
-work=$(mktemp -d "$OUT/build.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-tree=$work/tree
-mirror=${XMS_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# shellcheck source=lab/guest/common.sh
+. "$HERE/common.sh"
+guest_build lab-guest "$HERE/build.sh"
 echo "[guest] debootstrap bookworm from $mirror" >&2
 debootstrap --variant=minbase --include=systemd-sysv,linux-image-cloud-amd64,grub-pc,ifupdown,isc-dhcp-client,initramfs-tools,kmod,udev \
   bookworm "$tree" "$mirror" >"$work/debootstrap.log" 2>&1 \
@@ -74,6 +57,4 @@ GF
 grep -q sda1 <(virt-cat -a "$work/disk.raw" /etc/fstab) || { echo "[guest] fstab does not name /dev/sda1" >&2; exit 1; }
 boot_files=$(virt-ls -a "$work/disk.raw" /boot)
 echo "$boot_files" | grep -q '^initrd.img-' || { echo "[guest] no initramfs in /boot" >&2; exit 1; }
-mv "$work/disk.raw" "$image"
-find "$OUT" -maxdepth 1 -name 'lab-guest-*.raw' ! -name "lab-guest-$tag.raw" -delete
-echo "$image"
+guest_done lab-guest

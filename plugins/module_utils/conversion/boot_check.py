@@ -41,6 +41,12 @@ STUCK = (
         re.compile(r"Gave up waiting for root (file system )?device.*|\(initramfs\)"),
     ),
     ("systemd emergency mode", re.compile(r"You are in emergency mode.*|Give root password for maintenance.*")),
+    # OVMF, with an empty variable store, found no loader: it falls back to its shell (it writes to the serial
+    # port whatever the guest's own console is). A UEFI guest without the ESP's fallback path looks like this.
+    (
+        "UEFI firmware found no boot loader",
+        re.compile(r'BdsDxe: starting Boot\w+ "EFI Internal Shell".*|No bootable option or device was found.*'),
+    ),
 )
 # OVMF's code and its variable-store template, as Debian (ovmf) and Fedora/RHEL (edk2-ovmf) install them.
 OVMF = (

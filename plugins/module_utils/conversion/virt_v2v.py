@@ -72,6 +72,7 @@ class ConversionResult:
     warnings: List[str]
     log: Optional[str]
     pinned_names: Dict[str, str] = field(default_factory=dict)  # interface name -> MAC, as the guest now says
+    esp_fallback: Optional[str] = None  # the loader put at EFI/BOOT/BOOTX64.EFI, where one was missing
 
     def as_dict(self) -> Dict[str, object]:
         return {
@@ -81,6 +82,7 @@ class ConversionResult:
             "warnings": self.warnings,
             "log": self.log,
             "pinned_names": self.pinned_names,
+            "esp_fallback": self.esp_fallback,
         }
 
 
@@ -133,6 +135,39 @@ def pin_script(nics: Sequence[NicIdentity]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def esp_fallback_script() -> str:
+    """The shell script, run inside a UEFI Linux guest, that gives its ESP the removable-media path.
+
+    A VMware VM boots from a boot entry in its NVRAM, which stays behind: the instance starts with an
+    empty variable store, and the firmware then looks only for ``EFI/BOOT/BOOTX64.EFI``. Debian's
+    installer (and others) leave none; virt-v2v 2.2 fixes this for some distributions only ("No UEFI
+    fix rule for debian 12"). Where the path is missing, the vendor's loader is put there as
+    ``grub-install --force-extra-removable`` does: shim as BOOTX64.EFI with GRUB (and MokManager)
+    beside it, or GRUB alone where there is no shim. shim's fallback (fbx64.efi) is left out: it
+    would write boot entries and reset the machine.
+    """
+    return """#!/bin/sh
+# xms.warm_migration: the ESP's fallback path, for firmware without the source's boot entries
+for esp in /boot/efi/EFI /efi/EFI; do [ -d "$esp" ] && break; done
+[ -d "$esp" ] || exit 0
+[ -f "$esp/BOOT/BOOTX64.EFI" ] && exit 0  # FAT: the name matches whatever its case
+for vendor in "$esp"/*; do
+  [ -f "$vendor/grubx64.efi" ] || continue
+  mkdir -p "$esp/BOOT"
+  if [ -f "$vendor/shimx64.efi" ]; then
+    cp "$vendor/shimx64.efi" "$esp/BOOT/BOOTX64.EFI"
+    cp "$vendor/grubx64.efi" "$esp/BOOT/grubx64.efi"
+    if [ -f "$vendor/mmx64.efi" ]; then cp "$vendor/mmx64.efi" "$esp/BOOT/mmx64.efi"; fi
+    echo "xms-esp-fallback ${vendor#"${esp%/EFI}"/}/shimx64.efi"
+  else
+    cp "$vendor/grubx64.efi" "$esp/BOOT/BOOTX64.EFI"
+    echo "xms-esp-fallback ${vendor#"${esp%/EFI}"/}/grubx64.efi"
+  fi
+  exit 0
+done
+"""
+
+
 _NETWORK_CONFIG = (
     "/etc/network/interfaces",
     "/etc/network/interfaces.d",
@@ -178,10 +213,12 @@ def convert_in_place(
     nics: Sequence[NicIdentity] = (),
     guest_id: str = "",
     fmt: str = "raw",
+    firmware: str = "bios",
 ) -> ConversionResult:
     """Convert the guest on ``devices`` (its disks in ``fmt``, boot disk first) for KVM, in place.
 
     ``guest_id`` is vSphere's guest OS id: Windows keeps its addresses per adapter by other means.
+    ``firmware`` is the VM's: a UEFI Linux guest gets the ESP's fallback path (:func:`esp_fallback_script`).
     """
     check_options(options)
     if options.skip:
@@ -210,7 +247,13 @@ def convert_in_place(
             handle.write(domain_xml(name, devices, [nic.mac for nic in nics], fmt))
         remaining = options.timeout_s - (time.monotonic() - started)
         _run([V2V, "-v", "-x", "-i", "libvirtxml", xml_path], env, log, remaining)
-        actions = [a for script in options.run_scripts for a in ("--run", script)]
+        actions = []
+        if firmware == "efi" and not guest_id.lower().startswith("windows"):
+            fallback = os.path.join(tmp, "esp-fallback.sh")
+            with open(fallback, "w") as handle:
+                handle.write(esp_fallback_script())
+            actions += ["--run", fallback]
+        actions += [a for script in options.run_scripts for a in ("--run", script)]
         actions += [a for script in options.firstboot_scripts for a in ("--firstboot", script)]
         if actions:
             customize(actions)
@@ -221,6 +264,7 @@ def convert_in_place(
         warnings=_matching(log, r"^virt-v2v-in-place: warning: (.*)$"),
         log=log,
         pinned_names=dict(m.split(" ", 1) for m in _matching(log, r"^xms-pinned (\S+ \S+)$", limit=None)),
+        esp_fallback=next(iter(_matching(log, r"^xms-esp-fallback (\S+)$")), None),
     )
 
 

@@ -418,6 +418,7 @@ def _convert(run: _Run) -> None:
                         nics=[virt_v2v.NicIdentity(nic.mac, nic.guest_name) for nic, _mapping in run.nics],
                         guest_id=run.ctx.inventory.guest_id,
                         fmt=overlay.FORMAT,
+                        firmware=run.ctx.inventory.firmware,
                     )
                     outcome.conversion = result.as_dict()
                     if settings.boot_check:

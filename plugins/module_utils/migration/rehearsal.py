@@ -276,8 +276,9 @@ def _convert(
         if not settings.conversion.skip:
             nics = [virt_v2v.NicIdentity(mac, nic.guest_name) for mac, nic in zip(macs, inv.nics)]
             outcome.conversion = virt_v2v.convert_in_place(
-                devices, settings.conversion, name=f"{inv.name}-test", nics=nics, guest_id=inv.guest_id
-            ).as_dict()
+                devices, settings.conversion, name=f"{inv.name}-test", nics=nics, guest_id=inv.guest_id,
+                firmware=inv.firmware,
+            ).as_dict()  # fmt: skip
             clock.mark("converted")
         if settings.boot_check:
             pinned = (outcome.conversion or {}).get("pinned_names") or {}

@@ -14,6 +14,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt
     check_options,
     convert_in_place,
     domain_xml,
+    esp_fallback_script,
     pin_script,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.inventory import Nic
@@ -70,6 +71,12 @@ def test_skip_converts_nothing_and_says_so(tmp_path):
         ("Gave up waiting for root file system device.  Common problems:\n(initramfs) ", "initramfs shell"),
         ("Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\n", "kernel panic"),
         ('You are in emergency mode. After logging in, type "journalctl -xb"\n', "emergency mode"),
+        # OVMF with an empty variable store and an ESP without EFI/BOOT (seen on the zoo's UEFI guest)
+        (
+            'BdsDxe: failed to load Boot0001 "UEFI Misc Device" from PciRoot(0x0)/Pci(0x3,0x0): Not Found\n'
+            'BdsDxe: starting Boot0002 "EFI Internal Shell" from Fv(7CB8BDC9)/FvFile(7C04A583)\n',
+            "no boot loader",
+        ),
     ],
 )
 def test_console_of_a_stuck_guest_fails_at_once(log, failure):
@@ -116,3 +123,40 @@ def test_a_host_without_ovmf_or_a_vm_without_nics_is_refused_before_the_shutdown
     assert "OVMF" in refused.message and "ovmf" in refused.hint and refused.parameter == "boot_check"
     assert boot_check.refusal("bios", 1) is None
     assert "network_map" in boot_check.refusal("bios", 0).hint
+
+
+def run_esp_fallback(root):
+    """The script as virt-customize runs it in the guest, with the guest's root at ``root``."""
+    script = esp_fallback_script().replace("/boot/efi/EFI /efi/EFI", f"{root}/boot/efi/EFI {root}/efi/EFI")
+    done = subprocess.run(["sh", "-e"], input=script, capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def esp(tmp_path, files):
+    for name, content in files.items():
+        path = tmp_path / "boot" / "efi" / "EFI" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    return tmp_path / "boot" / "efi" / "EFI"
+
+
+def test_an_esp_as_debians_installer_leaves_it_gets_shim_and_grub_on_the_fallback_path(tmp_path):
+    efi = esp(tmp_path, {"debian/shimx64.efi": "shim", "debian/grubx64.efi": "grub", "debian/mmx64.efi": "mm",
+                         "debian/fbx64.efi": "fb", "debian/grub.cfg": "stub"})  # fmt: skip
+    assert run_esp_fallback(tmp_path).endswith("xms-esp-fallback EFI/debian/shimx64.efi\n")
+    assert {p.name: p.read_text() for p in (efi / "BOOT").iterdir()} == {
+        "BOOTX64.EFI": "shim", "grubx64.efi": "grub", "mmx64.efi": "mm"}  # fmt: skip
+    # shim's fallback stays out: it would write boot entries and reset the machine
+
+
+def test_grub_without_shim_becomes_the_fallback_loader(tmp_path):
+    efi = esp(tmp_path, {"arch/grubx64.efi": "grub"})
+    assert "xms-esp-fallback EFI/arch/grubx64.efi" in run_esp_fallback(tmp_path)
+    assert (efi / "BOOT" / "BOOTX64.EFI").read_text() == "grub"
+
+
+def test_an_esp_with_a_fallback_loader_or_no_esp_is_left_alone(tmp_path):
+    efi = esp(tmp_path, {"BOOT/BOOTX64.EFI": "theirs", "redhat/shimx64.efi": "shim", "redhat/grubx64.efi": "grub"})
+    assert run_esp_fallback(tmp_path) == ""
+    assert (efi / "BOOT" / "BOOTX64.EFI").read_text() == "theirs"
+    assert run_esp_fallback(tmp_path / "bios-guest") == ""
