@@ -293,7 +293,8 @@ def instance_checks(
 
 
 def test_network_checks(client, *, network: str, subnet: Optional[str], ports: int) -> List[Check]:
-    """A test migration's network: it exists, the subnet is on it, and the project may create ``ports`` more."""
+    """A test migration's network: it exists, the subnet is on it, the project may create ``ports`` more and
+    choose their MACs."""
     conn = client.conn
     net = conn.network.find_network(network, ignore_missing=True)
     if net is None:
@@ -307,6 +308,13 @@ def test_network_checks(client, *, network: str, subnet: Optional[str], ports: i
                             parameter=None if ok else "test_subnet"))  # fmt: skip
     if ports:
         checks.append(_ports_check(client, ports))
+        if net.project_id != conn.current_project_id and not _is_admin(client):
+            checks.append(Check(
+                "test_mac_allowed", False,
+                f"network '{network}' belongs to another project: Neutron lets only a network's owner (or an admin)"
+                " choose the MACs of the test ports, to which the conversion pins the guest's interface names",
+                parameter="test_network",
+            ))  # fmt: skip
     return checks
 
 
