@@ -23,6 +23,14 @@ def require(binary: str) -> str:
     return path
 
 
+def guest_image(script: str) -> str:
+    """The image a lab guest builder (``lab/guest/<script>``) built, or took from its cache; a failed build fails."""
+    built = subprocess.run(["bash", os.path.join(LAB, "guest", script)], capture_output=True, text=True, check=False)
+    if built.returncode != 0:
+        pytest.fail(f"lab/guest/{script} failed:\n{built.stderr[-2000:]}")
+    return built.stdout.strip().splitlines()[-1]
+
+
 def qemu_img(*args: str) -> None:
     """``qemu-img ARGS`` through the lab's Cinder wrapper, which retries exactly Debian 12's QEMU 7.2
     PBKDF2 benchmark failure when writing a LUKS header (lab/openstack/qemu-img-retry says why)."""

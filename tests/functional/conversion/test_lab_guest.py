@@ -28,9 +28,8 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.layer import VolumeFormat, plain_view
 
-from ..conftest import qemu_img
+from ..conftest import guest_image, qemu_img
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 MAC = "00:50:56:01:00:07"
 OTHER_MAC = "00:50:56:01:00:17"  # a second NIC, in slot 224, that the guest's configuration does not name
 PASSPHRASE = bytes(range(32)).hex().encode()  # as Cinder derives it from a 32-byte key
@@ -55,12 +54,7 @@ def blank_disk(tmp_path):
 @pytest.fixture(scope="module")
 def lab_guest():
     """The lab guest's image (built, or taken from the cache, by lab/guest/build.sh)."""
-    built = subprocess.run(
-        ["bash", os.path.join(ROOT, "lab", "guest", "build.sh")], capture_output=True, text=True, check=False
-    )
-    if built.returncode != 0:
-        pytest.fail(f"lab/guest/build.sh failed:\n{built.stderr[-2000:]}")
-    return built.stdout.strip().splitlines()[-1]
+    return guest_image("build.sh")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ open-vm-tools, a static IPv4 on ens192 (ifupdown). It is converted once, on a qc
 (Its conversion under TCG takes ~8 minutes.)
 """
 
-import os
 import subprocess
 
 import pytest
@@ -21,18 +20,14 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt
     convert_in_place,
 )
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from ..conftest import guest_image
+
 MAC = "00:50:56:01:00:09"
 
 
 @pytest.fixture(scope="module")
 def uefi_guest():
-    built = subprocess.run(
-        ["bash", os.path.join(ROOT, "lab", "guest", "build-uefi.sh")], capture_output=True, text=True, check=False
-    )
-    if built.returncode != 0:
-        pytest.fail(f"lab/guest/build-uefi.sh failed:\n{built.stderr[-2000:]}")
-    return built.stdout.strip().splitlines()[-1]
+    return guest_image("build-uefi.sh")
 
 
 @pytest.fixture(scope="module")
