@@ -85,13 +85,14 @@ def test_the_unconverted_guest_does_not_boot_on_virtio(lab_guest):
 
 
 def test_conversion_makes_the_guest_boot_and_bring_up_its_nic(converted):
-    """Nothing in the guest speaks to the check: its DHCP client, on the interface its ifupdown names
-    (ens192, pinned to the MAC), is what QEMU's capture shows."""
+    """Nothing in the guest speaks to the check: the interface its ifupdown names (ens192, pinned to the MAC) comes
+    up, and QEMU's capture hears it. Which frame comes first (the DHCP client's discover or the kernel's IPv6
+    listener report) is a race; the check ends at the first, so any of them is the proof."""
     disk, result = converted
     assert result.converted and not result.skipped and os.path.exists(result.log)
     assert oct(os.stat(result.log).st_mode & 0o777) == "0o600"
     boot = boot_check([disk], macs=[MAC, OTHER_MAC], required=[MAC], timeout_s=900)
-    assert "DHCP discover" in boot.nics[MAC], boot.nics
+    assert boot.nics[MAC] and not boot.nics[OTHER_MAC], boot.nics  # ens224 is named nowhere in the guest
     assert boot.as_dict()["nics"] == boot.nics and boot.firmware == "bios"
 
 
