@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Set
 
 PCAP_HEADER = 24
 RECORD_HEADER = 16
@@ -47,9 +47,7 @@ def describe(frame: bytes) -> Optional[str]:
     """One line for a frame the guest sent; None for what is too short to read."""
     if len(frame) < 14:
         return None
-    ethertype, payload = struct.unpack_from("!H", frame, 12)[0], frame[14:]
-    if ethertype == 0x8100 and len(payload) >= 4:  # a VLAN tag: the frame inside it
-        ethertype, payload = struct.unpack_from("!H", payload, 2)[0], payload[4:]
+    ethertype, payload = _inside(frame)
     if ethertype == 0x0806:
         return _arp(payload)
     if ethertype == 0x0800:
@@ -76,6 +74,30 @@ def evidence(data: bytes, mac: str) -> List[str]:
 def evidence_by_mac(captures: Dict[str, bytes], macs: Sequence[str]) -> Dict[str, List[str]]:
     """``captures`` maps a MAC to its NIC's capture; the result lists what each MAC sent."""
     return {mac: evidence(captures.get(mac, b""), mac) for mac in macs}
+
+
+def sources(data: bytes, mac: str) -> Set[str]:
+    """The IPv4 addresses ``mac`` sent from in the capture ``data``: the sender of its ARP requests, replies and
+    announcements, the source of its IPv4 packets. An address here is one the guest holds on that interface."""
+    found: Set[str] = set()
+    for frame in frames(data):
+        if len(frame) < 14 or mac_text(frame[6:12]) != mac:
+            continue
+        ethertype, payload = _inside(frame)
+        if ethertype == 0x0806 and len(payload) >= 28:
+            found.add(_ip4(payload[14:18]))
+        elif ethertype == 0x0800 and len(payload) >= 20:
+            found.add(_ip4(payload[12:16]))
+    found.discard("0.0.0.0")
+    return found
+
+
+def _inside(frame: bytes):
+    """A frame's ethertype and payload (those of the frame inside a VLAN tag, where there is one)."""
+    ethertype, payload = struct.unpack_from("!H", frame, 12)[0], frame[14:]
+    if ethertype == 0x8100 and len(payload) >= 4:
+        ethertype, payload = struct.unpack_from("!H", payload, 2)[0], payload[4:]
+    return ethertype, payload
 
 
 def _ip4(raw: bytes) -> str:

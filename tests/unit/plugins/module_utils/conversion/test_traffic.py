@@ -95,3 +95,15 @@ def test_a_capture_in_big_endian_byte_order_reads_alike():
     data = struct.pack(">IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
     data += struct.pack(">IIII", 0, 0, len(frame), len(frame)) + frame
     assert traffic.evidence(data, GUEST) == ["DHCP discover"]
+
+
+def test_the_addresses_a_nic_sent_from_are_its_arp_senders_and_ipv4_sources_never_the_unspecified_one():
+    capture = pcap(
+        dhcp(1),  # from 0.0.0.0: no address yet
+        arp(1, "0.0.0.0", "10.10.1.50"),  # a probe: no address yet either
+        arp(2, "10.10.1.50", "10.10.1.2"),  # the guest answers who holds 10.10.1.50
+        ether(GUEST, 0x0800, ipv4("10.10.1.51", "10.10.1.1", 6, bytes(20))),
+        arp(2, "10.10.1.2", "10.10.1.50", source=SLIRP),  # the router's own: not the guest's
+    )
+    assert traffic.sources(capture, GUEST) == {"10.10.1.50", "10.10.1.51"}
+    assert traffic.sources(capture, SLIRP) == {"10.10.1.2"} and traffic.sources(b"", GUEST) == set()
