@@ -33,7 +33,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 from xml.sax.saxutils import escape, quoteattr
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.common.process import dies_with_parent
@@ -58,10 +58,12 @@ class ConversionOptions:
 
 @dataclass(frozen=True)
 class NicIdentity:
-    """A NIC of the source VM: the MAC its port keeps, and its name in the guest on VMware (if known)."""
+    """A NIC of the source VM: the MAC its port keeps, its name in the guest on VMware (if known), and the IPv4
+    addresses VMware Tools saw on it (``10.10.1.50/24``), those a DHCP server gave excepted."""
 
     mac: str
     vmware_name: Optional[str] = None
+    addresses: Tuple[str, ...] = ()
 
 
 @dataclass
@@ -72,6 +74,8 @@ class ConversionResult:
     warnings: List[str]
     log: Optional[str]
     pinned_names: Dict[str, str] = field(default_factory=dict)  # interface name -> MAC, as the guest now says
+    # MAC -> the addresses of NicIdentity.addresses the guest's network configuration sets itself
+    static_addresses: Dict[str, List[str]] = field(default_factory=dict)
     esp_fallback: Optional[str] = None  # the loader put at EFI/BOOT/BOOTX64.EFI, where one was missing
 
     def as_dict(self) -> Dict[str, object]:
@@ -82,6 +86,7 @@ class ConversionResult:
             "warnings": self.warnings,
             "log": self.log,
             "pinned_names": self.pinned_names,
+            "static_addresses": self.static_addresses,
             "esp_fallback": self.esp_fallback,
         }
 
@@ -113,25 +118,34 @@ def check_options(options: ConversionOptions, guest_id: str = "") -> None:
         raise ConversionError("the conversion timeout must be positive", parameter="conversion.timeout")
 
 
-def pin_script(nics: Sequence[NicIdentity]) -> str:
-    """The shell script, run inside the guest, that pins each configured VMware name to its MAC.
+def identity_script(nics: Sequence[NicIdentity]) -> str:
+    """The shell script, run inside the guest, that keeps its network identity and says which addresses are static.
 
-    A name is pinned only where the guest's configuration mentions it (ifupdown, NetworkManager
-    keyfiles, systemd-networkd, netplan, RHEL's ifcfg files): a guest that matches NICs by MAC,
-    or lets DHCP find them, keeps virtio's names.
+    A VMware name is pinned to its MAC only where the guest's configuration mentions it (ifupdown,
+    NetworkManager keyfiles, systemd-networkd, netplan, RHEL's ifcfg files): a guest that matches
+    NICs by MAC, or lets DHCP find them, keeps virtio's names. An address VMware Tools saw is
+    static where the configuration names it (the origin VMware Tools gives an address is optional,
+    and often unset for Linux guests; a leased address is in no configuration file): the boot
+    check then asks for it.
     """
+    config = " ".join(_NETWORK_CONFIG)
     lines = [
         "#!/bin/sh",
         "# xms.warm_migration: keep the interface names the guest's network configuration uses",
         "pin() {",
-        f'  grep -rqsw -- "$1" {" ".join(_NETWORK_CONFIG)} || return 0',
+        f'  grep -rqsw -- "$1" {config} || return 0',
         "  mkdir -p /etc/systemd/network",
         "  printf '# written by xms.warm_migration: the name this NIC had on VMware\\n"
         '[Match]\\nMACAddress=%s\\n\\n[Link]\\nName=%s\\n\' "$2" "$1" >"/etc/systemd/network/10-xms-$1.link"',
         '  echo "xms-pinned $1 $2"',
         "}",
+        "static() {",
+        f'  grep -rqswF -- "${{2%/*}}" {config} || return 0',
+        '  echo "xms-static $1 $2"',
+        "}",
     ]
     lines += [f"pin {nic.vmware_name} {nic.mac}" for nic in nics if nic.vmware_name]
+    lines += [f"static {nic.mac} {address}" for nic in nics for address in nic.addresses]
     return "\n".join(lines) + "\n"
 
 
@@ -237,10 +251,10 @@ def convert_in_place(
             argv += [a for d in reversed(devices) for a in ("-a", d)] + actions
             _run(argv, env, log, options.timeout_s - (time.monotonic() - started))
 
-        if any(nic.vmware_name for nic in nics) and not guest_id.lower().startswith("windows"):
-            script = os.path.join(tmp, "pin-names.sh")
+        if any(nic.vmware_name or nic.addresses for nic in nics) and not guest_id.lower().startswith("windows"):
+            script = os.path.join(tmp, "network-identity.sh")
             with open(script, "w") as handle:
-                handle.write(pin_script(nics))
+                handle.write(identity_script(nics))
             customize(["--run", script])
         xml_path = os.path.join(tmp, "guest.xml")
         with open(xml_path, "w") as handle:
@@ -264,6 +278,7 @@ def convert_in_place(
         warnings=_matching(log, r"^virt-v2v-in-place: warning: (.*)$"),
         log=log,
         pinned_names=dict(m.split(" ", 1) for m in _matching(log, r"^xms-pinned (\S+ \S+)$", limit=None)),
+        static_addresses=_static(_matching(log, r"^xms-static (\S+ \S+)$", limit=None)),
         esp_fallback=next(iter(_matching(log, r"^xms-esp-fallback (\S+)$")), None),
     )
 
@@ -319,6 +334,16 @@ def _run(argv: List[str], env: Dict[str, str], log: str, timeout_s: float) -> No
             hint="Fix the cause and rerun the cutover (it resumes at the conversion), "
             "or roll back with cutover state=rolled_back to power the source on again",
         )
+
+
+def _static(lines: List[str]) -> Dict[str, List[str]]:
+    """Per MAC, the addresses the identity script said were static (the log may hold its output twice)."""
+    found: Dict[str, List[str]] = {}
+    for line in lines:
+        mac, address = line.split(" ", 1)
+        if address not in found.setdefault(mac, []):
+            found[mac].append(address)
+    return found
 
 
 def _matching(log: str, pattern: str, limit: Optional[int] = 10) -> List[str]:

@@ -116,14 +116,17 @@ def run_cutover(
         virt_v2v.check_options(settings.conversion, guest_id=inv.guest_id)
     source_disks(inv, state)  # a disk added or removed since init: refuse while the source still runs
     nics = nic_targets(inv, target)
+    early_warnings = []
     if not _after(state, "instance"):
         check_target(openstack, state, inv, nics, target, settings)
+        early_warnings = address_warnings(nics, target)
     before = _state_view(state)
     convert = not settings.conversion.skip
     if check_mode:
         todo = [s for s in STEPS if not _after(state, s)]
         after = _view(Phase.COMPLETED.value, "completed", state.instance_id or "(new)")
         outcome = CutoverOutcome(changed=True, steps_done=todo, state=state, before=before, after=after)
+        outcome.warnings.extend(early_warnings)
         projection = state.projection(convert=convert)
         outcome.projection = projection.as_dict() if projection else None
         if settings.downtime_budget is not None and projection is not None and not _after(state, "shutdown"):
@@ -136,6 +139,7 @@ def run_cutover(
         return outcome
 
     outcome = CutoverOutcome(changed=True, steps_done=[], state=state, before=before)
+    outcome.warnings.extend(early_warnings)
     with ownership.hold(openstack, migration_id, settings.sync.state_dir, check=_may_cut_over) as held:
         state = outcome.state = held.state  # as read under the hold
         if settings.downtime_budget is not None and not _after(state, "shutdown"):
@@ -298,6 +302,23 @@ def check_target(
         )
 
 
+def address_warnings(nics, target: TargetSettings) -> List[str]:
+    """An address VMware Tools sees on a NIC that the instance's port will not carry: if the guest sets it
+    statically, Neutron's port security drops the guest's traffic (a warning: the guest may lease it)."""
+    warnings = []
+    for nic, _mapping in nics:
+        given = target.fixed_ips.get(nic.mac)
+        for address in nic.addresses:
+            ip = address.split("/", 1)[0]
+            if ip != given:
+                warnings.append(
+                    f"VMware Tools sees {address} on NIC {nic.mac}, but its port gets "
+                    + (f"{given} (fixed_ips)" if given else "an address Neutron chooses")
+                    + f": if the guest sets {ip} itself, Neutron drops its traffic; give fixed_ips {{{nic.mac}: {ip}}}"
+                )
+    return warnings
+
+
 def _second():
     """Now, in whole seconds, as the record keeps it: the run's figures equal the record's."""
     return utcnow().replace(microsecond=0)
@@ -370,6 +391,9 @@ class Step:
 
 
 def _shut_down(run: _Run) -> None:
+    seen = {nic.mac: list(nic.addresses) for nic, _mapping in run.nics if nic.addresses}
+    if seen:  # VMware Tools sees the guest now; once it is off, only the record remembers (a resumed cutover)
+        run.state.guest_addresses = seen
     _source_stays_off(run)
 
 
@@ -415,7 +439,10 @@ def _convert(run: _Run) -> None:
                         layers,
                         settings.conversion,
                         name=run.ctx.vm_name,
-                        nics=[virt_v2v.NicIdentity(nic.mac, nic.guest_name) for nic, _mapping in run.nics],
+                        nics=[
+                            virt_v2v.NicIdentity(nic.mac, nic.guest_name, tuple(state.guest_addresses.get(nic.mac, ())))
+                            for nic, _mapping in run.nics
+                        ],
                         guest_id=run.ctx.inventory.guest_id,
                         fmt=overlay.FORMAT,
                         firmware=run.ctx.inventory.firmware,
@@ -441,12 +468,13 @@ def _convert(run: _Run) -> None:
 
 def _boot_check(run: _Run, devices: List[str], fmt: str) -> None:
     """The boot check of ``devices``: the NICs the guest's configuration names (pinned by this run's
-    conversion) must come up."""
-    pinned = (run.outcome.conversion or {}).get("pinned_names") or {}
+    conversion) must come up, with the static addresses the conversion found."""
+    required, addresses = boot.expectations(run.outcome.conversion)
     run.outcome.boot = boot.boot_check(
         devices,
         macs=[nic.mac for nic, _mapping in run.nics],
-        required=list(pinned.values()),
+        required=required,
+        addresses=addresses,
         firmware=run.ctx.inventory.firmware,
         fmt=fmt,
         timeout_s=run.settings.boot_check_timeout,

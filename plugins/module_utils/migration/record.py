@@ -160,6 +160,22 @@ def parse_test(text: str) -> Optional[MigrationTestRun]:
     return MigrationTestRun(at=at, result=values["result"], instance_id=values.get("server", ""), timings=timings)
 
 
+def format_addresses(addresses: Dict[str, List[str]], limit: int = 250) -> str:
+    """``mac=address address,mac=address``: as many whole NICs as fit Cinder's 255 characters per value."""
+    text = ""
+    for mac, found in addresses.items():
+        entry = f"{mac}={' '.join(found)}"
+        if len(text) + len(entry) + 1 > limit:
+            break
+        text = f"{text},{entry}" if text else entry
+    return text
+
+
+def parse_addresses(text: str) -> Dict[str, List[str]]:
+    pairs = (item.partition("=") for item in filter(None, text.split(",")))
+    return {mac: found.split() for mac, _eq, found in pairs if found}
+
+
 def finite(text: str) -> float:
     """``text`` as a float, or ValueError for nan and inf: one such value would make every figure
     computed from it (lag, rate, projection) unprintable, and the report of every migration fail."""
@@ -225,6 +241,9 @@ class MigrationState:
     converted: bool = False
     needs_full_resync: bool = False  # the volumes were changed outside a sync (e.g. converted, then rolled back)
     instance_id: str = ""
+    # Per MAC, the addresses VMware Tools saw on the source's NICs when the cutover shut it down (see
+    # inventory.guest_addresses): a cutover resumed after the shutdown still knows them.
+    guest_addresses: Dict[str, List[str]] = field(default_factory=dict)
     validation: str = ""  # the cutover's evidence that the guest runs: "passed: ...", "failed: ..." or "off"
     last_error: str = ""
     test: Optional[MigrationTestRun] = None  # the last test migration (TEST_FIELDS)
@@ -352,6 +371,7 @@ class MigrationState:
             "converted": "true" if self.converted else "false",
             "needs_full_resync": "true" if self.needs_full_resync else "false",
             "instance_id": self.instance_id,
+            "guest_addresses": format_addresses(self.guest_addresses),
             "validation": self.validation[:250],
             "last_error": self.last_error[:250],
             "test": format_test(self.test),
@@ -423,6 +443,7 @@ class MigrationState:
             converted=newest.get("converted") == "true",
             needs_full_resync=newest.get("needs_full_resync") == "true",
             instance_id=newest.get("instance_id", ""),
+            guest_addresses=parse_addresses(newest.get("guest_addresses", "")),
             validation=newest.get("validation", ""),
             last_error=newest.get("last_error", ""),
             test=max((parse_test(r.get("test", "")) for r in records), key=lambda t: t.at if t else _EPOCH),

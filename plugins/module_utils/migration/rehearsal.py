@@ -274,16 +274,16 @@ def _convert(
         openstack, clones, mode=settings.sync.attach_mode, server_id=settings.sync.conversion_server, as_file=True
     ) as devices:
         if not settings.conversion.skip:
-            nics = [virt_v2v.NicIdentity(mac, nic.guest_name) for mac, nic in zip(macs, inv.nics)]
+            nics = [virt_v2v.NicIdentity(mac, nic.guest_name, nic.addresses) for mac, nic in zip(macs, inv.nics)]
             outcome.conversion = virt_v2v.convert_in_place(
                 devices, settings.conversion, name=f"{inv.name}-test", nics=nics, guest_id=inv.guest_id,
                 firmware=inv.firmware,
             ).as_dict()  # fmt: skip
             clock.mark("converted")
         if settings.boot_check:
-            pinned = (outcome.conversion or {}).get("pinned_names") or {}
+            required, addresses = boot.expectations(outcome.conversion)
             outcome.boot = boot.boot_check(
-                devices, macs=macs, required=list(pinned.values()), firmware=inv.firmware,
-                timeout_s=settings.boot_check_timeout,
+                devices, macs=macs, required=required, firmware=inv.firmware,
+                timeout_s=settings.boot_check_timeout, addresses=addresses,
             ).as_dict()  # fmt: skip
             clock.mark("boot_checked")

@@ -20,7 +20,7 @@ except ImportError:  # the client reports it
     vim = vmodl = None
 
 PROPERTIES = ["name", "config", "runtime.powerState", "runtime.consolidationNeeded", "guest.toolsRunningStatus",
-              "snapshot"]  # fmt: skip
+              "snapshot", "guest.net"]  # fmt: skip
 MIN_HW_VERSION = 7  # CBT needs virtual hardware 7 or later
 GiB = 1 << 30
 # A seed's snapshot takes every write the guest makes while the seed reads, so its delta grows with the
@@ -62,6 +62,9 @@ class Nic:
     network: str
     adapter: str
     pci_slot: Optional[int] = None  # vSphere's slotInfo.pciSlotNumber: the slot number the guest's ACPI sees
+    # The IPv4 addresses VMware Tools sees on it now (``10.10.1.50/24``), those a DHCP server leased excepted:
+    # the addresses the guest may hold statically (empty while the guest or its tools are not running).
+    addresses: Tuple[str, ...] = ()
 
     @property
     def guest_name(self) -> Optional[str]:
@@ -188,6 +191,7 @@ def inventory(client, vm) -> VmInventory:
     devices = config.hardware.device
     controllers = {d.key: d for d in devices if isinstance(d, vim.vm.device.VirtualController)}
     disks, nics = [], []
+    addresses = guest_addresses(props.get("guest.net") or [])
     for dev in devices:
         if isinstance(dev, vim.vm.device.VirtualDisk):
             backing = dev.backing
@@ -208,9 +212,10 @@ def inventory(client, vm) -> VmInventory:
         elif isinstance(dev, vim.vm.device.VirtualEthernetCard):
             network = _network_name(client, dev.backing) or (dev.deviceInfo.summary if dev.deviceInfo else "")
             slot = getattr(dev.slotInfo, "pciSlotNumber", None) if dev.slotInfo else None
-            nics.append(Nic(key=dev.key, mac=(dev.macAddress or "").lower(), network=network,
+            mac = (dev.macAddress or "").lower()
+            nics.append(Nic(key=dev.key, mac=mac, network=network,
                             adapter=type(dev).__name__.rsplit(".", 1)[-1].replace("Virtual", "").lower(),
-                            pci_slot=slot))  # fmt: skip
+                            pci_slot=slot, addresses=addresses.get(mac, ())))  # fmt: skip
     snapshot = props.get("snapshot")
     return VmInventory(
         name=props["name"], moref=vm._moId, instance_uuid=config.instanceUuid or config.uuid,
@@ -223,6 +228,28 @@ def inventory(client, vm) -> VmInventory:
         oldest_snapshot=min(_created(snapshot.rootSnapshotList), default=None) if snapshot else None,
         consolidation_needed=bool(props.get("runtime.consolidationNeeded")),
     )  # fmt: skip
+
+
+def guest_addresses(net) -> Dict[str, Tuple[str, ...]]:
+    """Per MAC, the IPv4 addresses VMware Tools reports in ``guest.net`` (``10.10.1.50/24``), leases excepted.
+
+    An address's origin is optional in the API: Windows' tools say ``manual`` or ``dhcp``, Linux's
+    often say nothing. Only ``dhcp`` is left out here; the conversion finds which of the rest the
+    guest's configuration sets (virt_v2v.identity_script).
+    """
+    found: Dict[str, Tuple[str, ...]] = {}
+    for info in net:
+        config = getattr(info, "ipConfig", None)
+        if not info.macAddress or config is None:
+            continue
+        addresses = tuple(
+            f"{a.ipAddress}/{a.prefixLength}"
+            for a in config.ipAddress or []
+            if ":" not in a.ipAddress and a.origin != "dhcp" and a.prefixLength
+        )
+        if addresses:
+            found[info.macAddress.lower()] = addresses
+    return found
 
 
 def datastore_space(client, vm) -> List[DatastoreSpace]:

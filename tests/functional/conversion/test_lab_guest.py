@@ -70,9 +70,10 @@ def converted(lab_guest, tmp_path_factory):
     script.write_text("#!/bin/sh\necho converted-by-xms > /etc/xms-converted\n")
     options = ConversionOptions(run_scripts=[str(script)], timeout_s=1800, log_dir=str(tmp / "logs"))
     with plain_view(volume, VolumeFormat.QCOW2, PASSPHRASE, as_file=True) as disk:
-        result = convert_in_place(
-            [disk], options, name="lab-vm-linux", nics=[NicIdentity(MAC, "ens192"), NicIdentity(OTHER_MAC, "ens224")]
-        )
+        # VMware Tools on a Linux guest reports its leased address without an origin: the guest's configuration
+        # (DHCP on ens192) names it nowhere, so it is no static address.
+        nics = [NicIdentity(MAC, "ens192", ("192.168.7.20/24",)), NicIdentity(OTHER_MAC, "ens224")]
+        result = convert_in_place([disk], options, name="lab-vm-linux", nics=nics)
         yield disk, result
 
 
@@ -91,6 +92,7 @@ def test_conversion_makes_the_guest_boot_and_bring_up_its_nic(converted):
     disk, result = converted
     assert result.converted and not result.skipped and os.path.exists(result.log)
     assert oct(os.stat(result.log).st_mode & 0o777) == "0o600"
+    assert result.static_addresses == {}
     boot = boot_check([disk], macs=[MAC, OTHER_MAC], required=[MAC], timeout_s=900)
     assert boot.nics[MAC] and not boot.nics[OTHER_MAC], boot.nics  # ens224 is named nowhere in the guest
     assert boot.as_dict()["nics"] == boot.nics and boot.firmware == "bios"
@@ -105,6 +107,17 @@ def test_a_nic_the_guest_configures_that_stays_silent_fails_the_check_naming_it(
     heard = str(err.value).split("heard: ", 1)[1]  # what the other NIC sent, to compare
     assert heard.startswith(f"{MAC}: ") and "DHCP discover" in heard.split("Last console")[0], heard[:300]
     assert "pinned_names" in err.value.hint
+
+
+def test_a_static_address_the_converted_guest_does_not_hold_fails_the_check_naming_it(converted):
+    """The address check is no formality: asked for an address it never had (it leases 10.0.2.15 from the
+    check's network), the guest comes up and still fails the check, which names the address."""
+    disk, _result = converted
+    with pytest.raises(BootCheckError) as err:
+        boot_check([disk], macs=[MAC], required=[MAC], timeout_s=150, addresses={MAC: ["10.0.2.77/24"]})
+    message = str(err.value)
+    assert "did not answer within 150 s" in message and f"10.0.2.77 on {MAC}" in message, message[:400]
+    assert "static address" in err.value.hint
 
 
 def test_conversion_rewrote_fstab_and_ran_the_script(converted):

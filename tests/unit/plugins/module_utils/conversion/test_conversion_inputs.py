@@ -15,7 +15,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt
     convert_in_place,
     domain_xml,
     esp_fallback_script,
-    pin_script,
+    identity_script,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.inventory import Nic
 
@@ -26,11 +26,28 @@ def test_a_nic_is_named_by_its_pci_slot_as_linux_names_it_on_vmware():
     assert Nic(key=4000, mac="00:50:56:01:00:07", network="VM Network", adapter="e1000").guest_name is None
 
 
-def test_the_pin_script_pins_only_nics_with_a_vmware_name():
-    script = pin_script([NicIdentity("00:50:56:01:00:07", "ens192"), NicIdentity("00:50:56:01:00:08")])
-    assert subprocess.run(["sh", "-n"], input=script, text=True, check=False).returncode == 0
-    calls = [line for line in script.splitlines() if line.startswith("pin ")]
-    assert calls == ["pin ens192 00:50:56:01:00:07"]
+def test_the_identity_script_pins_configured_names_and_finds_the_static_addresses(tmp_path):
+    """Run by sh over a configuration tree laid out as the guest's /etc: a name or address the configuration
+    does not name is left alone (10.10.1.5 is not 10.10.1.50; a leased address is in no file)."""
+    (tmp_path / "etc/network").mkdir(parents=True)
+    (tmp_path / "etc/network/interfaces").write_text(
+        "auto ens192\niface ens192 inet static\n    address 10.10.1.50/24\n    gateway 10.10.1.1\n"
+        "auto ens224\niface ens224 inet dhcp\n"
+    )
+    nics = [
+        NicIdentity("00:50:56:01:00:07", "ens192", ("10.10.1.50/24", "10.10.1.5/24")),
+        NicIdentity("00:50:56:01:00:08", "ens224", ("192.168.7.20/24",)),
+        NicIdentity("00:50:56:01:00:09"),
+    ]
+    script = identity_script(nics).replace(" /etc/", f" {tmp_path}/etc/")
+    (tmp_path / "etc/systemd/network").mkdir(parents=True)
+    script = script.replace('"/etc/systemd/network', f'"{tmp_path}/etc/systemd/network')
+    script = script.replace("mkdir -p /etc/systemd/network", "true")
+    ran = subprocess.run(["sh", "-e"], input=script, text=True, capture_output=True, check=True)
+    assert ran.stdout.splitlines() == ["xms-pinned ens192 00:50:56:01:00:07", "xms-pinned ens224 00:50:56:01:00:08",
+                                       "xms-static 00:50:56:01:00:07 10.10.1.50/24"]  # fmt: skip
+    link = (tmp_path / "etc/systemd/network/10-xms-ens192.link").read_text()
+    assert "MACAddress=00:50:56:01:00:07" in link and "Name=ens192" in link
 
 
 def test_domain_xml_lists_disks_in_boot_order_and_nics_by_mac(tmp_path):
@@ -160,3 +177,28 @@ def test_an_esp_with_a_fallback_loader_or_no_esp_is_left_alone(tmp_path):
     assert run_esp_fallback(tmp_path) == ""
     assert (efi / "BOOT" / "BOOTX64.EFI").read_text() == "theirs"
     assert run_esp_fallback(tmp_path / "bios-guest") == ""
+
+
+def test_a_nic_with_static_addresses_gets_their_subnet_and_a_knock_at_each():
+    """The router and DNS of the NIC's network take the subnet's first free addresses; a knock at each address
+    is forwarded from a free local port to its port 22."""
+    options, knocks, unchecked = boot_check.plan_knocks(
+        {
+            "00:50:56:01:00:09": ["10.10.1.1/24", "10.10.1.50/24", "192.168.7.5/24"],
+            "00:50:56:01:00:0A": ["172.16.0.9/28"],
+            "00:50:56:01:00:0b": [],
+        }
+    )
+    assert [(k.mac, k.address) for k in knocks] == [
+        ("00:50:56:01:00:09", "10.10.1.1"),
+        ("00:50:56:01:00:09", "10.10.1.50"),
+    ]
+    assert options == {
+        "00:50:56:01:00:09": ",net=10.10.1.0/24,host=10.10.1.2,dns=10.10.1.3"
+        + "".join(f",hostfwd=tcp:127.0.0.1:{k.port}-{k.address}:22" for k in knocks)
+    }
+    assert unchecked == ["192.168.7.5/24 (00:50:56:01:00:09: a second subnet on one NIC)",
+                         "172.16.0.9/28 (00:50:56:01:00:0A: a subnet smaller than /27)"]  # fmt: skip
+    assert len({k.port for k in knocks}) == 2 and all(k.port > 0 for k in knocks)
+    argv = qemu_argv(["/dev/vol-a"], ["00:50:56:01:00:09"], "/work", "tcg", 512, networks=options)
+    assert "user,id=n0,restrict=on" + options["00:50:56:01:00:09"] in argv

@@ -9,11 +9,16 @@ import pytest
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import cutover, rehearsal
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError, PreflightError
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import (
+    NetworkMapping,
+    TargetSettings,
+)
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import (
     DiskState,
     MigrationState,
     Phase,
 )
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.inventory import Nic
 
 
 def a_context():
@@ -134,3 +139,19 @@ def test_a_source_powered_on_before_the_instance_sends_the_table_back_to_the_fin
     ran = table_run(monkeypatch, state, power_on_before=["instance"])
     assert ran == ["converted", "shut down again before instance", "final_sync", "converted", "instance",
                    "validated", "completed"]  # fmt: skip
+
+
+def test_an_address_vmware_tools_sees_that_the_port_will_not_carry_is_a_warning_naming_fixed_ips():
+    mapping = NetworkMapping("App", "app-net")
+    kept = Nic(4000, "00:50:56:00:00:01", "App", "vmxnet3", 192, ("10.10.1.50/24",))
+    other = Nic(4001, "00:50:56:00:00:02", "App", "vmxnet3", 224, ("10.10.2.7/24",))
+    unknown = Nic(4002, "00:50:56:00:00:03", "App", "vmxnet3", 256, ("10.10.3.9/24",))
+    silent = Nic(4003, "00:50:56:00:00:04", "App", "vmxnet3", 161)
+    target = TargetSettings(
+        network_map=[mapping], fixed_ips={"00:50:56:00:00:01": "10.10.1.50", "00:50:56:00:00:02": "10.10.2.8"}
+    )
+    warnings = cutover.address_warnings([(n, mapping) for n in (kept, other, unknown, silent)], target)
+    assert len(warnings) == 2
+    assert "10.10.2.7/24 on NIC 00:50:56:00:00:02, but its port gets 10.10.2.8 (fixed_ips)" in warnings[0]
+    assert "its port gets an address Neutron chooses" in warnings[1]
+    assert "give fixed_ips {00:50:56:00:00:03: 10.10.3.9}" in warnings[1]

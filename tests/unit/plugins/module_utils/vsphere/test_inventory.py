@@ -1,0 +1,27 @@
+"""Reading VMware Tools' view of the guest's addresses (``guest.net``), from pyVmomi's own data objects as
+vCenter returns them for a Windows guest (origins given) and a Linux one (origins unset)."""
+
+from pyVmomi import vim
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.inventory import guest_addresses
+
+
+def nic(mac, *addresses):
+    config = vim.net.IpConfigInfo(
+        ipAddress=[
+            vim.net.IpConfigInfo.IpAddress(ipAddress=ip, prefixLength=length, origin=origin)
+            for ip, length, origin in addresses
+        ]
+    )
+    return vim.vm.GuestInfo.NicInfo(macAddress=mac, connected=True, deviceConfigId=4000, ipConfig=config)
+
+
+def test_the_addresses_a_guest_may_hold_statically_are_kept_per_mac_leases_and_ipv6_left_out():
+    net = [
+        nic("00:50:56:01:00:09", ("10.10.1.50", 24, "manual"), ("fe80::250:56ff:fe01:9", 64, "linklayer")),
+        nic("00:50:56:01:00:0A", ("192.168.7.20", 24, "dhcp"), ("192.168.7.21", 24, None)),
+        nic("00:50:56:01:00:0b"),  # up, no address
+        vim.vm.GuestInfo.NicInfo(macAddress="00:50:56:01:00:0c", connected=False, deviceConfigId=4002),
+    ]
+    assert guest_addresses(net) == {"00:50:56:01:00:09": ("10.10.1.50/24",), "00:50:56:01:00:0a": ("192.168.7.21/24",)}
+    assert guest_addresses([]) == {}
