@@ -25,6 +25,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/vmware/govmomi/simulator"
@@ -270,6 +271,64 @@ func versions(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// toolsNet holds, per VM (moref), what VMware Tools in its guest reports: each NIC's (by MAC) addresses
+// as "10.10.1.50/24". populate.py reads them from the guest image's network configuration and posts them
+// to /lab/tools; VMs without a guest image have none, and vcsim's defaults stay.
+var (
+	toolsNet   = map[string]map[string][]string{}
+	toolsMutex sync.Mutex
+)
+
+// tools answers the lab's POST /lab/tools {"vm-60": {"00:50:56:01:00:0a": ["10.10.1.50/24"]}}.
+func tools(w http.ResponseWriter, r *http.Request) {
+	var posted map[string]map[string][]string
+	if err := json.NewDecoder(r.Body).Decode(&posted); err != nil || r.Method != http.MethodPost {
+		http.Error(w, "POST a JSON object: VM moref -> MAC -> addresses", http.StatusBadRequest)
+		return
+	}
+	toolsMutex.Lock()
+	toolsNet = posted
+	toolsMutex.Unlock()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// syncTools makes each guest's VMware Tools report what it would now: while the VM is powered on, the
+// tools run and each NIC has its addresses (guest.net, its ipConfig without an origin, as Linux guests'
+// tools report them); once it is off, the tools stop and report none. Run before every property read,
+// so the power state it follows is the one the reader sees.
+func syncTools() {
+	toolsMutex.Lock()
+	defer toolsMutex.Unlock()
+	for ref, nics := range toolsNet {
+		vm, ok := simulator.Map.Get(types.ManagedObjectReference{Type: "VirtualMachine", Value: ref}).(*simulator.VirtualMachine)
+		if !ok {
+			continue
+		}
+		simulator.Map.WithLock(vm, func() {
+			on := vm.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn
+			vm.Guest.ToolsRunningStatus = string(types.VirtualMachineToolsRunningStatusGuestToolsNotRunning)
+			if on {
+				vm.Guest.ToolsRunningStatus = string(types.VirtualMachineToolsRunningStatusGuestToolsRunning)
+			}
+			for i := range vm.Guest.Net {
+				nic := &vm.Guest.Net[i]
+				nic.IpAddress, nic.IpConfig = nil, nil
+				if !on || len(nics[nic.MacAddress]) == 0 {
+					continue
+				}
+				config := &types.NetIpConfigInfo{}
+				for _, address := range nics[nic.MacAddress] {
+					ip, prefix, _ := strings.Cut(address, "/")
+					length, _ := strconv.Atoi(prefix)
+					nic.IpAddress = append(nic.IpAddress, ip)
+					config.IpAddress = append(config.IpAddress, types.NetIpConfigInfoIpAddress{IpAddress: ip, PrefixLength: int32(length)})
+				}
+				nic.IpConfig = config
+			}
+		})
+	}
+}
+
 // refreshDatastores sets every datastore's capacity and free space from the file system that holds
 // the lab's disk images (where the VMs' data really lives), as vCenter reports its datastores'.
 // vcsim would subtract each disk's full size when it is created, thin or not.
@@ -297,9 +356,16 @@ func middleware(next http.Handler) http.Handler {
 			versions(w, r)
 			return
 		}
+		if r.URL.Path == "/lab/tools" {
+			tools(w, r)
+			return
+		}
 		body, _ := io.ReadAll(r.Body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		method, req := parse(body)
+		if strings.HasPrefix(method, "RetrieveProperties") || strings.HasPrefix(method, "WaitForUpdates") {
+			syncTools()
+		}
 		switch method {
 		case "QueryChangedDiskAreas":
 			queryChangedDiskAreas(w, req)
@@ -338,7 +404,7 @@ func middleware(next http.Handler) http.Handler {
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:8989", "address to serve on")
-	machines := flag.Int("vms", 4, "VMs per host and per resource pool (up.sh asks for 6: 12 VMs, the lab shapes them all)")
+	machines := flag.Int("vms", 4, "VMs per host and per resource pool (up.sh asks for 7: 14 VMs, the lab shapes 13)")
 	helperCmd := flag.String("helper", "", "the lab helper: a JSON list, the argv of lab/vsphere/cbt.py")
 	ready := flag.String("ready", "", "write the server URL here once serving")
 	username := flag.String("username", "migrator@vsphere.local", "the lab's vCenter user")
