@@ -63,6 +63,15 @@ def source(vsphere, openstack):
 
 
 @pytest.fixture
+def cutover_vm(vsphere, openstack, request):
+    """The lab VM the test names (``parametrize(..., indirect=True)``), put back before and after the test."""
+    vm = inventory.find_vm(vsphere, name=request.param)
+    reset_vm(vsphere, vm, openstack)
+    yield vm
+    reset_vm(vsphere, vm, openstack)
+
+
+@pytest.fixture
 def vm_1(vsphere, openstack):
     """lab-vm-1 put back (no migration, no instance, powered on) before and after the test."""
     vm = inventory.find_vm(vsphere, name="lab-vm-1")

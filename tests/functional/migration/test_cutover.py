@@ -50,19 +50,11 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.power i
 
 from ..openstack.conftest import CLOUDS
 from ..processes import command, descendants
-from .conftest import annotation, assert_volumes_equal_source, data_cutover, lab_cmd, power_state, reset_vm, start
+from .conftest import annotation, assert_volumes_equal_source, data_cutover, lab_cmd, power_state, start
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 COLLECTION_PARENT = sys.modules["ansible_collections"].__path__[0].rsplit("/ansible_collections", 1)[0]
 CONVERTERS = ("virt-customize", "virt-v2v-in-place")  # what works on the overlays, started by the cutover
-
-
-@pytest.fixture
-def cutover_vm(vsphere, openstack, request):
-    vm = inventory.find_vm(vsphere, name=request.param)
-    reset_vm(vsphere, vm, openstack)
-    yield vm
-    reset_vm(vsphere, vm, openstack)
 
 
 @pytest.fixture

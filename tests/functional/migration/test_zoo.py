@@ -24,18 +24,10 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.valid
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 
 from ..conftest import guest_image
-from .conftest import reset_vm, start
+from .conftest import start
 
 MAC = "00:50:56:01:00:0a"
 ADDRESS = "10.10.1.50/24"
-
-
-@pytest.fixture
-def uefi_vm(vsphere, openstack):
-    vm = inventory.find_vm(vsphere, name="lab-vm-uefi")
-    reset_vm(vsphere, vm, openstack)
-    yield vm
-    reset_vm(vsphere, vm, openstack)
 
 
 @pytest.mark.timeout(1800)
@@ -46,9 +38,11 @@ def test_the_unconverted_uefi_guest_finds_no_loader_with_fresh_nvram():
 
 
 @pytest.mark.timeout(3600)  # under TCG: a 3 GiB seed, an ~8 minute conversion, the boot check, Nova's UEFI boot
+@pytest.mark.parametrize("cutover_vm", ["lab-vm-uefi"], indirect=True)
 def test_the_uefi_guest_boots_with_fresh_nvram_and_answers_at_its_static_address(
-    vsphere, uefi_vm, openstack, target, settings
+    vsphere, cutover_vm, openstack, target, settings
 ):
+    uefi_vm = cutover_vm
     inv = inventory.inventory(vsphere, uefi_vm)
     assert inv.firmware == "efi" and [(n.mac, n.guest_name, n.addresses) for n in inv.nics] == [
         (MAC, "ens192", (ADDRESS,))
