@@ -7,6 +7,7 @@ snapshots) are simply absent instead of an error.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Tuple
@@ -22,6 +23,7 @@ except ImportError:  # the client reports it
 PROPERTIES = ["name", "config", "runtime.powerState", "runtime.consolidationNeeded", "guest.toolsRunningStatus",
               "snapshot", "guest.net"]  # fmt: skip
 MIN_HW_VERSION = 7  # CBT needs virtual hardware 7 or later
+NOT_SET_BY_GUEST = ("dhcp", "linklayer", "random")  # VMware Tools' origins of addresses the guest did not configure
 GiB = 1 << 30
 # A seed's snapshot takes every write the guest makes while the seed reads, so its delta grows with the
 # seed, and a datastore that fills stuns the VM. Preflight fails below this share of the VM's disks on a
@@ -234,8 +236,9 @@ def guest_addresses(net) -> Dict[str, Tuple[str, ...]]:
     """Per MAC, the IPv4 addresses VMware Tools reports in ``guest.net`` (``10.10.1.50/24``), leases excepted.
 
     An address's origin is optional in the API: Windows' tools say ``manual`` or ``dhcp``, Linux's
-    often say nothing. Only ``dhcp`` is left out here; the conversion finds which of the rest the
-    guest's configuration sets (virt_v2v.identity_script).
+    often say nothing. What a guest did not set itself is left out: leases (``dhcp``) and the
+    addresses a guest picks when nothing else answers (``linklayer``, ``random``, 169.254.0.0/16);
+    the conversion finds which of the rest the guest's configuration sets (virt_v2v.identity_script).
     """
     found: Dict[str, Tuple[str, ...]] = {}
     for info in net:
@@ -245,11 +248,19 @@ def guest_addresses(net) -> Dict[str, Tuple[str, ...]]:
         addresses = tuple(
             f"{a.ipAddress}/{a.prefixLength}"
             for a in config.ipAddress or []
-            if ":" not in a.ipAddress and a.origin != "dhcp" and a.prefixLength
+            if a.prefixLength and a.origin not in NOT_SET_BY_GUEST and _ipv4_not_link_local(a.ipAddress)
         )
         if addresses:
             found[info.macAddress.lower()] = addresses
     return found
+
+
+def _ipv4_not_link_local(text: str) -> bool:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return address.version == 4 and not address.is_link_local
 
 
 def datastore_space(client, vm) -> List[DatastoreSpace]:

@@ -17,9 +17,11 @@ def nic(mac, *addresses):
 
 
 def test_the_addresses_a_guest_may_hold_statically_are_kept_per_mac_leases_and_ipv6_left_out():
+    """Left out: leases, link-local and random addresses (whatever the origin says), IPv6."""
     net = [
         nic("00:50:56:01:00:09", ("10.10.1.50", 24, "manual"), ("fe80::250:56ff:fe01:9", 64, "linklayer")),
-        nic("00:50:56:01:00:0A", ("192.168.7.20", 24, "dhcp"), ("192.168.7.21", 24, None)),
+        nic("00:50:56:01:00:0A", ("192.168.7.20", 24, "dhcp"), ("192.168.7.21", 24, None), ("10.9.9.9", 24, "random")),
+        nic("00:50:56:01:00:0d", ("169.254.10.20", 16, "linklayer"), ("169.254.10.21", 16, None)),  # Windows' APIPA
         nic("00:50:56:01:00:0b"),  # up, no address
         vim.vm.GuestInfo.NicInfo(macAddress="00:50:56:01:00:0c", connected=False, deviceConfigId=4002),
     ]
