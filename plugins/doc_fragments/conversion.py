@@ -31,4 +31,13 @@ options:
       virtio_win:
         description: Path of the virtio-win drivers (ISO or directory), needed for Windows guests.
         type: path
+      virt_tools:
+        description:
+          - Directory holding C(rhsrvany.exe) or C(pvvxsvc.exe), the service that runs a Windows guest's first-boot
+            scripts (they restore its static addresses and remove VMware Tools); virt-v2v refuses a Windows guest
+            without one.
+          - Fedora and RHEL ship it in the default directory; Debian and Ubuntu do not ship it (see
+            docs/conversion-host.md).
+        type: path
+        default: /usr/share/virt-tools
 """

@@ -97,6 +97,7 @@ def conversion_argument_spec() -> Dict[str, Any]:
                 "firstboot_scripts": {"type": "list", "elements": "path", "default": []},
                 "timeout": {"type": "int", "default": 3600},
                 "virtio_win": {"type": "path"},
+                "virt_tools": {"type": "path", "default": "/usr/share/virt-tools"},
             },
         }
     }

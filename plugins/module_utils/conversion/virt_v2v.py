@@ -25,6 +25,7 @@ virt-v2v's own error lines, and names the log for the rest.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import signal
@@ -53,17 +54,23 @@ class ConversionOptions:
     firstboot_scripts: List[str] = field(default_factory=list)  # run inside the guest at its first boot
     timeout_s: float = 3600.0
     virtio_win: Optional[str] = None  # virtio-win ISO or directory, needed for Windows guests
+    # Where virt-v2v finds the service (rhsrvany.exe or pvvxsvc.exe) that runs a Windows guest's first-boot
+    # scripts: Fedora and RHEL ship it here, Debian and Ubuntu do not ship it at all.
+    virt_tools: str = "/usr/share/virt-tools"
     log_dir: str = "/var/lib/xms-warm-migration/conversion"
 
 
 @dataclass(frozen=True)
 class NicIdentity:
     """A NIC of the source VM: the MAC its port keeps, its name in the guest on VMware (if known), and the IPv4
-    addresses VMware Tools saw on it (``10.10.1.50/24``), those a DHCP server gave excepted."""
+    addresses VMware Tools saw on it (``10.10.1.50/24``), those a DHCP server gave excepted; with the guest's
+    default gateway (where it lies in one of the NIC's subnets) and DNS servers, for Windows (static_ip_options)."""
 
     mac: str
     vmware_name: Optional[str] = None
     addresses: Tuple[str, ...] = ()
+    gateway: str = ""
+    dns: Tuple[str, ...] = ()
 
 
 @dataclass
@@ -94,14 +101,24 @@ class ConversionResult:
 def check_options(options: ConversionOptions, guest_id: str = "") -> None:
     """Refuse bad input before the guest is shut down, not after.
 
-    ``guest_id`` is vSphere's guest OS id: a Windows guest cannot boot on KVM without the
-    virtio drivers virt-v2v installs from virtio-win.
+    ``guest_id`` is vSphere's guest OS id: a Windows guest cannot boot on KVM without the virtio
+    drivers virt-v2v installs from virtio-win, and virt-v2v refuses to convert one at all without a
+    service to run its first-boot scripts (they restore the static addresses and remove VMware Tools).
     """
-    if not options.skip and guest_id.lower().startswith("windows") and not options.virtio_win:
+    windows = not options.skip and is_windows(guest_id)
+    if windows and not options.virtio_win:
         raise ConversionError(
             f"the guest is Windows ({guest_id}): converting it needs the virtio-win drivers",
             parameter="conversion.virtio_win",
             hint="Give the path of the virtio-win ISO (or its unpacked directory) on the conversion host",
+        )
+    if windows and not any(os.path.isfile(os.path.join(options.virt_tools, f)) for f in FIRSTBOOT_SERVICES):
+        raise ConversionError(
+            f"the guest is Windows ({guest_id}): virt-v2v needs {' or '.join(FIRSTBOOT_SERVICES)} in"
+            f" '{options.virt_tools}' to install its first-boot scripts",
+            parameter="conversion.virt_tools",
+            hint="Debian and Ubuntu do not ship it: copy rhsrvany.exe from Fedora's mingw32-srvany (or RHEL's"
+            " virt-v2v) package, or build it (github.com/rwmjones/rhsrvany), and name its directory",
         )
     for name, scripts in (("conversion.run_scripts", options.run_scripts),
                           ("conversion.firstboot_scripts", options.firstboot_scripts)):  # fmt: skip
@@ -116,6 +133,46 @@ def check_options(options: ConversionOptions, guest_id: str = "") -> None:
         )
     if options.timeout_s <= 0:
         raise ConversionError("the conversion timeout must be positive", parameter="conversion.timeout")
+
+
+def nic_identity(
+    mac: str, vmware_name: Optional[str], addresses: Sequence[str], gateway: str = "", dns: Sequence[str] = ()
+) -> NicIdentity:
+    """A NIC's identity with the guest's default gateway where it lies in a subnet of the NIC's addresses."""
+    inside = any(gateway and ipaddress.ip_address(gateway) in ipaddress.ip_interface(a).network for a in addresses)
+    return NicIdentity(mac, vmware_name, tuple(addresses), gateway if inside else "", tuple(dns) if addresses else ())
+
+
+def is_windows(guest_id: str) -> bool:
+    """vSphere's guest OS ids of Windows all start so (``windows2019srvNext_64Guest``)."""
+    return guest_id.lower().startswith("windows")
+
+
+def static_ip_options(nics: Sequence[NicIdentity]) -> List[str]:
+    """virt-v2v's ``--mac MAC:ip:ADDRESS,GATEWAY,PREFIX,DNS...`` for each address of each NIC.
+
+    Windows keeps its addresses per network adapter: on virtio the NIC is a new adapter, which starts
+    with DHCP. virt-v2v writes a first-boot script that sets the address on the adapter with the MAC.
+    virt-v2v 2.2 takes a prefix length only after a gateway: a NIC with no gateway in its subnet gets
+    the address alone, and Windows its class's prefix.
+    """
+    options = []
+    for nic in nics:
+        for address in nic.addresses:
+            ip, _slash, prefix = address.partition("/")
+            fields = [ip, nic.gateway, prefix, *nic.dns] if nic.gateway else [ip]
+            options += ["--mac", f"{nic.mac}:ip:{','.join(fields)}"]
+    return options
+
+
+def _ungated(nics: Sequence[NicIdentity]) -> List[str]:
+    return [
+        f"{address} on {nic.mac}: no default gateway in its subnet, so virt-v2v sets the address again without its"
+        " prefix length (Windows then picks one): check it on the instance"
+        for nic in nics
+        if not nic.gateway
+        for address in nic.addresses
+    ]
 
 
 def identity_script(nics: Sequence[NicIdentity]) -> str:
@@ -182,6 +239,9 @@ done
 """
 
 
+FIRSTBOOT_SERVICES = ("rhsrvany.exe", "pvvxsvc.exe")
+_NO_DRIVERS = re.escape(V2V) + r": This guest does not have virtio drivers installed"
+
 _NETWORK_CONFIG = (
     "/etc/network/interfaces",
     "/etc/network/interfaces.d",
@@ -231,8 +291,9 @@ def convert_in_place(
 ) -> ConversionResult:
     """Convert the guest on ``devices`` (its disks in ``fmt``, boot disk first) for KVM, in place.
 
-    ``guest_id`` is vSphere's guest OS id: Windows keeps its addresses per adapter by other means.
-    ``firmware`` is the VM's: a UEFI Linux guest gets the ESP's fallback path (:func:`esp_fallback_script`).
+    ``guest_id`` is vSphere's guest OS id: Windows keeps its addresses per adapter, restored at its first
+    boot (:func:`static_ip_options`). ``firmware`` is the VM's: a UEFI Linux guest gets the ESP's fallback
+    path (:func:`esp_fallback_script`).
     """
     check_options(options)
     if options.skip:
@@ -251,7 +312,8 @@ def convert_in_place(
             argv += [a for d in reversed(devices) for a in ("-a", d)] + actions
             _run(argv, env, log, options.timeout_s - (time.monotonic() - started))
 
-        if any(nic.vmware_name or nic.addresses for nic in nics) and not guest_id.lower().startswith("windows"):
+        windows = is_windows(guest_id)
+        if any(nic.vmware_name or nic.addresses for nic in nics) and not windows:
             script = os.path.join(tmp, "network-identity.sh")
             with open(script, "w") as handle:
                 handle.write(identity_script(nics))
@@ -260,9 +322,18 @@ def convert_in_place(
         with open(xml_path, "w") as handle:
             handle.write(domain_xml(name, devices, [nic.mac for nic in nics], fmt))
         remaining = options.timeout_s - (time.monotonic() - started)
-        _run([V2V, "-v", "-x", "-i", "libvirtxml", xml_path], env, log, remaining)
+        _run([V2V, "-v", "-x", "-i", "libvirtxml", xml_path, *(static_ip_options(nics) if windows else [])], env,
+             log, remaining)  # fmt: skip
+        if _matching(log, rf"^({_NO_DRIVERS})"):
+            # virt-v2v then leaves the guest on emulated devices; the instance's volumes are virtio disks.
+            raise ConversionError(
+                f"virt-v2v found no virtio drivers for this guest in '{options.virtio_win}'; log: {log}",
+                parameter="conversion.virtio_win",
+                hint="Give a virtio-win ISO or directory that has drivers for this Windows version"
+                " (its viostor and NetKVM folders name the version, e.g. 2k22/amd64)",
+            )
         actions = []
-        if firmware == "efi" and not guest_id.lower().startswith("windows"):
+        if firmware == "efi" and not windows:
             fallback = os.path.join(tmp, "esp-fallback.sh")
             with open(fallback, "w") as handle:
                 handle.write(esp_fallback_script())
@@ -275,10 +346,13 @@ def convert_in_place(
         converted=True,
         skipped=False,
         duration_s=time.monotonic() - started,
-        warnings=_matching(log, r"^virt-v2v-in-place: warning: (.*)$"),
+        warnings=_matching(log, r"^virt-v2v-in-place: warning: (.*)$") + (_ungated(nics) if windows else []),
         log=log,
         pinned_names=dict(m.split(" ", 1) for m in _matching(log, r"^xms-pinned (\S+ \S+)$", limit=None)),
-        static_addresses=_static(_matching(log, r"^xms-static (\S+ \S+)$", limit=None)),
+        # Windows: the addresses virt-v2v's first-boot script sets (VMware Tools said they were set by hand)
+        static_addresses={nic.mac: list(nic.addresses) for nic in nics if nic.addresses}
+        if windows
+        else _static(_matching(log, r"^xms-static (\S+ \S+)$", limit=None)),
         esp_fallback=next(iter(_matching(log, r"^xms-esp-fallback (\S+)$")), None),
     )
 
@@ -293,6 +367,7 @@ def _environment(options: ConversionOptions, tmp: str) -> Dict[str, str]:
     env["LC_ALL"] = "C"
     if options.virtio_win:
         env["VIRTIO_WIN"] = options.virtio_win
+    env["VIRT_TOOLS_DATA_DIR"] = options.virt_tools
     return env
 
 

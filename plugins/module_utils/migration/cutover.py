@@ -119,7 +119,7 @@ def run_cutover(
     early_warnings = []
     if not _after(state, "instance"):
         check_target(openstack, state, inv, nics, target, settings)
-        early_warnings = address_warnings(nics, target)
+        early_warnings = address_warnings(nics, target) + windows_warnings(inv, settings.conversion)
     before = _state_view(state)
     convert = not settings.conversion.skip
     if check_mode:
@@ -319,6 +319,26 @@ def address_warnings(nics, target: TargetSettings) -> List[str]:
     return warnings
 
 
+def windows_warnings(inv, conversion: virt_v2v.ConversionOptions) -> List[str]:
+    """What a Windows guest loses that the cutover cannot bring along, said while the source still runs."""
+    if not virt_v2v.is_windows(inv.guest_id):
+        return []
+    warnings = []
+    if inv.vtpm:
+        warnings.append(
+            "the VM has a virtual TPM, whose state stays on vSphere: a volume BitLocker protects with the TPM asks"
+            " for its recovery key on the instance, and virt-v2v cannot convert an encrypted system volume;"
+            " suspend BitLocker in the guest before the cutover (manage-bde -protectors -disable C:)"
+        )
+    if not conversion.skip and not inv.tools_running:
+        warnings.append(
+            "VMware Tools is not running in the guest, so the cutover cannot see the addresses Windows sets"
+            " itself: Windows starts its new virtio adapters with DHCP, and only addresses the tools report are"
+            " set again; start the tools before the cutover, or note the addresses"
+        )
+    return warnings
+
+
 def _second():
     """Now, in whole seconds, as the record keeps it: the run's figures equal the record's."""
     return utcnow().replace(microsecond=0)
@@ -394,6 +414,8 @@ def _shut_down(run: _Run) -> None:
     seen = {nic.mac: list(nic.addresses) for nic, _mapping in run.nics if nic.addresses}
     if seen:  # VMware Tools sees the guest now; once it is off, only the record remembers (a resumed cutover)
         run.state.guest_addresses = seen
+        run.state.guest_gateway = run.ctx.inventory.guest_gateway
+        run.state.guest_dns = list(run.ctx.inventory.guest_dns)
     _source_stays_off(run)
 
 
@@ -440,7 +462,13 @@ def _convert(run: _Run) -> None:
                         settings.conversion,
                         name=run.ctx.vm_name,
                         nics=[
-                            virt_v2v.NicIdentity(nic.mac, nic.guest_name, tuple(state.guest_addresses.get(nic.mac, ())))
+                            virt_v2v.nic_identity(
+                                nic.mac,
+                                nic.guest_name,
+                                state.guest_addresses.get(nic.mac, ()),
+                                state.guest_gateway,
+                                state.guest_dns,
+                            )
                             for nic, _mapping in run.nics
                         ],
                         guest_id=run.ctx.inventory.guest_id,

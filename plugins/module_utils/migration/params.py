@@ -157,5 +157,6 @@ def conversion_options(params: Params) -> ConversionOptions:
         firstboot_scripts=list(conv["firstboot_scripts"]),
         timeout_s=conv["timeout"],
         virtio_win=conv["virtio_win"],
+        virt_tools=conv["virt_tools"],
         log_dir=os.path.join(params["state_dir"], "conversion"),
     )

@@ -171,6 +171,16 @@ def format_addresses(addresses: Dict[str, List[str]], limit: int = 250) -> str:
     return text
 
 
+def format_words(words: List[str], limit: int = 250) -> str:
+    """``word word``: as many whole words as fit Cinder's 255 characters per value."""
+    text = ""
+    for word in words:
+        if len(text) + len(word) + 1 > limit:
+            break
+        text = f"{text} {word}" if text else word
+    return text
+
+
 def parse_addresses(text: str) -> Dict[str, List[str]]:
     pairs = (item.partition("=") for item in filter(None, text.split(",")))
     return {mac: found.split() for mac, _eq, found in pairs if found}
@@ -244,6 +254,8 @@ class MigrationState:
     # Per MAC, the addresses VMware Tools saw on the source's NICs when the cutover shut it down (see
     # inventory.guest_addresses): a cutover resumed after the shutdown still knows them.
     guest_addresses: Dict[str, List[str]] = field(default_factory=dict)
+    guest_gateway: str = ""  # and the guest's default gateway and DNS servers then (inventory.guest_routing)
+    guest_dns: List[str] = field(default_factory=list)
     validation: str = ""  # the cutover's evidence that the guest runs: "passed: ...", "failed: ..." or "off"
     last_error: str = ""
     test: Optional[MigrationTestRun] = None  # the last test migration (TEST_FIELDS)
@@ -372,6 +384,8 @@ class MigrationState:
             "needs_full_resync": "true" if self.needs_full_resync else "false",
             "instance_id": self.instance_id,
             "guest_addresses": format_addresses(self.guest_addresses),
+            "guest_gateway": self.guest_gateway,
+            "guest_dns": format_words(self.guest_dns),
             "validation": self.validation[:250],
             "last_error": self.last_error[:250],
             "test": format_test(self.test),
@@ -444,6 +458,8 @@ class MigrationState:
             needs_full_resync=newest.get("needs_full_resync") == "true",
             instance_id=newest.get("instance_id", ""),
             guest_addresses=parse_addresses(newest.get("guest_addresses", "")),
+            guest_gateway=newest.get("guest_gateway", ""),
+            guest_dns=newest.get("guest_dns", "").split(),
             validation=newest.get("validation", ""),
             last_error=newest.get("last_error", ""),
             test=max((parse_test(r.get("test", "")) for r in records), key=lambda t: t.at if t else _EPOCH),

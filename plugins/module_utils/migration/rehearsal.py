@@ -274,7 +274,8 @@ def _convert(
         openstack, clones, mode=settings.sync.attach_mode, server_id=settings.sync.conversion_server, as_file=True
     ) as devices:
         if not settings.conversion.skip:
-            nics = [virt_v2v.NicIdentity(mac, nic.guest_name, nic.addresses) for mac, nic in zip(macs, inv.nics)]
+            nics = [virt_v2v.nic_identity(mac, nic.guest_name, nic.addresses, inv.guest_gateway, inv.guest_dns)
+                    for mac, nic in zip(macs, inv.nics)]  # fmt: skip
             outcome.conversion = virt_v2v.convert_in_place(
                 devices, settings.conversion, name=f"{inv.name}-test", nics=nics, guest_id=inv.guest_id,
                 firmware=inv.firmware,

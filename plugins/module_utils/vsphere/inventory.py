@@ -21,7 +21,7 @@ except ImportError:  # the client reports it
     vim = vmodl = None
 
 PROPERTIES = ["name", "config", "runtime.powerState", "runtime.consolidationNeeded", "guest.toolsRunningStatus",
-              "snapshot", "guest.net"]  # fmt: skip
+              "snapshot", "guest.net", "guest.ipStack"]  # fmt: skip
 MIN_HW_VERSION = 7  # CBT needs virtual hardware 7 or later
 NOT_SET_BY_GUEST = ("dhcp", "linklayer", "random")  # VMware Tools' origins of addresses the guest did not configure
 GiB = 1 << 30
@@ -92,6 +92,10 @@ class VmInventory:
     nics: List[Nic] = field(default_factory=list)
     oldest_snapshot: Optional[datetime] = None  # when the VM's oldest snapshot was taken
     consolidation_needed: bool = False
+    # The guest's IPv4 default gateway and DNS servers, as VMware Tools sees them now (guest_routing)
+    guest_gateway: str = ""
+    guest_dns: Tuple[str, ...] = ()
+    vtpm: bool = False  # a virtual TPM: its state (and the keys it seals) stays on vSphere
 
 
 @dataclass(frozen=True)
@@ -219,6 +223,7 @@ def inventory(client, vm) -> VmInventory:
                             adapter=type(dev).__name__.rsplit(".", 1)[-1].replace("Virtual", "").lower(),
                             pci_slot=slot, addresses=addresses.get(mac, ())))  # fmt: skip
     snapshot = props.get("snapshot")
+    gateway, dns = guest_routing(props.get("guest.ipStack") or [])
     return VmInventory(
         name=props["name"], moref=vm._moId, instance_uuid=config.instanceUuid or config.uuid,
         vcpus=config.hardware.numCPU, memory_mb=config.hardware.memoryMB, firmware=config.firmware or "bios",
@@ -229,6 +234,7 @@ def inventory(client, vm) -> VmInventory:
         disks=boot_order(disks, _boot_disk_keys(config)), nics=nics,
         oldest_snapshot=min(_created(snapshot.rootSnapshotList), default=None) if snapshot else None,
         consolidation_needed=bool(props.get("runtime.consolidationNeeded")),
+        guest_gateway=gateway, guest_dns=dns, vtpm=any(isinstance(d, vim.vm.device.VirtualTPM) for d in devices),
     )  # fmt: skip
 
 
@@ -253,6 +259,21 @@ def guest_addresses(net) -> Dict[str, Tuple[str, ...]]:
         if addresses:
             found[info.macAddress.lower()] = addresses
     return found
+
+
+def guest_routing(stacks) -> Tuple[str, Tuple[str, ...]]:
+    """The IPv4 default gateway and DNS servers VMware Tools reports in ``guest.ipStack``.
+
+    A Windows guest's static addresses are set again on its new adapters at first boot, with the gateway and
+    DNS servers they had (virt_v2v.static_ip_options); only the first IP stack is read (guests run one).
+    """
+    for stack in stacks[:1]:
+        routes = getattr(getattr(stack, "ipRouteConfig", None), "ipRoute", None) or []
+        defaults = [r.gateway for r in routes if r.network == "0.0.0.0" and not r.prefixLength and r.gateway]
+        gateway = next((g.ipAddress for g in defaults if g.ipAddress), "")
+        servers = getattr(getattr(stack, "dnsConfig", None), "ipAddress", None) or []
+        return gateway, tuple(s for s in servers if _ipv4_not_link_local(s))
+    return "", ()
 
 
 def _ipv4_not_link_local(text: str) -> bool:

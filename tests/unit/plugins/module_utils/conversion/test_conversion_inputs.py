@@ -16,6 +16,8 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt
     domain_xml,
     esp_fallback_script,
     identity_script,
+    nic_identity,
+    static_ip_options,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.inventory import Nic
 
@@ -75,6 +77,43 @@ def test_bad_options_name_their_parameter(options, parameter):
     with pytest.raises(ConversionError) as err:
         check_options(options)
     assert err.value.parameter == parameter
+
+
+def test_windows_needs_virtio_win_and_a_first_boot_service_before_the_shutdown(tmp_path):
+    windows = "windows2019srvNext_64Guest"
+    with pytest.raises(ConversionError) as err:
+        check_options(ConversionOptions(), windows)
+    assert err.value.parameter == "conversion.virtio_win"
+    drivers = tmp_path / "virtio-win"
+    drivers.mkdir()
+    with pytest.raises(ConversionError) as err:  # Debian's host as it comes: no /usr/share/virt-tools
+        check_options(ConversionOptions(virtio_win=str(drivers), virt_tools=str(tmp_path / "none")), windows)
+    assert err.value.parameter == "conversion.virt_tools" and "rhsrvany" in err.value.hint
+    (tmp_path / "pvvxsvc.exe").write_bytes(b"MZ")
+    check_options(ConversionOptions(virtio_win=str(drivers), virt_tools=str(tmp_path)), windows)
+    check_options(ConversionOptions(skip=True), windows)  # nothing to convert: nothing needed
+    check_options(ConversionOptions(virt_tools=str(tmp_path / "none")), "debian12_64Guest")
+
+
+def test_windows_addresses_become_virt_v2v_static_ip_options():
+    nics = [
+        NicIdentity("00:50:56:01:00:0d", None, ("10.10.1.70/24", "10.10.1.71/24"), "10.10.1.1", ("10.0.0.53",)),
+        NicIdentity("00:50:56:01:00:0e", None, ("192.168.9.4/26",)),  # no gateway in its subnet
+        NicIdentity("00:50:56:01:00:0f"),
+    ]
+    assert static_ip_options(nics) == [
+        "--mac", "00:50:56:01:00:0d:ip:10.10.1.70,10.10.1.1,24,10.0.0.53",
+        "--mac", "00:50:56:01:00:0d:ip:10.10.1.71,10.10.1.1,24,10.0.0.53",
+        "--mac", "00:50:56:01:00:0e:ip:192.168.9.4",
+    ]  # fmt: skip
+
+
+def test_a_nic_gets_the_guests_gateway_only_where_it_lies_in_one_of_its_subnets():
+    inside = nic_identity("00:50:56:01:00:0d", None, ["10.10.1.70/24"], "10.10.1.1", ["10.0.0.53"])
+    assert (inside.gateway, inside.dns) == ("10.10.1.1", ("10.0.0.53",))
+    assert nic_identity("00:50:56:01:00:0e", None, ["192.168.9.4/26"], "10.10.1.1", ["10.0.0.53"]).gateway == ""
+    assert nic_identity("00:50:56:01:00:0f", "ens224", [], "10.10.1.1", ["10.0.0.53"]) == NicIdentity(
+        "00:50:56:01:00:0f", "ens224")  # fmt: skip
 
 
 def test_skip_converts_nothing_and_says_so(tmp_path):

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import ConversionOptions
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import cutover, rehearsal
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError, PreflightError
@@ -155,3 +156,19 @@ def test_an_address_vmware_tools_sees_that_the_port_will_not_carry_is_a_warning_
     assert "10.10.2.7/24 on NIC 00:50:56:00:00:02, but its port gets 10.10.2.8 (fixed_ips)" in warnings[0]
     assert "its port gets an address Neutron chooses" in warnings[1]
     assert "give fixed_ips {00:50:56:00:00:03: 10.10.3.9}" in warnings[1]
+
+
+@pytest.mark.parametrize(
+    "guest_id, vtpm, tools_running, skip, said",
+    [
+        ("windows2019srvNext_64Guest", True, True, False, ["virtual TPM"]),
+        ("windows2019srvNext_64Guest", False, False, False, ["VMware Tools is not running"]),
+        ("windows2019srvNext_64Guest", False, False, True, []),  # not converted: nothing set again
+        ("windows2019srvNext_64Guest", False, True, False, []),
+        ("debian12_64Guest", True, False, False, []),  # a Linux guest's configuration keeps its addresses
+    ],
+)
+def test_what_a_windows_guest_loses_is_said_before_the_shutdown(guest_id, vtpm, tools_running, skip, said):
+    inv = SimpleNamespace(guest_id=guest_id, vtpm=vtpm, tools_running=tools_running, nics=[])
+    warnings = cutover.windows_warnings(inv, ConversionOptions(skip=skip))
+    assert [next(w for w in warnings if s in w) for s in said] == warnings

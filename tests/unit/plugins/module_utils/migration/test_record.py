@@ -71,6 +71,7 @@ def test_every_value_fits_cinder_whatever_the_figures(monkeypatch):
     state.owner, state.heartbeat, state.last_error = lock.owner_id(), T0, "x" * 1000
     nics = {f"00:50:56:01:00:{n:02x}": [f"10.10.{n}.{h}/24" for h in range(200, 204)] for n in range(10)}
     state.guest_addresses = nics  # ten NICs with four addresses each: the first NICs whole, the others left out
+    state.guest_gateway, state.guest_dns = "10.10.0.1", [f"10.53.0.{n}" for n in range(100)]
     assert len(format_history(state.history[:1])) < 255 < len(";".join([format_history(state.history[:1])] * 6))
     for _volume_id, rec in records(state):
         assert {k: len(v) for k, v in rec.items() if len(v) > 255} == {}
@@ -78,6 +79,8 @@ def test_every_value_fits_cinder_whatever_the_figures(monkeypatch):
     assert kept and kept == state.history[-len(kept) :]  # the newest samples, the oldest left out
     back = MigrationState.from_volumes(records(state)).guest_addresses
     assert 0 < len(back) < len(nics) and back == {mac: nics[mac] for mac in back}
+    dns = MigrationState.from_volumes(records(state)).guest_dns
+    assert 0 < len(dns) < 100 and dns == state.guest_dns[: len(dns)]  # whole servers, the first ones
 
 
 def test_a_record_with_nan_inf_or_an_epoch_no_date_holds_is_malformed_and_never_breaks_its_readers():

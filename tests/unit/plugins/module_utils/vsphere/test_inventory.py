@@ -3,7 +3,10 @@ vCenter returns them for a Windows guest (origins given) and a Linux one (origin
 
 from pyVmomi import vim
 
-from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.inventory import guest_addresses
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.inventory import (
+    guest_addresses,
+    guest_routing,
+)
 
 
 def nic(mac, *addresses):
@@ -27,3 +30,24 @@ def test_the_addresses_a_guest_may_hold_statically_are_kept_per_mac_leases_and_i
     ]
     assert guest_addresses(net) == {"00:50:56:01:00:09": ("10.10.1.50/24",), "00:50:56:01:00:0a": ("192.168.7.21/24",)}
     assert guest_addresses([]) == {}
+
+
+def stack(routes, dns):
+    route = vim.net.IpRouteConfigInfo.IpRoute
+    return vim.vm.GuestInfo.StackInfo(
+        ipRouteConfig=vim.net.IpRouteConfigInfo(
+            ipRoute=[
+                route(network=net, prefixLength=length, gateway=vim.net.IpRouteConfigInfo.Gateway(ipAddress=gw))
+                for net, length, gw in routes
+            ]
+        ),
+        dnsConfig=vim.net.DnsConfigInfo(dhcp=False, hostName="win-estate01", domainName="", ipAddress=dns),
+    )
+
+
+def test_the_default_gateway_and_dns_servers_come_from_the_first_ip_stack():
+    routes = [("10.10.1.0", 24, None), ("0.0.0.0", 0, "10.10.1.1"), ("::", 0, "fe80::1")]
+    stacks = [stack(routes, ["10.10.1.1", "fe80::53", "10.0.0.53"]), stack([("0.0.0.0", 0, "192.168.0.1")], [])]
+    assert guest_routing(stacks) == ("10.10.1.1", ("10.10.1.1", "10.0.0.53"))
+    assert guest_routing([stack([("10.10.1.0", 24, None)], [])]) == ("", ())  # no default route
+    assert guest_routing([]) == ("", ())  # tools not running
