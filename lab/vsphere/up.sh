@@ -15,10 +15,14 @@ say() { echo "[vsphere] $*"; }
 
 APT_LOG=$LAB/apt.log bash "$ROOT/scripts/apt-install.sh" lab-vsphere
 
-# lab-vm-linux's boot disk: the lab guest; lab-vm-uefi's: the zoo's UEFI guest. Built once and cached.
+# lab-vm-linux's boot disk: the lab guest; lab-vm-uefi's: the zoo's UEFI guest; lab-vm-trixie's two disks:
+# the zoo's Debian 13 guest; lab-vm-windows's: the zoo's phony Windows guest. Built once and cached.
 XMS_LAB_GUEST_IMAGE=$(bash "$ROOT/lab/guest/build.sh")
 XMS_LAB_UEFI_IMAGE=$(bash "$ROOT/lab/guest/build-uefi.sh")
-export XMS_LAB_GUEST_IMAGE XMS_LAB_UEFI_IMAGE
+XMS_LAB_TRIXIE_IMAGE=$(bash "$ROOT/lab/guest/build-trixie.sh")
+XMS_LAB_TRIXIE_DATA_IMAGE=${XMS_LAB_TRIXIE_IMAGE%.raw}-data.img
+XMS_LAB_WINDOWS_IMAGE=$(bash "$ROOT/lab/guest/build-windows.sh")
+export XMS_LAB_GUEST_IMAGE XMS_LAB_UEFI_IMAGE XMS_LAB_TRIXIE_IMAGE XMS_LAB_TRIXIE_DATA_IMAGE XMS_LAB_WINDOWS_IMAGE
 
 # The simulator binary, rebuilt when its source changes.
 tag=$(sha256sum "$HERE/vcsim/main.go" | cut -c1-16)
@@ -63,7 +67,7 @@ else
   "$PY" "$HERE/cbt.py" stop 2>/dev/null || true
   [ -s "$LAB/password" ] || (umask 077 && head -c 12 /dev/urandom | base64 | tr -d '/+=' >"$LAB/password")
   helper=$(printf '["%s", "%s"]' "$PY" "$HERE/cbt.py")
-  XMS_LAB_VCENTER_PASSWORD=$(cat "$LAB/password") setsid "$bin" -listen 127.0.0.1:8989 -vms 7 -helper "$helper" -datastore-dir "$LAB/disks" -ready "$LAB/vcsim.url" >"$LAB/vcsim.log" 2>&1 &
+  XMS_LAB_VCENTER_PASSWORD=$(cat "$LAB/password") setsid "$bin" -listen 127.0.0.1:8989 -vms 8 -helper "$helper" -datastore-dir "$LAB/disks" -ready "$LAB/vcsim.url" >"$LAB/vcsim.log" 2>&1 &
   echo $! >"$LAB/vcsim.pid"
   for _ in $(seq 100); do [ -s "$LAB/vcsim.url" ] && break; sleep 0.1; done
   [ -s "$LAB/vcsim.url" ] || { say "vcsim did not start"; tail "$LAB/vcsim.log"; exit 1; }

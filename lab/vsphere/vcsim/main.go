@@ -272,18 +272,27 @@ func versions(w http.ResponseWriter, r *http.Request) {
 }
 
 // toolsNet holds, per VM (moref), what VMware Tools in its guest reports: each NIC's (by MAC) addresses
-// as "10.10.1.50/24". populate.py reads them from the guest image's network configuration and posts them
-// to /lab/tools; VMs without a guest image have none, and vcsim's defaults stay.
+// as "10.10.1.50/24", the origin the tools give them (Windows' tools say "manual"; Linux's often nothing),
+// and the guest's default gateway and DNS servers (guest.ipStack). populate.py reads them from the guest
+// image's network configuration (or registry) and posts them to /lab/tools; VMs without a guest image have
+// none, and vcsim's defaults stay.
+type toolsReport struct {
+	Nics    map[string][]string `json:"nics"`
+	Origin  string              `json:"origin"`
+	Gateway string              `json:"gateway"`
+	DNS     []string            `json:"dns"`
+}
+
 var (
-	toolsNet   = map[string]map[string][]string{}
+	toolsNet   = map[string]toolsReport{}
 	toolsMutex sync.Mutex
 )
 
-// tools answers the lab's POST /lab/tools {"vm-60": {"00:50:56:01:00:0a": ["10.10.1.50/24"]}}.
+// tools answers the lab's POST /lab/tools {"vm-60": {"nics": {"00:50:56:01:00:0a": ["10.10.1.50/24"]}}}.
 func tools(w http.ResponseWriter, r *http.Request) {
-	var posted map[string]map[string][]string
+	var posted map[string]toolsReport
 	if err := json.NewDecoder(r.Body).Decode(&posted); err != nil || r.Method != http.MethodPost {
-		http.Error(w, "POST a JSON object: VM moref -> MAC -> addresses", http.StatusBadRequest)
+		http.Error(w, "POST a JSON object: VM moref -> {nics: MAC -> addresses, origin, gateway, dns}", http.StatusBadRequest)
 		return
 	}
 	toolsMutex.Lock()
@@ -293,13 +302,13 @@ func tools(w http.ResponseWriter, r *http.Request) {
 }
 
 // syncTools makes each guest's VMware Tools report what it would now: while the VM is powered on, the
-// tools run and each NIC has its addresses (guest.net, its ipConfig without an origin, as Linux guests'
-// tools report them); once it is off, the tools stop and report none. Run before every property read,
+// tools run, each NIC has its addresses (guest.net) and the guest its routes and DNS servers
+// (guest.ipStack); once it is off, the tools stop and report none. Run before every property read,
 // so the power state it follows is the one the reader sees.
 func syncTools() {
 	toolsMutex.Lock()
 	defer toolsMutex.Unlock()
-	for ref, nics := range toolsNet {
+	for ref, report := range toolsNet {
 		vm, ok := simulator.Map.Get(types.ManagedObjectReference{Type: "VirtualMachine", Value: ref}).(*simulator.VirtualMachine)
 		if !ok {
 			continue
@@ -307,21 +316,31 @@ func syncTools() {
 		simulator.Map.WithLock(vm, func() {
 			on := vm.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn
 			vm.Guest.ToolsRunningStatus = string(types.VirtualMachineToolsRunningStatusGuestToolsNotRunning)
+			vm.Guest.IpStack = nil
 			if on {
 				vm.Guest.ToolsRunningStatus = string(types.VirtualMachineToolsRunningStatusGuestToolsRunning)
+				if report.Gateway != "" || len(report.DNS) > 0 {
+					stack := types.GuestStackInfo{DnsConfig: &types.NetDnsConfigInfo{IpAddress: report.DNS}}
+					if report.Gateway != "" {
+						stack.IpRouteConfig = &types.NetIpRouteConfigInfo{IpRoute: []types.NetIpRouteConfigInfoIpRoute{
+							{Network: "0.0.0.0", PrefixLength: 0, Gateway: types.NetIpRouteConfigInfoGateway{IpAddress: report.Gateway, Device: "0"}},
+						}}
+					}
+					vm.Guest.IpStack = []types.GuestStackInfo{stack}
+				}
 			}
 			for i := range vm.Guest.Net {
 				nic := &vm.Guest.Net[i]
 				nic.IpAddress, nic.IpConfig = nil, nil
-				if !on || len(nics[nic.MacAddress]) == 0 {
+				if !on || len(report.Nics[nic.MacAddress]) == 0 {
 					continue
 				}
 				config := &types.NetIpConfigInfo{}
-				for _, address := range nics[nic.MacAddress] {
+				for _, address := range report.Nics[nic.MacAddress] {
 					ip, prefix, _ := strings.Cut(address, "/")
 					length, _ := strconv.Atoi(prefix)
 					nic.IpAddress = append(nic.IpAddress, ip)
-					config.IpAddress = append(config.IpAddress, types.NetIpConfigInfoIpAddress{IpAddress: ip, PrefixLength: int32(length)})
+					config.IpAddress = append(config.IpAddress, types.NetIpConfigInfoIpAddress{IpAddress: ip, PrefixLength: int32(length), Origin: report.Origin})
 				}
 				nic.IpConfig = config
 			}
@@ -404,7 +423,7 @@ func middleware(next http.Handler) http.Handler {
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:8989", "address to serve on")
-	machines := flag.Int("vms", 4, "VMs per host and per resource pool (up.sh asks for 7: 14 VMs, the lab shapes 13)")
+	machines := flag.Int("vms", 4, "VMs per host and per resource pool (up.sh asks for 8: 16 VMs, the lab shapes 15)")
 	helperCmd := flag.String("helper", "", "the lab helper: a JSON list, the argv of lab/vsphere/cbt.py")
 	ready := flag.String("ready", "", "write the server URL here once serving")
 	username := flag.String("username", "migrator@vsphere.local", "the lab's vCenter user")
@@ -415,6 +434,11 @@ func main() {
 	if err := json.Unmarshal([]byte(*helperCmd), &helper); err != nil || len(helper) == 0 {
 		log.Fatalf("-helper must be a JSON list: %v", err)
 	}
+	// The guest OS ids this govmomi's vcsim accepts end with Windows Server 2016; the vCenter the lab plays
+	// (8.0) also takes the later ones, which the lab's Windows VM has.
+	simulator.GuestID = append(simulator.GuestID,
+		types.VirtualMachineGuestOsIdentifierWindows2019srv_64Guest,
+		types.VirtualMachineGuestOsIdentifierWindows2019srvNext_64Guest)
 
 	model := simulator.VPX()
 	model.Machine = *machines
