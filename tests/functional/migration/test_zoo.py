@@ -44,6 +44,19 @@ TRIXIE_ADDRESS = "10.10.1.60/24"
 WINDOWS_MAC = "00:50:56:01:00:0d"
 
 
+def migrate_and_boot(vsphere, vm, openstack, target, settings):
+    """A zoo guest's whole lifecycle: seed, one sync, the cutover with its conversion, the boot check and the
+    validation in the cloud (generous timeouts: all of it runs under TCG). The migration's id and outcome."""
+    migration_id = start(vsphere, vm, openstack, target).migration_id
+    run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
+    cutover = CutoverSettings(sync=settings, boot_check=True, boot_check_timeout=900,
+                              conversion=ConversionOptions(timeout_s=3000, log_dir=settings.state_dir),
+                              validation=ValidationSettings(timeout_s=900))  # fmt: skip
+    outcome = run_cutover(MigrationContext.read(vsphere, vm, openstack), target, cutover)
+    assert outcome.steps_done == ["shutdown", "final_sync", "converted", "instance", "validated", "completed"]
+    return migration_id, outcome
+
+
 @pytest.mark.timeout(1800)
 def test_the_unconverted_uefi_guest_finds_no_loader_with_fresh_nvram():
     with pytest.raises(BootCheckError) as err:
@@ -62,13 +75,7 @@ def test_the_uefi_guest_boots_with_fresh_nvram_and_answers_at_its_static_address
         (MAC, "ens192", (ADDRESS,))
     ]  # VMware Tools sees the address its ifupdown sets
     target = dataclasses.replace(target, fixed_ips={MAC: "10.10.1.50"})  # the port carries the guest's address
-    migration_id = start(vsphere, uefi_vm, openstack, target).migration_id
-    run_sync(MigrationContext.read(vsphere, uefi_vm, openstack), settings)
-    cutover = CutoverSettings(sync=settings, boot_check=True, boot_check_timeout=900,
-                              conversion=ConversionOptions(timeout_s=3000, log_dir=settings.state_dir),
-                              validation=ValidationSettings(timeout_s=900))  # fmt: skip
-    outcome = run_cutover(MigrationContext.read(vsphere, uefi_vm, openstack), target, cutover)
-    assert outcome.steps_done == ["shutdown", "final_sync", "converted", "instance", "validated", "completed"]
+    migration_id, outcome = migrate_and_boot(vsphere, uefi_vm, openstack, target, settings)
     assert not [w for w in outcome.warnings if "fixed_ips" in w], outcome.warnings
     # The address VMware Tools saw before the shutdown is in the record; the guest's ifupdown names it: static.
     assert store.load(openstack, migration_id).guest_addresses == {MAC: [ADDRESS]}
@@ -121,13 +128,7 @@ def test_the_debian_13_guest_keeps_both_nics_its_static_address_and_its_data_dis
                      NetworkMapping(source="VM Network", network="lab-net-b")],
         fixed_ips={TRIXIE_STATIC: "10.10.1.60"},
     )  # fmt: skip
-    migration_id = start(vsphere, trixie, openstack, target).migration_id
-    run_sync(MigrationContext.read(vsphere, trixie, openstack), settings)
-    cutover = CutoverSettings(sync=settings, boot_check=True, boot_check_timeout=900,
-                              conversion=ConversionOptions(timeout_s=3000, log_dir=settings.state_dir),
-                              validation=ValidationSettings(timeout_s=900))  # fmt: skip
-    outcome = run_cutover(MigrationContext.read(vsphere, trixie, openstack), target, cutover)
-    assert outcome.steps_done == ["shutdown", "final_sync", "converted", "instance", "validated", "completed"]
+    migration_id, outcome = migrate_and_boot(vsphere, trixie, openstack, target, settings)
     assert store.load(openstack, migration_id).guest_addresses == {TRIXIE_STATIC: [TRIXIE_ADDRESS]}
     conversion = outcome.conversion
     # Both names its NetworkManager keyfiles use are pinned; the static address is the keyfile's (address1=).
