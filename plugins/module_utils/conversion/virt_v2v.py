@@ -154,7 +154,7 @@ def static_ip_options(nics: Sequence[NicIdentity]) -> List[str]:
     Windows keeps its addresses per network adapter: on virtio the NIC is a new adapter, which starts
     with DHCP. virt-v2v writes a first-boot script that sets the address on the adapter with the MAC.
     virt-v2v 2.2 takes a prefix length only after a gateway: a NIC with no gateway in its subnet gets
-    the address alone, and Windows its class's prefix.
+    the address alone, and Windows picks the prefix length (the conversion warns: _ungated).
     """
     options = []
     for nic in nics:
