@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.accel import accelerator
+
 # The labs' helpers are shared by the tests and the demo: lab/nbd (a qemu-storage-daemon
 # driver) and lab/demo (putting lab VMs back after a migration).
 LAB = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "lab")
@@ -21,6 +23,15 @@ def require(binary: str) -> str:
     if not path:
         pytest.fail(f"{binary} is not installed: run scripts/setup-host.sh")
     return path
+
+
+def libguestfs_env() -> dict:
+    """The environment libguestfs's tools run in here, as the collection runs them (virt_v2v._environment): the
+    direct backend, and TCG where the accelerator probe says KVM cannot run a Linux kernel."""
+    env = {**os.environ, "LIBGUESTFS_BACKEND": "direct"}
+    if accelerator() == "tcg":
+        env["LIBGUESTFS_BACKEND_SETTINGS"] = "force_tcg"
+    return env
 
 
 def guest_image(script: str) -> str:

@@ -4,16 +4,13 @@ A fresh conversion host could not convert an XFS root (RHEL's default) because t
 XFS; bindep.txt now brings libguestfs-xfs. A real XFS file system, made and read by the appliance.
 """
 
-import os
 import subprocess
 
-from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.accel import accelerator
+from ..conftest import libguestfs_env
 
 
 def test_the_appliance_makes_and_mounts_xfs(tmp_path):
-    env = {**os.environ, "LIBGUESTFS_BACKEND": "direct"}
-    if accelerator() == "tcg":
-        env["LIBGUESTFS_BACKEND_SETTINGS"] = "force_tcg"
+    env = libguestfs_env()
     disk = tmp_path / "xfs.img"
     argv = ["guestfish", f"-N{disk}=fs:xfs:320M", "-m", "/dev/sda1", "write", "/probe", "written on XFS",
             ":", "vfs-type", "/dev/sda1", ":", "cat", "/probe"]  # fmt: skip

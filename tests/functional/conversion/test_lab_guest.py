@@ -15,7 +15,6 @@ import subprocess
 
 import pytest
 
-from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.accel import accelerator
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.boot_check import boot_check
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.errors import (
     BootCheckError,
@@ -28,7 +27,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.layer import VolumeFormat, plain_view
 
-from ..conftest import guest_image, qemu_img
+from ..conftest import guest_image, libguestfs_env, qemu_img
 
 MAC = "00:50:56:01:00:07"
 OTHER_MAC = "00:50:56:01:00:17"  # a second NIC, in slot 224, that the guest's configuration does not name
@@ -122,9 +121,7 @@ def test_a_static_address_the_converted_guest_does_not_hold_fails_the_check_nami
 
 def test_conversion_rewrote_fstab_and_ran_the_script(converted):
     disk, _result = converted
-    env = {**os.environ, "LIBGUESTFS_BACKEND": "direct"}
-    if accelerator() == "tcg":
-        env["LIBGUESTFS_BACKEND_SETTINGS"] = "force_tcg"
+    env = libguestfs_env()
     argv = [
         "guestfish",
         "--ro",

@@ -15,7 +15,6 @@ import subprocess
 
 import pytest
 
-from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.accel import accelerator
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.errors import ConversionError
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import (
     ConversionOptions,
@@ -24,17 +23,10 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt
     convert_in_place,
 )
 
-from ..conftest import guest_image
+from ..conftest import guest_image, libguestfs_env
 
 MAC = "00:50:56:01:00:0d"
 GUEST_ID = "windows2019srvNext_64Guest"  # vSphere's id for Windows Server 2022
-
-
-def libguestfs_env():
-    env = {**os.environ, "LIBGUESTFS_BACKEND": "direct"}
-    if accelerator() == "tcg":
-        env["LIBGUESTFS_BACKEND_SETTINGS"] = "force_tcg"
-    return env
 
 
 def read_guest(disk, *paths):
