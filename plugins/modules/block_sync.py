@@ -42,6 +42,9 @@ options:
   only_when_due:
     description:
       - Sync only if the migration's cadence says a sync is due (a migration that is not seeded yet is always due).
+      - Meant for a schedule that fires over a whole wave, so what would fail an operator's run is skipped with
+        the reason instead - a VM whose migration has not started, one another run holds (a seed, or a sync
+        from another conversion host), one in cutover.
     type: bool
     default: false
   quiesce:
@@ -96,7 +99,9 @@ kind:
   type: str
   sample: incremental
 reason:
-  description: Why a sync was skipped (C(paused), C(not due ...), or C(completed) once the migration is cut over).
+  description:
+    - Why a sync was skipped - C(paused), C(not due ...), C(completed) once the migration is cut over, and with
+      O(only_when_due) also C(not started ...), C(busy: ...) naming the holder, or C(in cutover).
   returned: always
   type: str
   sample: ""

@@ -31,7 +31,11 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.disk_
     busy_seconds,
     copied_whole,
 )
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PhaseError
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import (
+    MigrationBusyError,
+    MigrationNotFoundError,
+    PhaseError,
+)
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.lock import host_lock
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.plan import (
     DiskPlan,
@@ -78,8 +82,25 @@ class SyncOutcome:
 def run_sync(ctx: MigrationContext, settings: SyncSettings, *, check_mode: bool = False) -> SyncOutcome:
     """Run one sync of the migration of ``ctx``'s VM (see the module doc of block_sync for the rules).
 
-    The record decides what to do twice: read first, so that a skip or check mode costs no lock,
-    and again under the hold, where the decision counts."""
+    A scheduled run (``only_when_due``) skips, with the reason, what an operator's run refuses: a
+    migration not started yet, one another run holds (a seed hours long, a sync from another host)
+    or one in cutover. A schedule fires every few minutes over the whole wave; failing it for a VM
+    that is simply busy would page someone every run of a long seed."""
+    try:
+        return _run_sync(ctx, settings, check_mode)
+    except (MigrationNotFoundError, MigrationBusyError, _InCutover) as err:
+        if not settings.only_when_due:
+            raise
+        if isinstance(err, MigrationNotFoundError):
+            return SyncOutcome(changed=False, kind="skipped", reason="not started (the seed playbook starts it)")
+        reason = "in cutover" if isinstance(err, _InCutover) else f"busy: {err.message}"
+        state = store.load(ctx.openstack, ctx.migration_id)
+        return SyncOutcome(changed=False, kind="skipped", reason=reason, state=state)
+
+
+def _run_sync(ctx: MigrationContext, settings: SyncSettings, check_mode: bool) -> SyncOutcome:
+    """run_sync's body. The record decides what to do twice: read first, so that a skip or check mode
+    costs no lock, and again under the hold, where the decision counts."""
     state = store.load(ctx.openstack, ctx.migration_id)
     skip = _skip(state, settings)
     if skip is not None:
@@ -109,13 +130,17 @@ class _Skipped(Exception):
     """The record, read again under the hold, says there is nothing to do (paused meanwhile, say)."""
 
 
+class _InCutover(PhaseError):
+    """The migration's cutover has begun: its syncs are the cutover's own now."""
+
+
 def _skip(state: MigrationState, settings: SyncSettings) -> Optional[SyncOutcome]:
     """Why no sync runs now (an outcome that says so), or None; PhaseError once the cutover has begun."""
     if state.phase is Phase.COMPLETED:
         # A wave's sync schedule (or a rerun of the seed playbook) may still fire after cutover: nothing to do.
         return SyncOutcome(changed=False, kind="skipped", reason="completed", state=state)
     if state.phase is Phase.CUTOVER:
-        raise PhaseError(
+        raise _InCutover(
             f"migration {state.migration_id} is in phase '{state.phase.value}'; syncs end at cutover",
             hint="Use the cutover module to finish it, or migration_info to see its state",
         )

@@ -1,4 +1,5 @@
-"""What one disk's sync copies (plan_disk), for the events a production source throws at it.
+"""What one disk's sync copies (plan_disk), for the events a production source throws at it; what a
+scheduled sync skips.
 
 ``changed_since`` and ``remaining`` stand in for vSphere's changed areas and the resume journal:
 named fakes returning what those would say, so every branch is reached in milliseconds.
@@ -6,14 +7,21 @@ named fakes returning what those would say, so every branch is reached in millis
 
 import os
 import threading
+from types import SimpleNamespace
 
 import pytest
+from test_ownership import FakeCinder, a_migration  # the record's in-memory Cinder
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents import Extent
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration import disk_copies, settings
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration import disk_copies, lock, settings, sync
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.disk_copies import busy_seconds
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import (
+    MigrationBusyError,
+    MigrationNotFoundError,
+    PhaseError,
+)
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.plan import SyncPlan, plan_disk
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import DiskState
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import DiskState, Phase, utcnow
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import CbtResetError
 
 GiB, MiB = 1 << 30, 1 << 20
@@ -132,3 +140,48 @@ def test_a_copy_thread_steps_back_alone_and_its_connections_with_it():
     thread.join()
     assert seen == {"copy": stepped_back, "connection": stepped_back}
     assert os.getpriority(os.PRIO_PROCESS, 0) == before  # the module's own thread keeps its priority
+
+
+# A scheduled sync (only_when_due) over a wave: what an operator's run refuses, it skips with the reason.
+# The record is FakeCinder's (see test_ownership); every case ends before vSphere is asked anything.
+
+
+def scheduled(cinder, tmp_path, *, only_when_due=True):
+    ctx = SimpleNamespace(openstack=cinder, migration_id="vm-1")
+    return sync.run_sync(ctx, settings.SyncSettings(state_dir=str(tmp_path), only_when_due=only_when_due))
+
+
+def test_a_scheduled_sync_skips_a_migration_in_cutover_and_an_operators_sync_refuses_it(tmp_path):
+    cinder = a_migration()
+    cinder.metadata["vol-a"]["xms_phase"] = "cutover"
+    outcome = scheduled(cinder, tmp_path)
+    assert (outcome.changed, outcome.kind, outcome.reason) == (False, "skipped", "in cutover")
+    assert outcome.state.phase is Phase.CUTOVER
+    with pytest.raises(PhaseError, match="syncs end at cutover"):
+        scheduled(cinder, tmp_path, only_when_due=False)
+
+
+def test_a_scheduled_sync_skips_a_migration_another_host_holds(tmp_path):
+    cinder = a_migration(owner="conv-2:4242:0123456789ab", heartbeat=utcnow())
+    outcome = scheduled(cinder, tmp_path)
+    assert outcome.kind == "skipped" and outcome.reason.startswith("busy: migration vm-1 is held by conv-2:4242")
+    assert outcome.state.owner == "conv-2:4242:0123456789ab"  # read, never written
+    with pytest.raises(MigrationBusyError):
+        scheduled(cinder, tmp_path, only_when_due=False)
+
+
+def test_a_scheduled_sync_skips_a_migration_a_seed_on_this_host_holds(tmp_path):
+    cinder = a_migration()
+    with lock.host_lock(str(tmp_path), "vm-1"):  # as the seed's process holds it, for hours
+        outcome = scheduled(cinder, tmp_path)
+        with pytest.raises(MigrationBusyError):
+            scheduled(cinder, tmp_path, only_when_due=False)
+    assert outcome.kind == "skipped" and "is running on this host" in outcome.reason
+
+
+def test_a_scheduled_sync_skips_a_vm_whose_migration_has_not_started(tmp_path):
+    outcome = scheduled(FakeCinder({}), tmp_path)
+    assert (outcome.kind, outcome.state) == ("skipped", None)
+    assert outcome.reason == "not started (the seed playbook starts it)"
+    with pytest.raises(MigrationNotFoundError):
+        scheduled(FakeCinder({}), tmp_path, only_when_due=False)
