@@ -14,6 +14,12 @@ options:
       - Credentials as in C(clouds.yaml) (C(auth_url), C(username), C(password), C(project_name), ...).
       - Never logged.
     type: dict
+  auth_type:
+    description:
+      - The keystoneauth plugin that O(auth) is for, as in C(clouds.yaml) - C(password) when not set,
+        C(v3applicationcredential) for an application credential (C(auth_url),
+        C(application_credential_id), C(application_credential_secret)), C(v3token), C(v3oidcpassword), ...
+    type: str
   region_name:
     description:
       - The region of the target cloud.

@@ -43,6 +43,7 @@ def openstack_argument_spec() -> Dict[str, Any]:
     return {
         "cloud": {"type": "str"},
         "auth": {"type": "dict", "no_log": True},
+        "auth_type": {"type": "str"},
         "region_name": {"type": "str"},
         "openstack_validate_certs": {"type": "bool"},
         "ca_cert": {"type": "path", "aliases": ["cacert"]},

@@ -101,6 +101,7 @@ def connect_openstack(params: Params) -> OpenStackClient:
     return OpenStackClient.connect(
         cloud=params.get("cloud"),
         auth=params.get("auth"),
+        auth_type=params.get("auth_type"),
         region_name=params.get("region_name"),
         validate_certs=params.get("openstack_validate_certs"),
         ca_cert=params.get("ca_cert"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, Optional
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.errors import (
@@ -35,6 +36,7 @@ class OpenStackClient:
         *,
         cloud: Optional[str] = None,
         auth: Optional[Dict[str, Any]] = None,
+        auth_type: Optional[str] = None,
         region_name: Optional[str] = None,
         validate_certs: Optional[bool] = None,
         ca_cert: Optional[str] = None,
@@ -46,14 +48,21 @@ class OpenStackClient:
         if cloud:
             kwargs["cloud"] = cloud
         if auth:
-            kwargs.update(auth=dict(auth), auth_type="password")
+            kwargs.update(auth=dict(auth), auth_type=auth_type or "password")
         if region_name:
             kwargs["region_name"] = region_name
         if validate_certs is not None:
             kwargs["verify"] = validate_certs
         if ca_cert:
             kwargs["cacert"] = ca_cert
-        where = f"cloud '{cloud}'" if cloud else "the cloud named by auth"
+        if cloud:
+            where = f"cloud '{cloud}'"
+        elif auth:
+            where = "the cloud named by auth"
+        else:  # openstacksdk reads OS_CLOUD, or the OS_* variables (an AWX OpenStack credential sets them)
+            where = (
+                f"cloud '{os.environ['OS_CLOUD']}' (OS_CLOUD)" if os.environ.get("OS_CLOUD") else "the OS_* environment"
+            )
         try:
             conn = openstack.connect(**kwargs)
             conn.authorize()
