@@ -101,7 +101,7 @@ kind:
 reason:
   description:
     - Why a sync was skipped - C(paused), C(not due ...), C(completed) once the migration is cut over, and with
-      O(only_when_due) also C(not started ...), C(busy: ...) naming the holder, or C(in cutover).
+      O(only_when_due) also C(not started ...), C(busy) followed by the holder, or C(in cutover).
   returned: always
   type: str
   sample: ""
