@@ -27,6 +27,10 @@ description:
     volume (the next M(xms.warm_migration.block_sync) seeds it while the others sync incrementally, and
     it boots after the disks the migration already had); the volume of a removed disk leaves the
     migration as O(removed_disks) says.
+  - With O(state=absent), abandons the migration instead - deletes its volumes (with the snapshots taken of
+    them) and so its record, after checking that no run holds it, that it is not in cutover (roll that back
+    first), that no test migration of it exists and, for a completed migration, that O(keep_volumes) is set.
+    Check mode lists what would go. CBT stays on at the source.
 author:
   - xms.warm_migration developers (@xms)
 extends_documentation_fragment:
@@ -35,6 +39,18 @@ extends_documentation_fragment:
   - xms.warm_migration.source_vm
   - xms.warm_migration.target
 options:
+  state:
+    description:
+      - V(present) starts (or follows) the migration; V(absent) abandons it.
+    type: str
+    choices: [present, absent]
+    default: present
+  keep_volumes:
+    description:
+      - With O(state=absent), take the migration's record off its volumes and leave them in the project instead of
+        deleting them. The only way to abandon a completed migration, whose volumes are its instance's disks.
+    type: bool
+    default: false
   cadence:
     description:
       - How often incremental syncs are due (see O(xms.warm_migration.block_sync#module:only_when_due)).
@@ -84,6 +100,12 @@ EXAMPLES = r"""
       - source: VM Network
         network: prod-net
     cadence: hourly
+
+- name: Drop web01 from the wave - delete its volumes and record (check mode lists them first)
+  xms.warm_migration.warm_migration_init:
+    cloud: target
+    vm_name: web01
+    state: absent
 """
 
 RETURN = r"""
@@ -113,6 +135,21 @@ cbt_enabled:
   returned: always
   type: bool
   sample: true
+deleted_volumes:
+  description: With O(state=absent), the volumes deleted (in check mode, that would be).
+  returned: when O(state=absent)
+  type: list
+  elements: str
+deleted_snapshots:
+  description: With O(state=absent), the snapshots of those volumes, deleted with them.
+  returned: when O(state=absent)
+  type: list
+  elements: str
+released_volumes:
+  description: With O(state=absent) and O(keep_volumes), the volumes kept without the migration's record.
+  returned: when O(state=absent)
+  type: list
+  elements: str
 migration:
   description: The migration's metrics (see M(xms.warm_migration.migration_info)); empty in check mode.
   returned: always
@@ -124,6 +161,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.xms.warm_migration.plugins.module_utils import argument_spec as specs
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import params as mparams
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.abandon import abandon
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import RemovedDisks, initialize
 from ansible_collections.xms.warm_migration.plugins.module_utils.module_base import run
 
@@ -137,6 +175,8 @@ def main() -> None:
         "cadence": {"type": "str", "default": "manual", "choices": ["manual", "15m", "hourly", "daily"]},
         "vddk_libdir": specs.vddk_libdir_spec(),
         "removed_disks": {"type": "str", "default": "fail", "choices": [r.value for r in RemovedDisks]},
+        "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+        "keep_volumes": {"type": "bool", "default": False},
     }
     module = AnsibleModule(
         argument_spec=argument_spec,
@@ -145,6 +185,18 @@ def main() -> None:
         supports_check_mode=True,
     )
     name = module.params["vm_name"] or module.params["vm_uuid"] or module.params["vm_moref"]
+
+    def abandon_body():
+        with mparams.module_context(module.params) as ctx:
+            outcome = abandon(ctx, keep_volumes=module.params["keep_volumes"], check_mode=module.check_mode)
+            migration_id = ctx.migration_id
+        return {
+            "changed": outcome.changed,
+            "migration_id": migration_id,
+            "deleted_volumes": outcome.deleted_volumes,
+            "deleted_snapshots": outcome.deleted_snapshots,
+            "released_volumes": outcome.released_volumes,
+        }
 
     def body():
         target = mparams.target_settings(module.params)
@@ -171,7 +223,10 @@ def main() -> None:
             }  # fmt: skip
         return result
 
-    run(module, f"initialize the migration of VM '{name}'", body)
+    if module.params["state"] == "absent":
+        run(module, f"abandon the migration of VM '{name}'", abandon_body)
+    else:
+        run(module, f"initialize the migration of VM '{name}'", body)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """The wave playbooks as AWX/AAP runs them: ansible-runner, a private data directory, credentials injected
-(preflight, seed, a scheduled sync, cutover, rollback).
+(preflight, seed, a scheduled sync, cutover, rollback, abandon).
 
 AWX cannot run here; ansible-runner (what AWX's execution nodes run every job with) can. Each job gets
 what AWX gives it: the inventory, the extra vars of the collection's two custom credential types rendered
@@ -27,6 +27,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initi
     TargetSettings,
 )
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import Phase, utcnow
+from ansible_collections.xms.warm_migration.plugins.module_utils.openstack import volumes as os_volumes
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory
 from ansible_collections.xms.warm_migration.tests.awx_injectors import credential_type, inject_extra_vars
 
@@ -56,12 +57,16 @@ def app_credential(openstack):
 
 @pytest.fixture
 def vms(vsphere, openstack):
+    """The test's lab VMs by name, put back before and after; volumes the test lists in ``vms["kept"]`` (taken
+    out of their migration, so no reset finds them) are deleted after the instances that used them."""
     found = {name: inventory.find_vm(vsphere, name=name) for name in (*SEEDED, SEEDING, DUE, UNFIT)}
     for vm in found.values():
         reset_vm(vsphere, vm, openstack)
-    yield found
+    kept = []
+    yield {**found, "kept": kept}
     for vm in found.values():
         reset_vm(vsphere, vm, openstack)
+    os_volumes.delete_volumes(openstack, kept)
 
 
 @pytest.fixture
@@ -93,6 +98,7 @@ def awx(lab, tmp_path, app_credential):
             "wave1": {"hosts": {name: {} for name in (*SEEDED, SEEDING, DUE)}},
             "cut": {"hosts": {SEEDED[1]: {}}},
             "back": {"hosts": {SEEDED[0]: {}}},
+            "dropped": {"hosts": {name: {} for name in SEEDED}},
         },
     }}))  # fmt: skip
     extravars = {**vcenter, **cloud,
@@ -105,10 +111,10 @@ def awx(lab, tmp_path, app_credential):
            "OS_CLIENT_CONFIG_FILE": str(tmp_path / "no-clouds.yaml")}  # fmt: skip
     (data / "env" / "envvars").write_text(yaml.safe_dump(env))
 
-    def job(playbook: str, wave: str, **extra):
+    def job(playbook: str, wave: str, *options: str, **extra):
         run = ansible_runner.run(
             private_data_dir=str(data), playbook=os.path.join(ROOT, "playbooks", f"{playbook}.yml"),
-            cmdline=" ".join(f"-e {k}={v}" for k, v in {"wave": wave, **extra}.items()), quiet=True,
+            cmdline=" ".join([*options, *(f"-e {k}={v}" for k, v in {"wave": wave, **extra}.items())]), quiet=True,
         )  # fmt: skip
         events = list(run.events)
         stats = next(e for e in events if e["event"] == "playbook_on_stats")["event_data"]
@@ -125,7 +131,7 @@ def awx(lab, tmp_path, app_credential):
     return job
 
 
-def test_awx_jobs_assess_a_wave_seed_it_sync_on_schedule_past_busy_vms_cut_over_and_roll_back(
+def test_awx_jobs_assess_seed_sync_on_schedule_past_busy_vms_cut_over_roll_back_and_abandon(
     vsphere, openstack, vms, awx
 ):
     # Preflight, one VM a batch: the first batch fails completely (an independent disk), the next is still assessed.
@@ -180,3 +186,21 @@ def test_awx_jobs_assess_a_wave_seed_it_sync_on_schedule_past_busy_vms_cut_over_
     back = outcomes[SEEDED[0]]
     assert (back["outcome"], back["phase"]) == ("done", "ready") and "power_on_source" in back["steps"], back
     assert store.load(openstack, in_cutover.migration_id).phase is Phase.READY
+
+    # Both dropped from the wave: check mode lists what would go; the completed one is refused, naming
+    # keep_volumes, and the other loses its volumes (its batch does not stop the next).
+    replicas = [d.volume_id for d in store.load(openstack, in_cutover.migration_id).disks]
+    status, outcomes, _events = awx("abandon", "dropped", "--check")
+    assert status == "failed" and sorted(outcomes[SEEDED[0]]["deleted_volumes"]) == sorted(replicas), outcomes
+    assert "keep_volumes" in outcomes[SEEDED[1]]["error"], outcomes
+    assert [d.volume_id for d in store.load(openstack, in_cutover.migration_id).disks] == replicas
+    status, outcomes, _events = awx("abandon", "dropped")
+    assert outcomes[SEEDED[0]]["outcome"] == "done" and "keep_volumes" in outcomes[SEEDED[1]]["error"], outcomes
+    assert os_volumes.find_volumes(openstack, in_cutover.migration_id) == []
+    assert all(openstack.conn.block_storage.find_volume(v, ignore_missing=True) is None for v in replicas)
+    kept = vms["kept"]
+    kept.extend(v.id for v in os_volumes.find_volumes(openstack, held.migration_id))
+    status, outcomes, _events = awx("abandon", "cut", seed_abandon_keep_volumes="true")
+    assert status == "successful" and sorted(outcomes[SEEDED[1]]["released_volumes"]) == sorted(kept), outcomes
+    assert os_volumes.find_volumes(openstack, held.migration_id) == []
+    assert all(openstack.conn.block_storage.find_volume(v).status == "in-use" for v in kept)  # the instance's disks
