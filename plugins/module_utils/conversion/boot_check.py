@@ -40,7 +40,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.common.process import dies_with_parent
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion import traffic
-from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.accel import QEMU, accelerator
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.accel import QEMU, accelerator, qemu
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.errors import BootCheckError
 
 # Lines that mean the guest will not reach userspace on its own; worth failing on at once.
@@ -199,7 +199,7 @@ def qemu_argv(
     """QEMU's command line: ``work`` holds the console log, the NICs' captures and OVMF's variables; ``networks``
     adds options to a MAC's user-mode network (:func:`plan_knocks`)."""
     # A VGA card although nobody looks: GRUB's graphical terminal hangs without one (seen on Debian 12).
-    argv = [QEMU, "-machine", f"pc,accel={accel}", "-m", str(memory_mb), "-smp", "1", "-nodefaults",
+    argv = [qemu(), "-machine", f"pc,accel={accel}", "-m", str(memory_mb), "-smp", "1", "-nodefaults",
             "-vga", "std", "-display", "none", "-no-reboot", "-serial", f"file:{work}/console.log"]  # fmt: skip
     if accel == "kvm":
         argv += ["-cpu", "host"]

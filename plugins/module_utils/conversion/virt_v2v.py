@@ -38,7 +38,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from xml.sax.saxutils import escape, quoteattr
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.common.process import dies_with_parent
-from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.accel import accelerator
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.accel import (
+    accelerator,
+    check_usable,
+    program,
+)
 from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.errors import ConversionError
 
 V2V = "virt-v2v-in-place"
@@ -133,6 +137,28 @@ def check_options(options: ConversionOptions, guest_id: str = "") -> None:
         )
     if options.timeout_s <= 0:
         raise ConversionError("the conversion timeout must be positive", parameter="conversion.timeout")
+
+
+def check_host(options: ConversionOptions) -> None:
+    """Refuse, before the guest is shut down, a conversion host that cannot convert: no virt-v2v-in-place
+    (on PATH, or under /usr/libexec as RHEL installs it), or no QEMU that runs here (libguestfs's appliance
+    and the boot check need one)."""
+    if options.skip:
+        return
+    if program(V2V) is None:
+        raise ConversionError(
+            f"{V2V} is not installed on the conversion host (on PATH, or under /usr/libexec as on RHEL)",
+            parameter="conversion",
+            hint="Install virt-v2v (bindep.txt lists it), or set conversion.skip for a guest that needs no conversion",
+        )
+    why = check_usable()
+    if why:
+        raise ConversionError(
+            why,
+            parameter="conversion",
+            hint="Give the conversion host a working /dev/kvm (a bare-metal host, or nested virtualization), or a QEMU"
+            " built with TCG (Debian's and Ubuntu's qemu-system-x86, Fedora's qemu-system-x86-core)",
+        )
 
 
 def nic_identity(
@@ -322,8 +348,8 @@ def convert_in_place(
         with open(xml_path, "w") as handle:
             handle.write(domain_xml(name, devices, [nic.mac for nic in nics], fmt))
         remaining = options.timeout_s - (time.monotonic() - started)
-        _run([V2V, "-v", "-x", "-i", "libvirtxml", xml_path, *(static_ip_options(nics) if windows else [])], env,
-             log, remaining)  # fmt: skip
+        argv = [program(V2V) or V2V, "-v", "-x", "-i", "libvirtxml", xml_path]
+        _run([*argv, *(static_ip_options(nics) if windows else [])], env, log, remaining)
         if _matching(log, rf"^({_NO_DRIVERS})"):
             # virt-v2v then leaves the guest on emulated devices; the instance's volumes are virtio disks.
             raise ConversionError(

@@ -114,6 +114,7 @@ def run_cutover(
     ownership.ensure_free(state, ownership.Observations(settings.sync.state_dir))
     if not state.converted:  # bad scripts or drivers: refuse before the guest goes down
         virt_v2v.check_options(settings.conversion, guest_id=inv.guest_id)
+        virt_v2v.check_host(settings.conversion)
     source_disks(inv, state)  # a disk added or removed since init: refuse while the source still runs
     nics = nic_targets(inv, target)
     early_warnings = []

@@ -204,6 +204,7 @@ def _replicas(openstack, state: MigrationState) -> List[os_volumes.TargetVolume]
 def _check(openstack, state: MigrationState, inv, replicas, settings: MigrationTestSettings):
     """Everything the test will create, checked read-only first; returns the resolved flavor."""
     virt_v2v.check_options(settings.conversion, guest_id=inv.guest_id)
+    virt_v2v.check_host(settings.conversion)
     clones = [
         os_volumes.VolumeSpec(
             disk_key=v.disk_key,

@@ -45,3 +45,57 @@ def test_qemu_aborting_means_tcg(probe):
 def test_no_kernel_to_boot_means_tcg(probe, monkeypatch, tmp_path):
     monkeypatch.setattr(accel, "KERNELS", str(tmp_path / "nothing-*"))
     assert probe("exit 0") == "tcg"
+
+
+# Finding QEMU and virt-v2v-in-place where RHEL puts them, and a QEMU without TCG. The QEMUs are named fakes
+# answering `-accel help` as Debian's qemu-system-x86_64 (tcg and kvm) and RHEL's qemu-kvm (kvm only) do.
+
+ACCEL_HELP = {"debian": "Accelerators supported in QEMU binary:\ntcg\nkvm\n",
+              "rhel": "Accelerators supported in QEMU binary:\nkvm\n"}  # fmt: skip
+
+
+@pytest.fixture
+def rhel_host(tmp_path, monkeypatch):
+    """A host with nothing on PATH and RHEL's layout under a fake /usr/libexec."""
+    libexec, path = tmp_path / "libexec", tmp_path / "bin"
+    libexec.mkdir()
+    path.mkdir()
+    monkeypatch.setattr(accel, "LIBEXEC", str(libexec))
+    monkeypatch.setenv("PATH", str(path))
+    accel.has_tcg.cache_clear()
+    yield libexec
+    accel.has_tcg.cache_clear()
+
+
+def fake_qemu(where, flavour):
+    where.write_text("#!/bin/sh\n" + "".join(f"echo '{line}'\n" for line in ACCEL_HELP[flavour].splitlines()))
+    where.chmod(0o755)
+    return str(where)
+
+
+def test_qemu_and_virt_v2v_in_place_are_found_under_libexec_as_rhel_installs_them(rhel_host):
+    assert accel.program("virt-v2v-in-place") is None and accel.qemu() == accel.QEMU
+    fake_qemu(rhel_host / "qemu-kvm", "rhel")
+    (rhel_host / "virt-v2v-in-place").write_text("#!/bin/sh\n")
+    (rhel_host / "virt-v2v-in-place").chmod(0o755)
+    assert accel.qemu() == str(rhel_host / "qemu-kvm")
+    assert accel.program("virt-v2v-in-place") == str(rhel_host / "virt-v2v-in-place")
+
+
+def test_a_qemu_without_tcg_is_refused_where_kvm_does_not_work(rhel_host, monkeypatch):
+    fake_qemu(rhel_host / "qemu-kvm", "rhel")
+    monkeypatch.setattr(accel, "accelerator", lambda: "tcg")
+    assert "has no TCG" in accel.check_usable()
+    monkeypatch.setattr(accel, "accelerator", lambda: "kvm")
+    assert accel.check_usable() is None
+
+
+def test_a_qemu_with_tcg_serves_a_host_without_kvm(rhel_host, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    fake_qemu(tmp_path / "bin" / accel.QEMU, "debian")
+    monkeypatch.setattr(accel, "accelerator", lambda: "tcg")
+    assert accel.has_tcg(accel.qemu()) and accel.check_usable() is None
+
+
+def test_no_qemu_at_all_is_said(rhel_host):
+    assert "is not installed" in accel.check_usable()
