@@ -383,14 +383,20 @@ def convert_in_place(
     )
 
 
-def _environment(options: ConversionOptions, tmp: str) -> Dict[str, str]:
+def appliance_env(tmp: str) -> Dict[str, str]:
+    """The environment libguestfs's tools run in on the conversion host: the direct backend (no libvirtd
+    needed), TCG where KVM does not work, ``tmp`` for the appliance's files, messages in English."""
     env = dict(os.environ)
-    # The direct backend needs no libvirtd on the conversion host.
     env.setdefault("LIBGUESTFS_BACKEND", "direct")
     if accelerator() == "tcg":
         env["LIBGUESTFS_BACKEND_SETTINGS"] = "force_tcg"
     env["TMPDIR"] = tmp
     env["LC_ALL"] = "C"
+    return env
+
+
+def _environment(options: ConversionOptions, tmp: str) -> Dict[str, str]:
+    env = appliance_env(tmp)
     if options.virtio_win:
         env["VIRTIO_WIN"] = options.virtio_win
     env["VIRT_TOOLS_DATA_DIR"] = options.virt_tools
