@@ -258,6 +258,7 @@ class MigrationState:
     guest_dns: List[str] = field(default_factory=list)
     validation: str = ""  # the cutover's evidence that the guest runs: "passed: ...", "failed: ..." or "off"
     last_error: str = ""
+    failed_syncs: int = 0  # syncs that failed in a row since the last complete one (the monitoring's alert)
     test: Optional[MigrationTestRun] = None  # the last test migration (TEST_FIELDS)
     revision: int = 0  # bumped on every write of the run fields; the highest copy wins
     operator_revision: int = 0  # bumped on every write of the operator's fields; the highest copy wins
@@ -388,6 +389,7 @@ class MigrationState:
             "guest_dns": format_words(self.guest_dns),
             "validation": self.validation[:250],
             "last_error": self.last_error[:250],
+            "failed_syncs": str(self.failed_syncs),
             "test": format_test(self.test),
             "revision": str(self.revision),
             "operator_revision": str(self.operator_revision),
@@ -462,6 +464,7 @@ class MigrationState:
             guest_dns=newest.get("guest_dns", "").split(),
             validation=newest.get("validation", ""),
             last_error=newest.get("last_error", ""),
+            failed_syncs=int(newest.get("failed_syncs") or 0),
             test=max((parse_test(r.get("test", "")) for r in records), key=lambda t: t.at if t else _EPOCH),
             revision=int(newest.get("revision") or 0),
             operator_revision=int(operator.get("operator_revision") or 0),

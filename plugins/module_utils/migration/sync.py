@@ -119,7 +119,11 @@ def _run_sync(ctx: MigrationContext, settings: SyncSettings, check_mode: bool) -
 
     try:
         with ownership.hold(ctx.openstack, ctx.migration_id, settings.state_dir, check=may_sync) as held:
-            outcome = sync_held(ctx, held, settings)
+            try:
+                outcome = sync_held(ctx, held, settings)
+            except Exception:
+                held.state.failed_syncs += 1  # written with the error when the hold is released
+                raise
     except _Skipped:
         return skipped[0]
     outcome.warnings.extend(held.heartbeat.warnings())
@@ -318,6 +322,7 @@ def record_sync(openstack, state: MigrationState, state_dir: str, sample: SyncSa
     state.estimates = {**state.estimates, **HostTimes(state_dir).load()}
     state.rate = sample.bytes / sample.duration_s if sample.duration_s > 0 else 0.0
     state.needs_full_resync = False
+    state.failed_syncs = 0
     state.progress_done = state.progress_total = 0
     if state.phase is not Phase.CUTOVER:
         state.phase = Phase.READY

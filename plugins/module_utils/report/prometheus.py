@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
-from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import Phase
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import CADENCES, Phase
 from ansible_collections.xms.warm_migration.plugins.module_utils.report.wave import WaveReport
 
 PREFIX = "xms_warm_migration_"
@@ -27,6 +27,12 @@ METRICS = {
     "sync_rate_bytes_per_second": ("gauge", "Copy rate of the last sync, or of the running one."),
     "projected_downtime_seconds": ("gauge", "Downtime a cutover starting now would cause (while ready)."),
     "downtime_seconds": ("gauge", "Downtime of the cutover: guest down to instance ACTIVE (so far, while it runs)."),
+    "cadence_seconds": ("gauge", "How often the migration's incremental syncs are due (absent for manual)."),
+    "failed_syncs": ("gauge", "Syncs that failed in a row since the last complete one."),
+    "last_error": ("gauge", "1 with the last error of a run of the migration (its first 120 characters) as label."),
+    "heartbeat_age_seconds": ("gauge", "Seconds since the running sync or cutover last reported (a stalled run ages)."),
+    "running_copy_done_bytes": ("gauge", "Bytes the running copy has done."),
+    "running_copy_total_bytes": ("gauge", "Bytes the running copy has to do."),
 }  # fmt: skip
 
 
@@ -62,6 +68,15 @@ def render(report: WaveReport) -> str:
         projection = s.projection(now)
         add("projected_downtime_seconds", vm, round(projection.downtime_s) if projection else None)
         add("downtime_seconds", vm, s.downtime_s(now))
+        add("cadence_seconds", vm, CADENCES.get(s.cadence))
+        add("failed_syncs", vm, s.failed_syncs)
+        if s.last_error:
+            add("last_error", {**vm, "error": s.last_error[:120]}, 1)
+        if s.owner:
+            add("heartbeat_age_seconds", vm, round((now - s.heartbeat).total_seconds()) if s.heartbeat else None)
+            if s.progress_total:
+                add("running_copy_done_bytes", vm, s.progress_done)
+                add("running_copy_total_bytes", vm, s.progress_total)
     lines = []
     for name, (kind, text) in METRICS.items():
         if samples[name]:

@@ -158,11 +158,13 @@ def test_one_disk_failing_stops_the_others_and_the_rerun_resumes_every_disk(
     state = store.load(openstack, migration_id)
     assert isinstance(err, ReadError) and f"disk {small.label}:" in str(err), err
     assert not state.seeded and all(d.pending_change_id for d in state.disks) and state.last_error
+    assert state.failed_syncs == 1  # what the monitoring's XmsWarmMigrationSyncsFailing counts
     saved = journal_progress(state_dir, migration_id)
     assert len(saved) == 2 and all(saved.values()), saved
 
     rerun = run_sync(MigrationContext.read(vsphere, source, openstack), settings)
     assert_resumed(rerun, whole)
+    assert rerun.state.failed_syncs == 0 and store.load(openstack, migration_id).failed_syncs == 0
     assert_volumes_equal_source(vsphere, source, openstack, store.load(openstack, migration_id))
 
 

@@ -140,3 +140,71 @@ def test_the_grafana_dashboard_asks_only_for_metrics_the_report_writes(tmp_path)
     path.write_text(json.dumps({"groups": [{"name": "dashboard", "rules": rules}]}))
     run = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_the_new_series_say_what_a_stalled_or_failing_migration_does():
+    running = migration("app01", Phase.READY, cadence="15m", owner="conv-1:42:ab", heartbeat=NOW - timedelta(minutes=7),
+                        progress_done=3 << 30, progress_total=8 << 30, failed_syncs=2,
+                        last_error="CBT reset on disk 2000")  # fmt: skip
+    text = prometheus.render(WaveReport(title="w", wave="wave1", made_at=NOW, migrations=[running]))
+    labels = '{vm="app01",migration_id="vm-app01",wave="wave1"}'
+    error = 'last_error{vm="app01",migration_id="vm-app01",wave="wave1",error="CBT reset on disk 2000"} 1'
+    copy = (f"running_copy_done_bytes{labels} {3 << 30}", f"running_copy_total_bytes{labels} {8 << 30}")
+    for line in (f"cadence_seconds{labels} 900", f"failed_syncs{labels} 2", f"heartbeat_age_seconds{labels} 420",
+                 *copy, error):  # fmt: skip
+        assert prometheus.PREFIX + line in text, line
+    idle = prometheus.render(wave())
+    assert "heartbeat_age_seconds" not in idle and 'cadence_seconds{vm="web01"' not in idle  # manual: absent
+
+
+def test_the_alert_rules_are_valid_and_fire_as_documented(tmp_path):
+    """promtool checks docs/prometheus/alerts.yml, and its unit tests feed each alert the series a migration in
+    that state writes: lagging, stalled, failing, and a stale report (and a paused migration does not lag)."""
+    rules = Path(__file__).parents[5] / "docs" / "prometheus" / "alerts.yml"
+    run = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    written = {prometheus.PREFIX + name for name in prometheus.METRICS}
+    assert set(re.findall(r"xms_warm_migration_\w+", rules.read_text())) <= written
+    vm = 'vm="web01",migration_id="vm-web01",wave="wave1"'
+    paused = 'vm="db01",migration_id="vm-db01",wave="wave1"'
+    labels = {"vm": "web01", "migration_id": "vm-web01", "wave": "wave1"}
+    tests = {"rule_files": [str(rules)], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [
+            {"series": f"xms_warm_migration_lag_seconds{{{vm}}}", "values": "3000+60x40"},
+            {"series": f"xms_warm_migration_cadence_seconds{{{vm}}}", "values": "900x40"},
+            {"series": f"xms_warm_migration_paused{{{vm}}}", "values": "0x40"},
+            {"series": f"xms_warm_migration_lag_seconds{{{paused}}}", "values": "3000+60x40"},
+            {"series": f"xms_warm_migration_cadence_seconds{{{paused}}}", "values": "900x40"},
+            {"series": f"xms_warm_migration_paused{{{paused}}}", "values": "1x40"},
+            {"series": f"xms_warm_migration_heartbeat_age_seconds{{{vm}}}", "values": "0+60x40"},
+            {"series": f"xms_warm_migration_failed_syncs{{{vm}}}", "values": "0 1 2x38"},
+            {"series": 'xms_warm_migration_report_timestamp_seconds{wave="wave1"}', "values": "0x40"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "10m", "alertname": "XmsWarmMigrationLagging", "exp_alerts": []},
+            {"eval_time": "20m", "alertname": "XmsWarmMigrationLagging", "exp_alerts": [{
+                "exp_labels": {**labels, "severity": "warning"},
+                "exp_annotations": {"summary": "web01 has not synced for 1h 10m 0s", "description":
+                    "The last complete sync of web01 (wave wave1) is over three cadences old. Check the sync"
+                    " schedule's last jobs and migration_info (last_error) for this VM."}}]},
+            {"eval_time": "8m", "alertname": "XmsWarmMigrationStalled", "exp_alerts": []},
+            {"eval_time": "12m", "alertname": "XmsWarmMigrationStalled", "exp_alerts": [{
+                "exp_labels": {**labels, "severity": "critical"},
+                "exp_annotations": {"summary": "the run of web01 has not reported for 12m 0s", "description":
+                    "A sync or cutover of web01 holds the migration but its heartbeat stopped: its process may be"
+                    " gone or stuck (the conversion host, vCenter or Cinder unreachable). migration_info names the"
+                    " owner."}}]},
+            {"eval_time": "1m", "alertname": "XmsWarmMigrationSyncsFailing", "exp_alerts": []},
+            {"eval_time": "2m", "alertname": "XmsWarmMigrationSyncsFailing", "exp_alerts": [{
+                "exp_labels": {**labels, "severity": "warning"},
+                "exp_annotations": {"summary": "2 syncs of web01 failed in a row", "description":
+                    'xms_warm_migration_last_error{vm="web01"} and migration_info give the last error (a CBT reset,'
+                    " a snapshot vCenter refused, an unreachable datastore or volume: docs/events.md)."}}]},
+            {"eval_time": "30m", "alertname": "XmsWarmMigrationReportStale", "exp_alerts": []},
+        ],
+    }]}  # fmt: skip
+    path = tmp_path / "alerts_test.yml"
+    path.write_text(json.dumps(tests))
+    run = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
