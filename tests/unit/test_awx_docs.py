@@ -1,7 +1,11 @@
 """The custom credential types of docs/awx/credential_types: what their injectors give the playbooks, as AWX
 renders them (tests/awx_injectors.py, a test double of AWX's injection), is what the modules accept once the
-playbooks' connection_options filter has dropped the fields left empty."""
+playbooks' connection_options filter has dropped the fields left empty. And the cutover's survey."""
 
+import json
+from pathlib import Path
+
+import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.xms.warm_migration.plugins.filter.connection_options import connection_options
@@ -66,3 +70,19 @@ def test_a_cloud_credential_for_a_password_leaves_auth_type_to_the_default():
     assert not result.error_messages and result.validated_parameters["auth_type"] is None
     assert set(result.validated_parameters["auth"]) == {"auth_url", "username", "password", "project_name",
                                                         "user_domain_name", "project_domain_name"}  # fmt: skip
+
+
+def test_the_cutover_survey_asks_only_for_what_the_cutover_role_takes_and_its_defaults_are_valid():
+    """docs/awx/surveys/cutover.json: every variable but the wave is an option of the cutover role, and the
+    answers AWX gives (its defaults, strings for a multiple choice) pass the role's argument validation."""
+    root = Path(__file__).parents[2]
+    survey = json.loads((root / "docs" / "awx" / "surveys" / "cutover.json").read_text())
+    spec = yaml.safe_load((root / "roles" / "cutover" / "meta" / "argument_specs.yml").read_text())
+    options = spec["argument_specs"]["main"]["options"]
+    asked = {q["variable"]: q for q in survey["spec"]}
+    assert set(asked) - {"wave"} <= set(options), set(asked) - set(options)
+    answers = {v: q["default"] for v, q in asked.items() if v != "wave" and "default" in q}
+    role_spec = {v: {k: o[k] for k in ("type", "choices") if k in o} for v, o in options.items() if v in answers}
+    result = ArgumentSpecValidator(role_spec).validate(answers)
+    assert not result.error_messages, result.error_messages
+    assert result.validated_parameters["cutover_power_off_fallback"] is True
