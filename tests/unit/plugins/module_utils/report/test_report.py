@@ -157,6 +157,15 @@ def test_the_new_series_say_what_a_stalled_or_failing_migration_does():
     assert "heartbeat_age_seconds" not in idle and 'cadence_seconds{vm="web01"' not in idle  # manual: absent
 
 
+# The alerts' descriptions for web01 of wave1, as docs/prometheus/alerts.yml words them.
+LAGGING = ("The last complete sync of web01 (wave wave1) is over three cadences old. Check the sync schedule's last"
+           " jobs and migration_info (last_error) for this VM.")  # fmt: skip
+STALLED = ("A sync or cutover of web01 holds the migration but its heartbeat stopped: its process may be gone or"
+           " stuck (the conversion host, vCenter or Cinder unreachable). migration_info names the owner.")  # fmt: skip
+FAILING = ('xms_warm_migration_last_error{vm="web01"} and migration_info give the last error (a CBT reset, a snapshot'
+           " vCenter refused, an unreachable datastore or volume: docs/events.md).")  # fmt: skip
+
+
 def test_the_alert_rules_are_valid_and_fire_as_documented(tmp_path):
     """promtool checks docs/prometheus/alerts.yml, and its unit tests feed each alert the series a migration in
     that state writes: lagging, stalled, failing, and a stale report (and a paused migration does not lag)."""
@@ -185,22 +194,16 @@ def test_the_alert_rules_are_valid_and_fire_as_documented(tmp_path):
             {"eval_time": "10m", "alertname": "XmsWarmMigrationLagging", "exp_alerts": []},
             {"eval_time": "20m", "alertname": "XmsWarmMigrationLagging", "exp_alerts": [{
                 "exp_labels": {**labels, "severity": "warning"},
-                "exp_annotations": {"summary": "web01 has not synced for 1h 10m 0s", "description":
-                    "The last complete sync of web01 (wave wave1) is over three cadences old. Check the sync"
-                    " schedule's last jobs and migration_info (last_error) for this VM."}}]},
+                "exp_annotations": {"summary": "web01 has not synced for 1h 10m 0s", "description": LAGGING}}]},
             {"eval_time": "8m", "alertname": "XmsWarmMigrationStalled", "exp_alerts": []},
             {"eval_time": "12m", "alertname": "XmsWarmMigrationStalled", "exp_alerts": [{
                 "exp_labels": {**labels, "severity": "critical"},
-                "exp_annotations": {"summary": "the run of web01 has not reported for 12m 0s", "description":
-                    "A sync or cutover of web01 holds the migration but its heartbeat stopped: its process may be"
-                    " gone or stuck (the conversion host, vCenter or Cinder unreachable). migration_info names the"
-                    " owner."}}]},
+                "exp_annotations": {"summary": "the run of web01 has not reported for 12m 0s",
+                                    "description": STALLED}}]},
             {"eval_time": "1m", "alertname": "XmsWarmMigrationSyncsFailing", "exp_alerts": []},
             {"eval_time": "2m", "alertname": "XmsWarmMigrationSyncsFailing", "exp_alerts": [{
                 "exp_labels": {**labels, "severity": "warning"},
-                "exp_annotations": {"summary": "2 syncs of web01 failed in a row", "description":
-                    'xms_warm_migration_last_error{vm="web01"} and migration_info give the last error (a CBT reset,'
-                    " a snapshot vCenter refused, an unreachable datastore or volume: docs/events.md)."}}]},
+                "exp_annotations": {"summary": "2 syncs of web01 failed in a row", "description": FAILING}}]},
             {"eval_time": "30m", "alertname": "XmsWarmMigrationReportStale", "exp_alerts": []},
         ],
     }]}  # fmt: skip
