@@ -6,9 +6,10 @@ class ModuleDocFragment:
 options:
   cloud:
     description:
-      - The name of a cloud in C(clouds.yaml) that holds the target project.
-      - One of O(cloud) or O(auth) is needed; with neither, the E(OS_*) environment variables are used.
-    type: str
+      - The name of a cloud in C(clouds.yaml) that holds the target project, or the cloud itself as a dict (what a
+        C(clouds.yaml) entry holds - C(auth), C(auth_type), C(region_name), ...), as openstack.cloud takes it.
+      - With neither O(cloud) nor O(auth), E(OS_CLOUD) or the E(OS_*) environment variables are used.
+    type: raw
   auth:
     description:
       - Credentials as in C(clouds.yaml) (C(auth_url), C(username), C(password), C(project_name), ...).
@@ -34,4 +35,24 @@ options:
       - A CA bundle to verify the cloud's endpoints with.
     type: path
     aliases: [cacert]
+  client_cert:
+    description:
+      - A client certificate (PEM) for clouds that require one, on the host that runs the module.
+    type: path
+    aliases: [cert]
+  client_key:
+    description:
+      - The private key of O(client_cert), when not in the same file.
+    type: path
+    aliases: [key]
+  interface:
+    description:
+      - Which endpoints of the catalog to use - C(internal) for a conversion host inside the cloud's network.
+    type: str
+    choices: [public, internal, admin]
+    aliases: [endpoint_type]
+  api_timeout:
+    description:
+      - Seconds to wait for one API call (180 when not set).
+    type: int
 """

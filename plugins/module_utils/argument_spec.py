@@ -41,12 +41,16 @@ def vsphere_argument_spec() -> Dict[str, Any]:
 def openstack_argument_spec() -> Dict[str, Any]:
     """Options that reach the target OpenStack cloud."""
     return {
-        "cloud": {"type": "str"},
+        "cloud": {"type": "raw"},
         "auth": {"type": "dict", "no_log": True},
         "auth_type": {"type": "str"},
         "region_name": {"type": "str"},
         "openstack_validate_certs": {"type": "bool"},
         "ca_cert": {"type": "path", "aliases": ["cacert"]},
+        "client_cert": {"type": "path", "aliases": ["cert"]},
+        "client_key": {"type": "path", "aliases": ["key"], "no_log": False},  # a path, not the key
+        "interface": {"type": "str", "choices": ["public", "internal", "admin"], "aliases": ["endpoint_type"]},
+        "api_timeout": {"type": "int"},
     }
 
 

@@ -20,6 +20,12 @@ description:
     appliance in the environment the conversion uses (minutes under TCG).
   - Reports every check with its verdict; it does not fail when one fails (C(ready) says it), so a role can
     list them all. Used by the C(conversion_host) role.
+requirements:
+  - python >= 3.9
+  - the packages bindep.txt lists for a conversion host
+seealso:
+  - module: xms.warm_migration.block_sync
+  - module: xms.warm_migration.cutover
 author:
   - xms.warm_migration developers (@xms)
 extends_documentation_fragment:

@@ -13,6 +13,12 @@ description:
   - Reads the migration record that every migration keeps on its target volumes, so it needs only the
     target cloud, and shows a sync that is running right now (its progress and rate).
   - Without O(migration_id), O(vm_uuid) or O(vm_name), reports every migration in the project.
+requirements:
+  - python >= 3.9
+  - openstacksdk >= 1.0.0
+seealso:
+  - module: xms.warm_migration.wave_report
+  - module: xms.warm_migration.migration_schedule
 author:
   - xms.warm_migration developers (@xms)
 extends_documentation_fragment:

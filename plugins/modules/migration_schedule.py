@@ -13,6 +13,12 @@ description:
   - Sets the C(paused) flag and the cadence in the migration record. M(xms.warm_migration.block_sync)
     skips a paused migration, and with C(only_when_due) syncs only when the cadence says a sync is due.
   - A sync that is running finishes; pausing stops the next ones. Cutover ignores the pause.
+requirements:
+  - python >= 3.9
+  - openstacksdk >= 1.0.0
+seealso:
+  - module: xms.warm_migration.block_sync
+  - module: xms.warm_migration.migration_info
 author:
   - xms.warm_migration developers (@xms)
 extends_documentation_fragment:

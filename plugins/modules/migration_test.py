@@ -26,6 +26,15 @@ description:
     security groups, volume quota for the clones, compute and port quota, and the conversion options,
     and refuses naming the parameter.
   - Clones have their replica's volume type (Cinder clones within a type).
+requirements:
+  - python >= 3.9
+  - pyvmomi >= 8.0.1
+  - openstacksdk >= 1.0.0
+  - os-brick >= 6.0.0 (attach_mode brick)
+  - virt-v2v-in-place and virt-customize, unless conversion.skip
+seealso:
+  - module: xms.warm_migration.cutover
+  - module: xms.warm_migration.block_sync
 author:
   - xms.warm_migration developers (@xms)
 extends_documentation_fragment:

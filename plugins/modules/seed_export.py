@@ -20,6 +20,15 @@ description:
   - CBT is switched on when it is off. The manifest is written last; a directory without one holds an unfinished
     export, which a rerun starts over. A rerun after a finished export changes nothing.
   - Needs only vCenter, not the target cloud.
+requirements:
+  - python >= 3.9
+  - pyvmomi >= 8.0.1
+  - libnbd's Python binding (python3-libnbd)
+  - nbdkit
+  - qemu-img
+seealso:
+  - module: xms.warm_migration.seed_import
+  - module: xms.warm_migration.block_sync
 author:
   - xms.warm_migration developers (@xms)
 extends_documentation_fragment:

@@ -25,6 +25,16 @@ description:
     M(xms.warm_migration.block_sync) is an incremental of everything the guest wrote since the export.
   - An import that stops part-way is resumed by a rerun (or completed by the next block_sync, from a new
     snapshot); a rerun after a finished import changes nothing.
+requirements:
+  - python >= 3.9
+  - pyvmomi >= 8.0.1
+  - openstacksdk >= 1.0.0
+  - os-brick >= 6.0.0 (attach_mode brick)
+  - libnbd's Python binding (python3-libnbd)
+  - qemu-img
+seealso:
+  - module: xms.warm_migration.seed_export
+  - module: xms.warm_migration.block_sync
 author:
   - xms.warm_migration developers (@xms)
 extends_documentation_fragment:

@@ -15,6 +15,13 @@ description:
     with the migration's progress read from its record - bytes done of total, rate and ETA, or a
     cutover's last step and its downtime so far. A line is printed only when it changed.
   - Returns the job's result, as the task would have with C(poll) set.
+requirements:
+  - python >= 3.9
+  - openstacksdk >= 1.0.0
+seealso:
+  - module: xms.warm_migration.block_sync
+  - module: xms.warm_migration.cutover
+  - module: xms.warm_migration.migration_info
 author:
   - xms.warm_migration developers (@xms)
 extends_documentation_fragment:

@@ -31,6 +31,14 @@ description:
     them) and so its record, after checking that no run holds it, that it is not in cutover (roll that back
     first), that no test migration of it exists and, for a completed migration, that O(keep_volumes) is set.
     Check mode lists what would go. CBT stays on at the source.
+requirements:
+  - python >= 3.9
+  - pyvmomi >= 8.0.1
+  - openstacksdk >= 1.0.0
+seealso:
+  - module: xms.warm_migration.block_sync
+  - module: xms.warm_migration.migration_schedule
+  - module: xms.warm_migration.migration_info
 author:
   - xms.warm_migration developers (@xms)
 extends_documentation_fragment:

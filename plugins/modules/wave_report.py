@@ -18,6 +18,11 @@ description:
     node_exporter's textfile collector, labelled by VM, migration and wave.
   - Both files are replaced atomically - a browser or node_exporter reading them sees the old file or
     the new one.
+requirements:
+  - python >= 3.9
+  - openstacksdk >= 1.0.0
+seealso:
+  - module: xms.warm_migration.migration_info
 author:
   - xms.warm_migration developers (@xms)
 extends_documentation_fragment:

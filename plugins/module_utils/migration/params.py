@@ -105,6 +105,10 @@ def connect_openstack(params: Params) -> OpenStackClient:
         region_name=params.get("region_name"),
         validate_certs=params.get("openstack_validate_certs"),
         ca_cert=params.get("ca_cert"),
+        client_cert=params.get("client_cert"),
+        client_key=params.get("client_key"),
+        interface=params.get("interface"),
+        api_timeout=params.get("api_timeout"),
     )
 
 

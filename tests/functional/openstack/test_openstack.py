@@ -86,6 +86,17 @@ def test_a_wrong_region_names_the_parameter(lab_clouds):
         assert auth["password"] not in str(err.value)
 
 
+def test_a_cloud_given_as_a_dict_with_openstack_clouds_options_logs_in(lab_clouds):
+    """openstack.cloud's conventions: ``cloud`` as the clouds.yaml entry itself, ``interface``, ``api_timeout``."""
+    import yaml
+
+    with open(lab_clouds) as handle:
+        entry = yaml.safe_load(handle)["clouds"]["xms-lab"]
+    client = OpenStackClient.connect(cloud=entry, interface="public", api_timeout=30)
+    assert client.conn.block_storage.get_endpoint().startswith("http://127.0.0.1")
+    assert client.conn.config.config["api_timeout"] == 30 and client.conn.config.config["interface"] == "public"
+
+
 def test_volumes_per_type_and_zone_carry_the_record_and_a_rerun_adopts_them(lab, migration):
     wanted = specs([(int(1.5 * GiB), "performance-nvme", "az1"), (10, "archive-hdd", "az2")])
     volumes, created = ensure(lab, migration, wanted)
