@@ -3,6 +3,9 @@
 
 class ModuleDocFragment:
     DOCUMENTATION = r"""
+requirements:
+  - virt-v2v-in-place and virt-customize (unless conversion.skip)
+  - QEMU, for libguestfs and the boot check
 options:
   conversion:
     description:

@@ -3,6 +3,11 @@
 
 class ModuleDocFragment:
     DOCUMENTATION = r"""
+requirements:
+  - libnbd's Python binding (python3-libnbd)
+  - nbdkit with its Python plugin (or its vddk plugin), qemu-img
+  - os-brick >= 6.0.0 with attach_mode brick
+  - VMware's VDDK in vddk_libdir
 options:
   state_dir:
     description:

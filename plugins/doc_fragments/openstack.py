@@ -3,6 +3,8 @@
 
 class ModuleDocFragment:
     DOCUMENTATION = r"""
+requirements:
+  - openstacksdk >= 1.0.0
 options:
   cloud:
     description:

@@ -3,6 +3,8 @@
 
 class ModuleDocFragment:
     DOCUMENTATION = r"""
+requirements:
+  - pyvmomi >= 8.0.1
 options:
   hostname:
     description:

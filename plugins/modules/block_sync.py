@@ -26,12 +26,6 @@ description:
   - Long syncs can run under C(async); M(xms.warm_migration.migration_info) shows their progress.
 requirements:
   - python >= 3.9
-  - pyvmomi >= 8.0.1
-  - openstacksdk >= 1.0.0
-  - os-brick >= 6.0.0 (attach_mode brick)
-  - libnbd's Python binding (python3-libnbd)
-  - nbdkit with its Python plugin, or its vddk plugin
-  - VMware's VDDK in vddk_libdir
 seealso:
   - module: xms.warm_migration.warm_migration_init
   - module: xms.warm_migration.migration_info

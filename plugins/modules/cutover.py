@@ -23,13 +23,6 @@ description:
     source back on and returns the migration to C(ready) (a converted migration is then fully resynced).
 requirements:
   - python >= 3.9
-  - pyvmomi >= 8.0.1
-  - openstacksdk >= 1.0.0
-  - os-brick >= 6.0.0 (attach_mode brick)
-  - libnbd's Python binding (python3-libnbd)
-  - nbdkit, qemu-img and qemu-storage-daemon
-  - virt-v2v-in-place and virt-customize, unless conversion.skip
-  - QEMU (the boot check, libguestfs)
 seealso:
   - module: xms.warm_migration.block_sync
   - module: xms.warm_migration.migration_test

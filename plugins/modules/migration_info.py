@@ -15,7 +15,6 @@ description:
   - Without O(migration_id), O(vm_uuid) or O(vm_name), reports every migration in the project.
 requirements:
   - python >= 3.9
-  - openstacksdk >= 1.0.0
 seealso:
   - module: xms.warm_migration.wave_report
   - module: xms.warm_migration.migration_schedule

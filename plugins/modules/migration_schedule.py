@@ -15,7 +15,6 @@ description:
   - A sync that is running finishes; pausing stops the next ones. Cutover ignores the pause.
 requirements:
   - python >= 3.9
-  - openstacksdk >= 1.0.0
 seealso:
   - module: xms.warm_migration.block_sync
   - module: xms.warm_migration.migration_info

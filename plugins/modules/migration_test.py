@@ -28,10 +28,6 @@ description:
   - Clones have their replica's volume type (Cinder clones within a type).
 requirements:
   - python >= 3.9
-  - pyvmomi >= 8.0.1
-  - openstacksdk >= 1.0.0
-  - os-brick >= 6.0.0 (attach_mode brick)
-  - virt-v2v-in-place and virt-customize, unless conversion.skip
 seealso:
   - module: xms.warm_migration.cutover
   - module: xms.warm_migration.block_sync

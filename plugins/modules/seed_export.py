@@ -22,10 +22,6 @@ description:
   - Needs only vCenter, not the target cloud.
 requirements:
   - python >= 3.9
-  - pyvmomi >= 8.0.1
-  - libnbd's Python binding (python3-libnbd)
-  - nbdkit
-  - qemu-img
 seealso:
   - module: xms.warm_migration.seed_import
   - module: xms.warm_migration.block_sync

@@ -27,11 +27,6 @@ description:
     snapshot); a rerun after a finished import changes nothing.
 requirements:
   - python >= 3.9
-  - pyvmomi >= 8.0.1
-  - openstacksdk >= 1.0.0
-  - os-brick >= 6.0.0 (attach_mode brick)
-  - libnbd's Python binding (python3-libnbd)
-  - qemu-img
 seealso:
   - module: xms.warm_migration.seed_export
   - module: xms.warm_migration.block_sync

@@ -17,7 +17,6 @@ description:
   - Returns the job's result, as the task would have with C(poll) set.
 requirements:
   - python >= 3.9
-  - openstacksdk >= 1.0.0
 seealso:
   - module: xms.warm_migration.block_sync
   - module: xms.warm_migration.cutover

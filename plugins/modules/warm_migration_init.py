@@ -33,8 +33,6 @@ description:
     Check mode lists what would go. CBT stays on at the source.
 requirements:
   - python >= 3.9
-  - pyvmomi >= 8.0.1
-  - openstacksdk >= 1.0.0
 seealso:
   - module: xms.warm_migration.block_sync
   - module: xms.warm_migration.migration_schedule

@@ -20,7 +20,6 @@ description:
     the new one.
 requirements:
   - python >= 3.9
-  - openstacksdk >= 1.0.0
 seealso:
   - module: xms.warm_migration.migration_info
 author:
