@@ -8,10 +8,11 @@ requirements:
 options:
   cloud:
     description:
-      - The name of a cloud in C(clouds.yaml) that holds the target project, or the cloud itself as a dict (what a
-        C(clouds.yaml) entry holds - C(auth), C(auth_type), C(region_name), ...), as openstack.cloud takes it.
+      - The name of a cloud in C(clouds.yaml) that holds the target project.
       - With neither O(cloud) nor O(auth), E(OS_CLOUD) or the E(OS_*) environment variables are used.
-    type: raw
+      - Unlike openstack.cloud, not a dict - a cloud given inline goes in O(auth), O(auth_type) and O(region_name),
+        where the secrets are masked; a dict here would reach the host's log of the module's arguments unmasked.
+    type: str
   auth:
     description:
       - Credentials as in C(clouds.yaml) (C(auth_url), C(username), C(password), C(project_name), ...).

@@ -41,7 +41,7 @@ def vsphere_argument_spec() -> Dict[str, Any]:
 def openstack_argument_spec() -> Dict[str, Any]:
     """Options that reach the target OpenStack cloud."""
     return {
-        "cloud": {"type": "raw"},
+        "cloud": {"type": "str"},
         "auth": {"type": "dict", "no_log": True},
         "auth_type": {"type": "str"},
         "region_name": {"type": "str"},

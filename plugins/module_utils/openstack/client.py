@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.errors import (
     AuthenticationError,
@@ -34,7 +34,7 @@ class OpenStackClient:
     def connect(
         cls,
         *,
-        cloud: Union[str, Dict[str, Any], None] = None,
+        cloud: Optional[str] = None,
         auth: Optional[Dict[str, Any]] = None,
         auth_type: Optional[str] = None,
         region_name: Optional[str] = None,
@@ -47,15 +47,11 @@ class OpenStackClient:
     ) -> OpenStackClient:
         """Log in now, so bad credentials fail here with a clear message rather than mid-migration.
 
-        The options are openstack.cloud's: ``cloud`` names a cloud of clouds.yaml or is one (a dict as a
-        clouds.yaml entry holds, e.g. ``{auth: {...}, region_name: ...}``); the others override it."""
+        The options are openstack.cloud's (``cloud`` names a cloud of clouds.yaml; the others override it)."""
         if openstack is None:
             raise OpenStackError("openstacksdk is not installed", hint="pip install -r requirements.txt")
         kwargs: Dict[str, Any] = {"api_timeout": api_timeout or API_TIMEOUT_S}
-        if isinstance(cloud, dict):
-            kwargs.update(cloud)
-            cloud = None
-        elif cloud:
+        if cloud:
             kwargs["cloud"] = cloud
         for name, value in (("cert", client_cert), ("key", client_key), ("interface", interface)):
             if value:
@@ -70,7 +66,7 @@ class OpenStackClient:
             kwargs["cacert"] = ca_cert
         if cloud:
             where = f"cloud '{cloud}'"
-        elif auth or kwargs.get("auth"):
+        elif auth:
             where = "the cloud named by auth"
         else:  # openstacksdk reads OS_CLOUD, or the OS_* variables (an AWX OpenStack credential sets them)
             where = (

@@ -86,13 +86,14 @@ def test_a_wrong_region_names_the_parameter(lab_clouds):
         assert auth["password"] not in str(err.value)
 
 
-def test_a_cloud_given_as_a_dict_with_openstack_clouds_options_logs_in(lab_clouds):
-    """openstack.cloud's conventions: ``cloud`` as the clouds.yaml entry itself, ``interface``, ``api_timeout``."""
+def test_openstack_clouds_interface_and_api_timeout_reach_the_connection(lab_clouds):
+    """openstack.cloud's conventions, with a clouds.yaml entry given inline as auth, auth_type and region_name."""
     import yaml
 
     with open(lab_clouds) as handle:
         entry = yaml.safe_load(handle)["clouds"]["xms-lab"]
-    client = OpenStackClient.connect(cloud=entry, interface="public", api_timeout=30)
+    client = OpenStackClient.connect(auth=entry["auth"], auth_type="password", region_name=entry["region_name"],
+                                     interface="public", api_timeout=30)  # fmt: skip
     assert client.conn.block_storage.get_endpoint().startswith("http://127.0.0.1")
     assert client.conn.config.config["api_timeout"] == 30 and client.conn.config.config["interface"] == "public"
 
