@@ -31,6 +31,7 @@ from pyVmomi import vim
 
 LAB = os.path.join(os.environ.get("XMS_LAB_DIR", "/var/lib/xms-lab"), "vsphere")
 MiB = 1 << 20
+# The lab shapes these out of vcsim's VMs; the one it leaves as vcsim made it keeps the guest OS "otherGuest".
 LAB_VMS = {
     # name: (disks as (capacity, MiB of data written at start), MACs (one NIC each), quirks)
     "lab-vm-1": ([(64 * MiB, 24), (32 * MiB, 8)], ["00:50:56:01:00:01"], {}),
@@ -141,8 +142,9 @@ def shape(vm, name, disks, macs, quirks):
         nic.addressType = "manual"
         changes.append(vim.vm.device.VirtualDeviceSpec(operation="edit", device=nic))
     spec = vim.vm.ConfigSpec(deviceChange=changes, firmware=quirks.get("firmware", "bios"))
-    if quirks.get("guest_id"):
-        spec.guestId = quirks["guest_id"]
+    # The guest OS setting an estate's VM has: the lab's are Debian guests (or stand for a Linux one) unless
+    # they say otherwise; vCenter 8 knows no Debian 13, so its admins set 12 for trixie too.
+    spec.guestId = quirks.get("guest_id", "debian12_64Guest")
     wait(vm.ReconfigVM_Task(spec))
 
 

@@ -25,12 +25,12 @@ XMS_LAB_WINDOWS_IMAGE=$(bash "$ROOT/lab/guest/build-windows.sh")
 export XMS_LAB_GUEST_IMAGE XMS_LAB_UEFI_IMAGE XMS_LAB_TRIXIE_IMAGE XMS_LAB_TRIXIE_DATA_IMAGE XMS_LAB_WINDOWS_IMAGE
 
 # The simulator binary, rebuilt when its source changes.
-tag=$(sha256sum "$HERE/vcsim/main.go" | cut -c1-16)
+tag=$(cat "$HERE"/vcsim/*.go | sha256sum | cut -c1-16)
 bin=$LAB/vcsim-$tag
 if [ ! -x "$bin" ]; then
   say "building vcsim"
   build=$(mktemp -d)
-  cp "$HERE/vcsim/main.go" "$build/"
+  cp "$HERE"/vcsim/*.go "$build/"
   (cd "$build" && GOPATH=/usr/share/gocode GO111MODULE=off GOCACHE=$LAB/gocache GOFLAGS=-mod=mod go build -o "$bin" .)
   rm -rf "$build"
   find "$LAB" -maxdepth 1 -name 'vcsim-*' ! -name "vcsim-$tag" -delete

@@ -29,6 +29,7 @@ import (
 	"syscall"
 
 	"github.com/vmware/govmomi/simulator"
+	_ "github.com/vmware/govmomi/vapi/simulator" // vcsim's REST endpoints: tagging (vapi.go adds the JSON-RPC ones)
 	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/types"
 )
@@ -379,6 +380,15 @@ func middleware(next http.Handler) http.Handler {
 			tools(w, r)
 			return
 		}
+		if r.URL.Path == "/api" && r.Method == http.MethodPost {
+			vapiJSONRPC(next, w, r)
+			return
+		}
+		if r.URL.Path == "/rest/com/vmware/cis/session" && r.Method == http.MethodPost &&
+			r.URL.Query().Get("~action") == "" && !checkRESTLogin(r) {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
 		body, _ := io.ReadAll(r.Body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		method, req := parse(body)
@@ -434,11 +444,12 @@ func main() {
 	if err := json.Unmarshal([]byte(*helperCmd), &helper); err != nil || len(helper) == 0 {
 		log.Fatalf("-helper must be a JSON list: %v", err)
 	}
-	// The guest OS ids this govmomi's vcsim accepts end with Windows Server 2016; the vCenter the lab plays
-	// (8.0) also takes the later ones, which the lab's Windows VM has.
+	// The guest OS ids this govmomi's vcsim accepts end with Windows Server 2016 and Debian 10; the vCenter the
+	// lab plays (8.0) also takes the later ones, which the lab's Windows and Debian VMs have.
 	simulator.GuestID = append(simulator.GuestID,
 		types.VirtualMachineGuestOsIdentifierWindows2019srv_64Guest,
-		types.VirtualMachineGuestOsIdentifierWindows2019srvNext_64Guest)
+		types.VirtualMachineGuestOsIdentifierWindows2019srvNext_64Guest,
+		types.VirtualMachineGuestOsIdentifier("debian12_64Guest"))
 
 	model := simulator.VPX()
 	model.Machine = *machines
@@ -456,8 +467,10 @@ func main() {
 	if password == "" {
 		log.Fatal("XMS_LAB_VCENTER_PASSWORD must hold the lab's vCenter password")
 	}
+	labUser, labPassword = *username, password
 	model.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*username, password)}
 	model.Service.TLS = new(tls.Config)
+	model.Service.RegisterEndpoints = true // vcsim's REST endpoints (tagging)
 	server := model.Service.NewServer()
 	server.Server.Config.Handler = middleware(server.Server.Config.Handler)
 	if *ready != "" {
