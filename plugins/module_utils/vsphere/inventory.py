@@ -31,6 +31,14 @@ GiB = 1 << 30
 DELTA_FAIL_SHARE, DELTA_WARN_SHARE = 0.10, 0.25
 
 
+# vSphere guest OS ids of families virt-v2v cannot convert (it converts Linux and Windows guests), and the
+# ids that declare no family at all. A warning, not a failure: the id is what someone chose when the VM was
+# made, and the cutover's conversion inspects the disks themselves.
+UNCONVERTIBLE_GUEST_PREFIXES = ("freebsd", "solaris", "darwin", "netware", "os2", "dos", "sco", "unixware",
+                                "openserver", "ecomstation", "vmkernel", "other")  # fmt: skip
+LINUX_OTHER_IDS = ("otherlinux", "other24xlinux", "other26xlinux", "other3xlinux", "other4xlinux", "other5xlinux",
+                   "other6xlinux")  # fmt: skip
+
 # How a BIOS meets the disk controllers (and so the order disks boot in when the VM names none):
 # IDE first, then SATA (AHCI), SCSI (any flavour: LSI Logic, LSI Logic SAS, PVSCSI, BusLogic), NVMe.
 BUS_RANK = {"ide": 0, "sata": 1, "scsi": 2, "nvme": 3}
@@ -96,6 +104,7 @@ class VmInventory:
     guest_gateway: str = ""
     guest_dns: Tuple[str, ...] = ()
     vtpm: bool = False  # a virtual TPM: its state (and the keys it seals) stays on vSphere
+    guest_full_name: str = ""  # the guest OS as the VM's configuration names it ("Red Hat Enterprise Linux 9 (64-bit)")
 
 
 @dataclass(frozen=True)
@@ -235,6 +244,7 @@ def inventory(client, vm) -> VmInventory:
         oldest_snapshot=min(_created(snapshot.rootSnapshotList), default=None) if snapshot else None,
         consolidation_needed=bool(props.get("runtime.consolidationNeeded")),
         guest_gateway=gateway, guest_dns=dns, vtpm=any(isinstance(d, vim.vm.device.VirtualTPM) for d in devices),
+        guest_full_name=config.guestFullName or "",
     )  # fmt: skip
 
 
@@ -373,6 +383,11 @@ def preflight(inv: VmInventory, space: List[DatastoreSpace], now: Optional[datet
         warns.append(f"the VM has {inv.snapshot_count} snapshot(s){age}: delete or consolidate them before the"
                      " seed; every sync reads through the chain and a long one slows it")  # fmt: skip
     warns.extend(warns_space)
+    guest = inv.guest_id.lower()
+    if guest.startswith(UNCONVERTIBLE_GUEST_PREFIXES) and not guest.startswith(LINUX_OTHER_IDS):
+        warns.append(f"the VM's guest OS is declared as '{inv.guest_full_name or inv.guest_id}': virt-v2v converts"
+                     " Linux and Windows guests only; if that is right, the cutover's conversion will fail (check the"
+                     " guest, or correct the VM's guest OS setting)")  # fmt: skip
     if not inv.tools_running and inv.power_state == "poweredOn":
         warns.append("VMware Tools is not running: cutover cannot shut the guest down cleanly (power-off fallback)")
     status = "fail" if fails else ("warn" if warns else "pass")

@@ -82,3 +82,11 @@ def test_datastore_space_for_the_seed_snapshot_delta():
 def test_failures_come_before_warnings():
     verdict = preflight(vm(snapshot_count=1, disks=[disk(disk_mode="independent_nonpersistent")]))
     assert verdict.status == "fail" and "independent" in verdict.reasons[0] and "snapshot" in verdict.reasons[1]
+
+
+def test_a_guest_os_virt_v2v_cannot_convert_warns_and_linux_declared_as_other_does_not():
+    verdict = preflight(vm(guest_id="freebsd13_64Guest", guest_full_name="FreeBSD 13 (64-bit)"))
+    assert verdict.status == "warn" and "'FreeBSD 13 (64-bit)'" in verdict.reasons[0]
+    assert preflight(vm(guest_id="otherGuest64")).status == "warn"
+    for convertible in ("other5xLinux64Guest", "rhel9_64Guest", "windows2019srv_64Guest", "ubuntu64Guest"):
+        assert preflight(vm(guest_id=convertible)).status == "pass", convertible
