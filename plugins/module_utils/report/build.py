@@ -1,4 +1,4 @@
-"""The wave_report module's body: check where the files go, read the record, write page and metrics."""
+"""The bodies of the report modules: check where the files go, gather what they show, write them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration impor
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.errors import PreflightError
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import utcnow
-from ansible_collections.xms.warm_migration.plugins.module_utils.report import page, prometheus
+from ansible_collections.xms.warm_migration.plugins.module_utils.report import assessment, page, prometheus
 from ansible_collections.xms.warm_migration.plugins.module_utils.report.wave import (
     WaveReport,
     WaveVM,
@@ -55,4 +55,24 @@ def write_report(params: Mapping[str, Any], *, check_mode: bool) -> Dict[str, An
         "table": table_lines(report),
         "missing": missing,
         "migrations": [s.metrics(report.made_at) for s in chosen],
+    }
+
+
+def write_assessment(params: Mapping[str, Any], *, check_mode: bool) -> Dict[str, Any]:
+    """The assessment_report module: both destinations are checked before either file is written."""
+    _check_destination(params["path"], "path")
+    if params.get("csv_path"):
+        _check_destination(params["csv_path"], "csv_path")
+    vms = [assessment.AssessedVM(name=v["name"], verdict=v["verdict"], reasons=list(v.get("reasons") or []),
+                                 vm=v.get("vm") or {}) for v in params["vms"]]  # fmt: skip
+    if not check_mode:
+        write_atomically(params["path"], assessment.render_html(params["title"], utcnow(), vms))
+        if params.get("csv_path"):
+            write_atomically(params["csv_path"], assessment.render_csv(vms))
+    return {
+        "changed": True,  # made anew each time (its time): in check mode, it would be
+        "path": params["path"],
+        "csv_path": params.get("csv_path") or None,
+        "verdicts": {v: sum(1 for vm in vms if vm.verdict == v) for v in assessment.VERDICTS},
+        "disks_total_bytes": sum(vm.vm.get("disks_total_bytes", 0) for vm in vms),
     }

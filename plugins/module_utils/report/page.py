@@ -45,7 +45,7 @@ STEP_COLOURS = {  # by the mark that ends the step (record.CUTOVER_STEP_NAMES)
     "completed": "#6e7781",
 }
 KIND_COLOURS = {"seed": "#0969da", "incremental": "#1a7f37", "full_resync": "#cf222e", "resume": "#9a6700"}
-_STYLE = """
+STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #1f2328; font-size: 14px; }
 table { border-collapse: collapse; margin-bottom: 1.5em; }
 th, td { border: 1px solid #d0d7de; padding: 3px 6px; text-align: right; white-space: nowrap; }
@@ -58,7 +58,7 @@ svg text { font-size: 12px; fill: #1f2328; } .legend rect { stroke: none; }
 """
 
 
-def _e(value: object) -> str:
+def escaped(value: object) -> str:
     return escape(str(value), quote=True)
 
 
@@ -68,8 +68,8 @@ def render(report: WaveReport) -> str:
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">",
-        f"<title>{_e(report.title)}: {_e(report.wave)}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>{_e(report.title)}: {_e(report.wave)}</h1>",
+        f"<title>{escaped(report.title)}: {escaped(report.wave)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{escaped(report.title)}: {escaped(report.wave)}</h1>",
         _summary(report),
         _table(report.migrations, now),
         _problems(report),
@@ -88,8 +88,8 @@ def _summary(report: WaveReport) -> str:
     phases = Counter(s.phase.value for s in report.migrations)
     counts = ", ".join(f"{n} {phase}" for phase, n in sorted(phases.items())) or "none"
     return (
-        f'<p class="summary"><span>{len(report.migrations)} migrations ({_e(counts)})</span>'
-        f"<span>made {_e(format_time(report.made_at))}</span></p>"
+        f'<p class="summary"><span>{len(report.migrations)} migrations ({escaped(counts)})</span>'
+        f"<span>made {escaped(format_time(report.made_at))}</span></p>"
     )
 
 
@@ -99,17 +99,17 @@ def _table(migrations: List[MigrationState], now: datetime) -> str:
     rows = ["<table>", "<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
     for s in migrations:
         cells = [
-            f'<td class="name">{_e(s.vm_name)}</td>',
-            f'<td class="text phase-{_e(s.phase.value)}">{_e(phase_text(s, now))}</td>',
-            f"<td>{_e(format_time(s.synced_at) or '-')}</td>",
-            f"<td>{_e(human_duration(s.lag_seconds(now)))}</td>",
-            f'<td title="{s.bytes_full} bytes">{_e(human_bytes(s.bytes_full))}</td>',
-            f'<td title="{s.bytes_incr} bytes">{_e(human_bytes(s.bytes_incr))}</td>',
+            f'<td class="name">{escaped(s.vm_name)}</td>',
+            f'<td class="text phase-{escaped(s.phase.value)}">{escaped(phase_text(s, now))}</td>',
+            f"<td>{escaped(format_time(s.synced_at) or '-')}</td>",
+            f"<td>{escaped(human_duration(s.lag_seconds(now)))}</td>",
+            f'<td title="{s.bytes_full} bytes">{escaped(human_bytes(s.bytes_full))}</td>',
+            f'<td title="{s.bytes_incr} bytes">{escaped(human_bytes(s.bytes_incr))}</td>',
             f"<td>{s.sync_count}</td>",
-            f"<td>{_e(human_rate(s.rate))}</td>",
-            f"<td>{_e(downtime_text(s, now))}</td>",
-            f'<td class="text">{_e(s.instance_id or "-")}</td>',
-            f'<td class="text error">{_e(s.last_error)}</td>',
+            f"<td>{escaped(human_rate(s.rate))}</td>",
+            f"<td>{escaped(downtime_text(s, now))}</td>",
+            f'<td class="text">{escaped(s.instance_id or "-")}</td>',
+            f'<td class="text error">{escaped(s.last_error)}</td>',
         ]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     rows.append("</table>")
@@ -117,9 +117,10 @@ def _table(migrations: List[MigrationState], now: datetime) -> str:
 
 
 def _problems(report: WaveReport) -> str:
-    items = [f"<li>{_e(name)}: no migration in the target project</li>" for name in report.missing]
+    items = [f"<li>{escaped(name)}: no migration in the target project</li>" for name in report.missing]
     items += [
-        f"<li>volume(s) {_e(', '.join(bad.volume_ids))} (migration {_e(bad.migration_id)}): {_e(bad.reason)}</li>"
+        f"<li>volume(s) {escaped(', '.join(bad.volume_ids))} (migration {escaped(bad.migration_id)}):"
+        f" {escaped(bad.reason)}</li>"
         for bad in report.malformed
     ]
     return f'<h2>Needs attention</h2><ul class="problems">{"".join(items)}</ul>' if items else ""
@@ -128,7 +129,7 @@ def _problems(report: WaveReport) -> str:
 def _svg(css_class: str, width: int, height: int, label: str, body: List[str]) -> str:
     return (
         f'<svg class="chart {css_class}" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(label)}">' + "".join(body) + "</svg>"
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escaped(label)}">' + "".join(body) + "</svg>"
     )
 
 
@@ -145,10 +146,10 @@ def _lag_chart(migrations: List[MigrationState], now: datetime) -> str:
     for i, (name, lag) in enumerate(rows):
         y, width = 26 * i + 4, 420 * lag / widest
         body.append(
-            f'<text x="0" y="{y + 14}">{_e(name[:24])}</text>'
+            f'<text x="0" y="{y + 14}">{escaped(name[:24])}</text>'
             f'<rect class="bar" x="180" y="{y}" width="{width:.1f}" height="18" fill="#0969da">'
-            f"<title>{_e(name)}: lag {_e(human_duration(lag))}</title></rect>"
-            f'<text x="{186 + width:.1f}" y="{y + 14}">{_e(human_duration(lag))}</text>'
+            f"<title>{escaped(name)}: lag {escaped(human_duration(lag))}</title></rect>"
+            f'<text x="{186 + width:.1f}" y="{y + 14}">{escaped(human_duration(lag))}</text>'
         )
     return _svg("chart-lag", 720, 26 * len(rows) + 8, "lag per ready VM", body)
 
@@ -162,8 +163,8 @@ def _bars(x0: int, values: List[float], labels: List[str], titles: List[str], co
         x, y = x0 + 56 * i, 104 - height
         out.append(
             f'<rect class="bar" x="{x}" y="{y:.1f}" width="36" height="{height:.1f}" fill="{colour}">'
-            f"<title>{_e(title)}</title></rect>"
-            f'<text x="{x + 18}" y="{y - 4:.1f}" text-anchor="middle" font-size="10">{_e(label)}</text>'
+            f"<title>{escaped(title)}</title></rect>"
+            f'<text x="{x + 18}" y="{y - 4:.1f}" text-anchor="middle" font-size="10">{escaped(label)}</text>'
         )
     return out
 
@@ -181,13 +182,13 @@ def _sync_charts(migrations: List[MigrationState]) -> str:
         colours = [KIND_COLOURS.get(h.kind, "#6e7781") for h in s.history]
         sizes, durations = [h.bytes for h in s.history], [h.duration_s for h in s.history]
         body = [
-            f'<text x="0" y="14" font-weight="bold">{_e(s.vm_name)}</text>',
+            f'<text x="0" y="14" font-weight="bold">{escaped(s.vm_name)}</text>',
             '<text x="0" y="30" font-size="11">bytes copied</text><text x="360" y="30" font-size="11">duration</text>',
             *_bars(24, sizes, [human_bytes(n) for n in sizes], titles, colours),
             *_bars(384, durations, [human_duration(d) for d in durations], titles, colours),
         ]
         for i, h in enumerate(s.history):
-            when = _e(h.snapshot_at.strftime("%H:%M"))  # the bar's title has the whole time
+            when = escaped(h.snapshot_at.strftime("%H:%M"))  # the bar's title has the whole time
             for x0 in (24, 384):
                 body.append(f'<text x="{x0 + 56 * i + 18}" y="118" text-anchor="middle" font-size="10">{when}</text>')
         charts.append(_svg("chart-sync", 760, 124, f"last syncs of {s.vm_name}", body))
@@ -222,12 +223,12 @@ def _cutover_chart(migrations: List[MigrationState], now: datetime) -> str:
         colour = STEP_COLOURS[mark]
         body.append(
             f'<g class="legend"><rect x="{140 * i}" y="4" width="10" height="10" fill="{colour}"></rect>'
-            f'<text x="{140 * i + 14}" y="13" font-size="11">{_e(name)}</text></g>'
+            f'<text x="{140 * i + 14}" y="13" font-size="11">{escaped(name)}</text></g>'
         )
     for i, (s, total) in enumerate(rows):
         y = 30 + 28 * i
         start = s.cutover_marks["started"]
-        body.append(f'<text x="0" y="{y + 14}">{_e(s.vm_name[:24])}</text>')
+        body.append(f'<text x="0" y="{y + 14}">{escaped(s.vm_name[:24])}</text>')
         previous = start
         for mark in CUTOVER_MARKS[1:]:
             when = s.cutover_marks.get(mark)
@@ -237,13 +238,13 @@ def _cutover_chart(migrations: List[MigrationState], now: datetime) -> str:
             x, width = 180 + scale * (previous - start).total_seconds(), scale * (when - previous).total_seconds()
             body.append(
                 f'<rect class="step step-{mark}" x="{x:.1f}" y="{y}" width="{max(width, 1):.1f}" height="18" '
-                f'fill="{colour}"><title>{_e(s.vm_name)}: {_e(name)} '
-                f"{_e(human_duration((when - previous).total_seconds()))}</title></rect>"
+                f'fill="{colour}"><title>{escaped(s.vm_name)}: {escaped(name)} '
+                f"{escaped(human_duration((when - previous).total_seconds()))}</title></rect>"
             )
             previous = when
         downtime = s.downtime_s(now)
         note = f"down {human_duration(downtime)}" if downtime is not None else "guest not shut down"
         if s.phase is not Phase.COMPLETED:
             note += " (running)" if s.is_busy(now) else " (stopped part-way)"
-        body.append(f'<text x="{186 + scale * total:.1f}" y="{y + 14}">{_e(note)}</text>')
+        body.append(f'<text x="{186 + scale * total:.1f}" y="{y + 14}">{escaped(note)}</text>')
     return _svg("chart-cutover", 960, 30 + 28 * len(rows) + 4, "cutover timeline per VM", body)
