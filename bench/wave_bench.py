@@ -197,7 +197,7 @@ def idle_module_s(lab, work):
     """One idle block_sync as Ansible runs a module: a fresh Python, its arguments on stdin."""
     args = {"ANSIBLE_MODULE_ARGS": {
         "hostname": lab["hostname"], "port": lab["port"], "username": lab["username"], "password": lab["password"],
-        "validate_certs": False, "cloud": "xms-lab", "vm_name": VMS[0], "vddk_libdir": VDDK_LIBDIR,
+        "vcenter_validate_certs": False, "cloud": "xms-lab", "vm_name": VMS[0], "vddk_libdir": VDDK_LIBDIR,
         "state_dir": os.path.join(work, "module-state"),
     }}  # fmt: skip
     env = {**os.environ, "PYTHONPATH": COLLECTIONS, "OS_CLIENT_CONFIG_FILE": CLOUDS}
@@ -299,7 +299,7 @@ def write_inventory(lab, hosts, work):
     inventory_doc = {"all": {
         "vars": {
             "warm_migration_vcenter": {**{k: lab[k] for k in ("hostname", "port", "username")},
-                                       "password": "{{ vcenter_password }}", "validate_certs": False},
+                                       "password": "{{ vcenter_password }}", "vcenter_validate_certs": False},
             "warm_migration_cloud": {"cloud": "xms-lab"},
             "warm_migration_data_path": {"vddk_libdir": VDDK_LIBDIR},
         },
@@ -342,17 +342,17 @@ def run_wave(hosts, files, vms, vsphere, openstack, idle_sync):
         state = store.load(openstack, MigrationContext.read(vsphere, vm).migration_id)
         result = seeds[name]
         start = state.synced_at.timestamp()  # the seed's snapshot was asked for then
-        spans.append((start, start + result["duration_s"]))
-        copies.extend((d["stats"]["started_at"], d["stats"]["started_at"] + d["stats"]["elapsed_s"])
+        spans.append((start, start + result["duration_seconds"]))
+        copies.extend((d["stats"]["started_at"], d["stats"]["started_at"] + d["stats"]["elapsed_seconds"])
                       for d in result["disks"])  # fmt: skip
         per_vm[name] = {
             "host": next(h.name for h in hosts.hosts if os.path.exists(
                 os.path.join(h.state_dir, f"{state.migration_id}.lock"))),
             "bytes": result["bytes_copied"],
-            "seed_s": result["duration_s"],
+            "seed_s": result["duration_seconds"],
             "snapshot_s": result["snapshot_seconds"],
-            "largest_disk_copy_s": round(max(d["stats"]["elapsed_s"] for d in result["disks"]), 2),
-            "disk_copies": [(d["stats"]["started_at"], d["stats"]["elapsed_s"]) for d in result["disks"]],
+            "largest_disk_copy_s": round(max(d["stats"]["elapsed_seconds"] for d in result["disks"]), 2),
+            "disk_copies": [(d["stats"]["started_at"], d["stats"]["elapsed_seconds"]) for d in result["disks"]],
             "seed_started_at": start,
         }  # fmt: skip
     first_bytes = [min(start for start, _s in vm["disk_copies"]) for vm in per_vm.values()]
@@ -369,7 +369,7 @@ def run_wave(hosts, files, vms, vsphere, openstack, idle_sync):
         sync_s, sync_out = playbook("sync")
         wave["sync_playbook_s"] = sync_s
         idle = results_with(sync_out, "snapshot_seconds")
-        wave["idle_in_module_s"] = {name: r["duration_s"] for name, r in idle.items()}
+        wave["idle_in_module_s"] = {name: r["duration_seconds"] for name, r in idle.items()}
     return wave
 
 

@@ -103,7 +103,7 @@ def write_inventory(workdir: str, lab: dict, vms: list[str]) -> str:
     with os.fdopen(fd, "w") as handle:
         handle.write(lab["password"] + "\n")
     vcenter = {"hostname": lab["hostname"], "port": lab["port"], "username": lab["username"],
-               "password_file": password_file, "validate_certs": False}  # fmt: skip
+               "password_file": password_file, "vcenter_validate_certs": False}  # fmt: skip
     inventory_doc = {
         "all": {
             "vars": {
@@ -201,9 +201,9 @@ def print_metrics(openstack, vsphere, vms: list[str]) -> None:
         vm = inventory.find_vm(vsphere, name=name)
         m = store.load(openstack, MigrationContext.read(vsphere, vm).migration_id).metrics()
         lag = "-" if m["lag_seconds"] is None else f"{m['lag_seconds']:.0f}"
-        down = "-" if m["downtime_s"] is None else m["downtime_s"]
+        down = "-" if m["downtime_seconds"] is None else m["downtime_seconds"]
         print(f"{name:<14} {m['phase']:<10} {(m['last_sync'] or '-')[:19]:<20} {lag:>6} {m['bytes_full']:>12} "
-              f"{m['bytes_incr']:>12} {m['sync_count']:>5} {m['rate_bytes_per_s'] / 2**20:>10.1f} "
+              f"{m['bytes_incr']:>12} {m['sync_count']:>5} {m['rate_bytes_per_second'] / 2**20:>10.1f} "
               f"{down:>6}  {m.get('instance_id') or '-':<36}  {m.get('validation') or '-'}")  # fmt: skip
 
 

@@ -42,10 +42,13 @@ options:
       - If not set, the value of the E(VMWARE_PORT) environment variable is used.
     type: int
     default: 443
-  validate_certs:
+  vcenter_validate_certs:
     description:
       - Whether to verify the TLS certificate of O(hostname). Turn off only in labs.
       - If not set, the value of the E(VMWARE_VALIDATE_CERTS) environment variable is used.
+      - Not C(validate_certs), which openstack.cloud's modules read as the cloud's; a defaults dict shared by
+        both would otherwise set vCenter's check too. The alias C(validate_certs) is deprecated and goes in 0.2.0.
     type: bool
     default: true
+    aliases: [validate_certs]
 """

@@ -31,7 +31,8 @@ EXAMPLES = r"""
   xms.warm_migration.block_sync:
     vm_name: web01
   module_defaults:
-    group/xms.warm_migration.all: "{{ warm_migration_cloud | default({}) | xms.warm_migration.connection_options }}"
+    group/xms.warm_migration.openstack: >-
+      {{ warm_migration_cloud | default({}) | xms.warm_migration.connection_options }}
 """
 
 RETURN = r"""

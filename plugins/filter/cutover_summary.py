@@ -51,7 +51,7 @@ def _line(host: str, variables: Mapping[str, Any]) -> str:
         return f"{name}: not cut over (the run stopped before its turn)"
     if result.get("failed"):
         return f"{name}: FAILED - {result.get('msg', 'no message')}"
-    downtime = result.get("downtime_s")
+    downtime = result.get("downtime_seconds")
     down = f"down {human_duration(downtime)}" if downtime is not None else "not shut down"
     instance = (result.get("migration") or {}).get("instance_id") or "-"
     steps = ", ".join(

@@ -34,7 +34,17 @@ def vsphere_argument_spec() -> Dict[str, Any]:
         },
         "password_file": {"type": "path", "no_log": False},  # a path, not the secret
         "port": {"type": "int", "default": 443, "fallback": (env_fallback, ["VMWARE_PORT"])},
-        "validate_certs": {"type": "bool", "default": True, "fallback": (env_fallback, ["VMWARE_VALIDATE_CERTS"])},
+        # Not validate_certs: openstack.cloud's option of that name means the cloud, and a module of both action
+        # groups would take a shared defaults dict's value for vCenter. The old name stays an alias until 0.2.0.
+        "vcenter_validate_certs": {
+            "type": "bool",
+            "default": True,
+            "aliases": ["validate_certs"],
+            "deprecated_aliases": [
+                {"name": "validate_certs", "version": "0.2.0", "collection_name": "xms.warm_migration"}
+            ],
+            "fallback": (env_fallback, ["VMWARE_VALIDATE_CERTS"]),
+        },
     }
 
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.common.errors import WarmMigrationError
+from ansible_collections.xms.warm_migration.plugins.module_utils.common.result_names import with_unit_names
 
 
 def run(module: AnsibleModule, action: str, body: Callable[[], Dict[str, Any]]) -> None:
@@ -37,4 +38,4 @@ def run(module: AnsibleModule, action: str, body: Callable[[], Dict[str, Any]]) 
             error_type="InternalError",
             exception=traceback.format_exc(),
         )
-    module.exit_json(**result)
+    module.exit_json(**with_unit_names(result))

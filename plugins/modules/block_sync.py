@@ -118,12 +118,12 @@ bytes_copied:
   returned: always
   type: int
   sample: 73400320
-duration_s:
+duration_seconds:
   description: Wall time of the sync in seconds.
   returned: always
   type: float
   sample: 12.5
-rate_bytes_per_s:
+rate_bytes_per_second:
   description: Bytes copied per second over the whole sync.
   returned: always
   type: float
@@ -188,8 +188,8 @@ def main() -> None:
             "kind": outcome.kind,
             "reason": outcome.reason,
             "bytes_copied": outcome.bytes_copied,
-            "duration_s": round(outcome.duration_s, 3),
-            "rate_bytes_per_s": round(outcome.rate, 1),
+            "duration_seconds": round(outcome.duration_s, 3),
+            "rate_bytes_per_second": round(outcome.rate, 1),
             "snapshot_seconds": round(outcome.snapshot_s, 3),
             "disks": outcome.disks,
             "migration": outcome.state.metrics() if outcome.state else {},

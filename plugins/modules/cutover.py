@@ -170,12 +170,12 @@ final_sync:
   description: The final delta - kind, bytes, duration.
   returned: when the final sync ran
   type: dict
-  sample: {"kind": "incremental", "bytes": 1048576, "duration_s": 2.1}
+  sample: {"kind": "incremental", "bytes": 1048576, "duration_seconds": 2.1}
 conversion:
   description: The guest conversion's result.
   returned: when the conversion ran
   type: dict
-  sample: {"converted": true, "duration_s": 160.2}
+  sample: {"converted": true, "duration_seconds": 160.2}
 boot:
   description:
     - The boot check of the converted volumes under QEMU - per MAC, what the guest sent from it; the MACs that
@@ -183,7 +183,7 @@ boot:
   returned: when O(boot_check) ran
   type: dict
   sample: {"passed": true, "nics": {"00:50:56:01:00:07": ["DHCP discover", "IPv6 router solicitation from fe80::1"]},
-           "required": ["00:50:56:01:00:07"], "firmware": "bios", "duration_s": 41.3, "accelerator": "tcg"}
+           "required": ["00:50:56:01:00:07"], "firmware": "bios", "duration_seconds": 41.3, "accelerator": "tcg"}
 instance:
   description: The instance created - id, name, status, ports.
   returned: when the instance step ran
@@ -197,10 +197,10 @@ validation:
   type: dict
   sample:
     passed: true
-    took_s: 48.0
+    took_seconds: 48.0
     evidence:
-      - {check: ping, target: 10.0.4.17, ok: true, after_s: 45.0, detail: answered}
-      - {check: console, target: console log, ok: true, after_s: 10.0, detail: "shows 'lab-guest login: '"}
+      - {check: ping, target: 10.0.4.17, ok: true, after_seconds: 45.0, detail: answered}
+      - {check: console, target: console log, ok: true, after_seconds: 10.0, detail: "shows 'lab-guest login: '"}
 post_migration_snapshots:
   description: The ids of the post-migration snapshots, one per volume in disk order.
   returned: when O(post_migration_snapshot) is on and the cutover completed
@@ -210,16 +210,17 @@ post_migration_snapshots:
 projection:
   description:
     - The projected downtime the cutover went by (in check mode, would go by) - change and copy rates,
-      final delta, conversion and instance times, and their sum C(downtime_s). Null before an incremental sync.
+      final delta, conversion and instance times, and their sum C(downtime_seconds). Null before an incremental sync.
   returned: always
   type: dict
-  sample: {"downtime_s": 95.2, "final_sync_s": 12.1, "conversion_s": 60.0, "instance_s": 23.0, "change_rate": 104857.6}
+  sample: {"downtime_seconds": 95.2, "final_sync_seconds": 12.1, "conversion_seconds": 60.0, "instance_seconds": 23.0,
+           "change_rate_bytes_per_second": 104857.6}
 convergence_syncs:
   description: Syncs run back to back to fit O(downtime_budget).
   returned: always
   type: int
   sample: 2
-downtime_s:
+downtime_seconds:
   description:
     - Seconds from the guest going down to its instance answering (validated; ACTIVE with validation off),
       measured (for a source found already off, from the moment the cutover saw it off). Null until the
@@ -324,7 +325,7 @@ def main() -> None:
             "steps_done": outcome.steps_done,
             "projection": outcome.projection,
             "convergence_syncs": outcome.convergence_syncs,
-            "downtime_s": outcome.downtime_s,
+            "downtime_seconds": outcome.downtime_s,
             "timings": outcome.timings or {},
             "migration": outcome.state.metrics(),
         }

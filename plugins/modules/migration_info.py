@@ -84,7 +84,7 @@ migrations:
       description: Completed syncs, the seed included.
       type: int
       sample: 5
-    rate_bytes_per_s:
+    rate_bytes_per_second:
       description: Copy rate of the last sync, or of the running one.
       type: float
       sample: 104857600.0
@@ -104,13 +104,13 @@ migrations:
       description: Bytes done and total of the running sync, or null.
       type: dict
       sample: {"done": 1048576, "total": 4194304}
-    downtime_s:
+    downtime_seconds:
       description:
         - Seconds from the guest going down at cutover to its instance being ACTIVE; while the cutover
           runs, so far. Null before a cutover shut the guest down.
       type: int
       sample: 312
-    projected_downtime_s:
+    projected_downtime_seconds:
       description:
         - Seconds a cutover starting now would keep the VM down - the final delta (the guest's change rate
           since the last sync, at the syncs' copy rate) plus conversion plus instance step, as the conversion
@@ -138,7 +138,7 @@ migrations:
           long it took in all and how long of that the copy ran.
       type: list
       elements: dict
-      sample: [{"at": "2026-11-24T03:00:00Z", "kind": "incremental", "bytes": 73400320, "duration_s": 21.4}]
+      sample: [{"at": "2026-11-24T03:00:00Z", "kind": "incremental", "bytes": 73400320, "duration_seconds": 21.4}]
     test:
       description:
         - The last test migration (see M(xms.warm_migration.migration_test)) - when its clones were taken, the

@@ -132,7 +132,7 @@ conversion:
   description: The conversion's result.
   returned: when the conversion ran
   type: dict
-  sample: {"converted": true, "duration_s": 151.0}
+  sample: {"converted": true, "duration_seconds": 151.0}
 boot:
   description: The boot check's result - per MAC, what the guest sent from it.
   returned: when O(boot_check) ran

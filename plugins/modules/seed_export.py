@@ -86,7 +86,7 @@ bytes_written:
   returned: always
   type: int
   sample: 53687091200
-duration_s:
+duration_seconds:
   description: Wall time of the export in seconds.
   returned: always
   type: float
@@ -132,7 +132,7 @@ def main() -> None:
             "changed": outcome.changed,
             "manifest": manifest,
             "bytes_written": outcome.bytes_written,
-            "duration_s": round(outcome.duration_s, 3),
+            "duration_seconds": round(outcome.duration_s, 3),
         }
 
     run(module, f"export the seed of VM '{name}'", body)

@@ -81,7 +81,7 @@ bytes_copied:
   returned: always
   type: int
   sample: 53687091200
-duration_s:
+duration_seconds:
   description: Wall time of the import in seconds.
   returned: always
   type: float
@@ -129,7 +129,7 @@ def main() -> None:
             "changed": outcome.changed,
             "kind": outcome.kind,
             "bytes_copied": outcome.bytes_copied,
-            "duration_s": round(outcome.duration_s, 3),
+            "duration_seconds": round(outcome.duration_s, 3),
             "migration": outcome.state.metrics() if outcome.state else {},
         }
 

@@ -31,7 +31,7 @@ def test_a_vcenter_credential_with_only_the_required_fields_and_a_password_is_ta
     assert not result.error_messages, result.error_messages
     assert result.validated_parameters == {
         "hostname": "vc.example.com", "username": "migrator", "password": "s3cret", "password_file": None,
-        "port": 443, "validate_certs": True,
+        "port": 443, "vcenter_validate_certs": True,
     }  # fmt: skip
 
 
@@ -40,7 +40,7 @@ def test_a_vcenter_credential_naming_a_password_file_on_the_conversion_hosts_is_
                                         "port": "8443", "insecure": True})  # fmt: skip
     assert not result.error_messages, result.error_messages
     params = result.validated_parameters
-    assert (params["password"], params["password_file"], params["port"], params["validate_certs"]) == (
+    assert (params["password"], params["password_file"], params["port"], params["vcenter_validate_certs"]) == (
         None, "/etc/xms/vc.pw", 8443, False)  # fmt: skip
 
 

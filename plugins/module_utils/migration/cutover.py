@@ -426,7 +426,7 @@ def _final_delta(run: _Run) -> None:
     run.outcome.final_sync = {
         "kind": sync.kind,
         "bytes": sync.bytes_copied,
-        "duration_s": round(sync.duration_s, 3),
+        "duration_seconds": round(sync.duration_s, 3),
         "disks": sync.disks,
     }
     _done(run.ctx.openstack, run.state, "final_sync", run.outcome)

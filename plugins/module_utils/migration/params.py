@@ -48,7 +48,7 @@ def connect_vsphere(params: Params) -> VSphereClient:
             username=params["username"],
             password=password,
             port=params["port"],
-            validate_certs=params["validate_certs"],
+            validate_certs=params["vcenter_validate_certs"],
         )
     )
 

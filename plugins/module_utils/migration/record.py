@@ -79,7 +79,7 @@ def parse_time(text: str) -> Optional[datetime]:
 
 def sample_dict(sample: SyncSample) -> Dict[str, object]:
     return {"at": format_time(sample.snapshot_at), "kind": sample.kind, "bytes": sample.bytes,
-            "duration_s": round(sample.duration_s, 1), "copy_s": round(sample.copy_s, 1)}  # fmt: skip
+            "duration_seconds": round(sample.duration_s, 1), "copy_seconds": round(sample.copy_s, 1)}  # fmt: skip
 
 
 def _rounded(projection: Optional[Projection]) -> Optional[int]:
@@ -340,12 +340,12 @@ class MigrationState:
             "bytes_full": self.bytes_full,
             "bytes_incr": self.bytes_incr,
             "sync_count": self.sync_count,
-            "rate_bytes_per_s": round(self.rate, 1),
+            "rate_bytes_per_second": round(self.rate, 1),
             "progress": {"done": self.progress_done, "total": self.progress_total} if self.owner else None,
             "busy": self.is_busy(now),
             "cutover_step": self.cutover_step or None,
-            "downtime_s": self.downtime_s(now),
-            "projected_downtime_s": _rounded(self.projection(now)),
+            "downtime_seconds": self.downtime_s(now),
+            "projected_downtime_seconds": _rounded(self.projection(now)),
             "cutover_timings": self.cutover_timings() or None,
             "cutover_marks": {m: format_time(t) for m, t in self.cutover_marks.items()} or None,
             "history": [sample_dict(s) for s in self.history],

@@ -74,8 +74,8 @@ class VSphereClient:
         except ssl.SSLError as err:
             raise VSphereError(
                 f"TLS with {conn.hostname} failed: {err.reason}",
-                parameter="validate_certs",
-                hint="Trust the vCenter CA, or set validate_certs: false in a lab",
+                parameter="vcenter_validate_certs",
+                hint="Trust the vCenter CA, or set vcenter_validate_certs: false in a lab",
             ) from None
         except (OSError, vmodl.MethodFault) as err:
             raise VSphereError(f"cannot reach {conn.hostname}:{conn.port}: {err}", parameter="hostname") from None
@@ -117,7 +117,7 @@ def _session_thumbprint(si) -> Optional[str]:
     """SHA-1 of the certificate of the API session's own TLS connection, as AA:BB:... (nbdkit-vddk's form).
 
     Taken from the connection the login went over, so VDDK is pinned to the very certificate
-    that session verified (with validate_certs: false, to the one it accepted), never to one
+    that session verified (with vcenter_validate_certs: false, to the one it accepted), never to one
     read over a second, unverified connection where a man in the middle could answer.
     """
     stub = si._stub

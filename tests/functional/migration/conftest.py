@@ -178,7 +178,7 @@ def wave_playbooks(lab, tmp_path, children: dict, data_path: dict):
     secrets.chmod(0o600)
     vcenter = {k: lab[k] for k in ("hostname", "port", "username")}
     inventory_doc = {"all": {"vars": {
-        "warm_migration_vcenter": {**vcenter, "password": "{{ vcenter_password }}", "validate_certs": False},
+        "warm_migration_vcenter": {**vcenter, "password": "{{ vcenter_password }}", "vcenter_validate_certs": False},
         "warm_migration_cloud": {"cloud": "xms-lab"},
         "warm_migration_data_path": data_path,
     }, "children": children}}  # fmt: skip

@@ -232,7 +232,7 @@ def test_awx_jobs_assess_seed_sync_on_schedule_past_busy_vms_cut_over_roll_back_
     assert status == "successful", outcomes
     cut = outcomes[SEEDED[1]]
     assert (cut["outcome"], cut["phase"], cut["validated"]) == ("done", "completed", False), cut
-    assert int(cut["downtime_s"]) >= 0 and len(cut["instance"]) == 36, cut
+    assert int(cut["downtime_seconds"]) >= 0 and len(cut["instance"]) == 36, cut
 
     # The VM left in cutover goes back to its source, as the rollback job template does it.
     status, outcomes, _events = awx("rollback", "back")

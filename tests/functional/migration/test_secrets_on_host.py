@@ -63,7 +63,12 @@ def test_with_a_password_file_no_file_on_the_conversion_host_holds_the_vcenter_p
     password_file = tmp_path / "host" / "vcenter.password"  # what the operator puts on each conversion host
     password_file.write_text(lab["password"] + "\n")
     password_file.chmod(0o600)
-    common = {"hostname": lab["hostname"], "port": lab["port"], "username": lab["username"], "validate_certs": False}
+    common = {
+        "hostname": lab["hostname"],
+        "port": lab["port"],
+        "username": lab["username"],
+        "vcenter_validate_certs": False,
+    }
     kept = [tmp_path / d for d in ("remote", "local", "async", "tmp", "state")]
     try:
         run(tmp_path, lab, {**common, "password": "{{ vcenter_password }}"}, "seed", secrets)

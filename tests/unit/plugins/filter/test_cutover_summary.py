@@ -4,7 +4,7 @@ from ansible_collections.xms.warm_migration.plugins.filter.cutover_summary impor
 
 
 def test_a_line_per_vm_done_failed_or_not_reached():
-    done = {"downtime_s": 312, "timings": {"shutdown": 21, "final_sync": 14, "converted": 240},
+    done = {"downtime_seconds": 312, "timings": {"shutdown": 21, "final_sync": 14, "converted": 240},
             "migration": {"instance_id": "5d1c", "validation": "passed in 48 s: ping 10.0.4.17"}}  # fmt: skip
     hostvars = {
         "web01": {"cutover_result": done},

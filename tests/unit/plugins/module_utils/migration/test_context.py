@@ -10,7 +10,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration impor
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 
 PARAMS = {"hostname": "vcenter.example.com", "username": "migrator", "password": "s3cret", "port": 443,
-          "validate_certs": True, "vm_name": "web01", "cloud": "xms-lab"}  # fmt: skip
+          "vcenter_validate_certs": True, "vm_name": "web01", "cloud": "xms-lab"}  # fmt: skip
 
 
 class FakeVSphere:

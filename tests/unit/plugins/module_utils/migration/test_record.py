@@ -92,7 +92,7 @@ def test_a_record_with_nan_inf_or_an_epoch_no_date_holds_is_malformed_and_never_
     odd = {"estimates": "conversion_s=nan,instance_s=inf,shutdown_s=12", "history": "99999999999999999:i:1:1:1"}
     back = MigrationState.from_volumes([(vid, {**rec, **odd}) for vid, rec in records(state)])
     assert back.estimates == {"shutdown_s": 12.0} and back.history == []
-    assert back.metrics(T0)["projected_downtime_s"] is None
+    assert back.metrics(T0)["projected_downtime_seconds"] is None
 
 
 def test_newest_copy_of_the_common_fields_wins():
