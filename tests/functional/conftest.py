@@ -5,10 +5,11 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
-from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.accel import accelerator
+from ansible_collections.xms.warm_migration.plugins.module_utils.conversion.virt_v2v import appliance_env
 
 # The labs' helpers are shared by the tests and the demo: lab/nbd (a qemu-storage-daemon
 # driver) and lab/demo (putting lab VMs back after a migration).
@@ -26,12 +27,9 @@ def require(binary: str) -> str:
 
 
 def libguestfs_env() -> dict:
-    """The environment libguestfs's tools run in here, as the collection runs them (virt_v2v._environment): the
-    direct backend, and TCG where the accelerator probe says KVM cannot run a Linux kernel."""
-    env = {**os.environ, "LIBGUESTFS_BACKEND": "direct"}
-    if accelerator() == "tcg":
-        env["LIBGUESTFS_BACKEND_SETTINGS"] = "force_tcg"
-    return env
+    """The environment the collection runs libguestfs's tools in (virt_v2v.appliance_env: the direct backend, TCG
+    where KVM cannot run a Linux kernel), its temporary files in the system's."""
+    return appliance_env(tempfile.gettempdir())
 
 
 def guest_image(script: str) -> str:
