@@ -25,6 +25,7 @@ VMWARE_COLLECTIONS = os.path.join(sys.prefix, "share", "ansible", "collections")
 WAVES = {"wave1": ["lab-vm-1", "lab-vm-2"], "wave2": ["lab-vm-linux"]}
 PINNED = {"lab-vm-linux": "conv-b"}  # tagged in the category conversion-host
 GONE = "lab-vm-gone"  # a VM the static inventory lists and vCenter does not have
+STRANDED = "lab-vm-stranded"  # one whose conversion host (pinned) cannot be reached
 
 
 class Tagging:
@@ -76,7 +77,10 @@ def estate(lab, tmp_path, tagged):
     local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
     run = wave_playbooks(lab, tmp_path, {
         "conversion_hosts": {"hosts": {"conv-a": local, "conv-b": local}},
-        "vms": {"hosts": {GONE: {}}},
+        "vms": {"hosts": {GONE: {}, STRANDED: {"warm_migration_conversion_host": "conv-down"}}},
+        # nothing listens on port 1: SSH to it fails at once
+        "ungrouped": {"hosts": {"conv-down": {"ansible_host": "127.0.0.1", "ansible_port": 1,
+                                              "ansible_connection": "ssh"}}},
         "wave1": {"vars": {"warm_migration_volume_type": "standard-ssd", "warm_migration_availability_zone": "az1",
                            "warm_migration_network_map": [{"source": "DC0_DVPG0", "network": "lab-net-a"}]}},
     }, {"vddk_libdir": VDDK_LIBDIR})  # fmt: skip
@@ -116,6 +120,7 @@ def test_assess_writes_every_vm_of_the_vcenter_and_goes_on_past_one_it_cannot_re
         rows = {row["vm"]: row for row in csv.DictReader(handle)}
     assert set(lab["vms"]) | {GONE} <= set(rows), done.stdout[-3000:]
     assert rows[GONE]["verdict"] == "Fail" and "no VM is named" in rows[GONE]["reasons"]
+    assert rows[STRANDED]["verdict"] == "Fail" and "its conversion host is unreachable" in rows[STRANDED]["reasons"]
     assert rows["lab-vm-indep"]["verdict"] == "Fail" and "independent" in rows["lab-vm-indep"]["reasons"]
     untouched = [name for name, row in rows.items() if row["guest_id"] == "otherGuest"]  # the VM vcsim made, unshaped
     assert untouched and all(rows[n]["verdict"] in ("Warn", "Fail") and "guest OS" in rows[n]["reasons"]
