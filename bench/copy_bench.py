@@ -5,8 +5,11 @@
 
 ``ratio`` is always yardstick_s / engine_s: above 1 the engine is faster.
 Every case runs ``ROUNDS`` times, alternating engine and yardstick, and reports
-medians, because this machine is noisy. Both sides flush the target
-(nbdcopy with --flush), since the engine never reports success before a flush.
+medians with the fastest and slowest round of each side, because this machine is
+noisy. The disks are ``SIZE`` bytes, so that a full copy takes each side several
+seconds here and fixed costs (start-up, the final flush) do not decide a ratio.
+Both sides flush the target (nbdcopy with --flush), since the engine never
+reports success before a flush.
 """
 
 import json
@@ -24,6 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROUNDS = 3
 GiB = 1 << 30
 MiB = 1 << 20
+SIZE = 32 * GiB  # 9.6 GiB of data at 30%: 5-10 s a full copy on this 2-core machine
 
 
 class Server:
@@ -98,13 +102,18 @@ def naive_delta(source, target, extents):
 
 
 def emit(case, engine_s, yardstick_s, **extra):
+    """One JSON line: the medians of both sides' rounds and their ratio, and each side's fastest and slowest round."""
+    ours, theirs = statistics.median(engine_s), statistics.median(yardstick_s)
     print(
         json.dumps(
             {
                 "case": case,
-                "engine_s": round(engine_s, 3),
-                "yardstick_s": round(yardstick_s, 3),
-                "ratio": round(yardstick_s / engine_s, 2),
+                "engine_s": round(ours, 3),
+                "yardstick_s": round(theirs, 3),
+                "ratio": round(theirs / ours, 2),
+                "engine_min_max_s": [round(min(engine_s), 3), round(max(engine_s), 3)],
+                "yardstick_min_max_s": [round(min(yardstick_s), 3), round(max(yardstick_s), 3)],
+                "rounds": len(engine_s),
                 **extra,
             }
         ),
@@ -113,31 +122,32 @@ def emit(case, engine_s, yardstick_s, **extra):
 
 
 def case_full(work):
-    """1. Full copy of sparse-random 4G (30%) to a file, against nbdcopy."""
-    src = Server(work, "sparse-random", "size=4G", "percent=30", "seed=1")
+    """1. Full copy of sparse-random SIZE (30%) to a file, against nbdcopy."""
+    src = Server(work, "sparse-random", f"size={SIZE}", "percent=30", "seed=1")
     target = os.path.join(work, "full.img")
     ours, theirs = [], []
     for _round in range(ROUNDS):
-        fresh_target(target, 4 * GiB)
+        fresh_target(target, SIZE)
         ours.append(engine(src.uri, target)[0])
-        fresh_target(target, 4 * GiB)
+        fresh_target(target, SIZE)
         theirs.append(nbdcopy(src.uri, target))
     src.stop()
-    emit("full_copy_sparse_random_4G", statistics.median(ours), statistics.median(theirs), yardstick="nbdcopy --flush")
+    os.unlink(target)
+    emit(f"full_copy_sparse_random_{SIZE // GiB}G", ours, theirs, yardstick="nbdcopy --flush")
 
 
 def make_changed_disk(work):
-    """A 4 GiB raw disk from sparse-random, then 1% of it rewritten in scattered 64 KiB-1 MiB writes."""
+    """A SIZE raw disk from sparse-random, then 1% of it rewritten in scattered 64 KiB-1 MiB writes."""
     disk = os.path.join(work, "disk.raw")
-    src = Server(work, "sparse-random", "size=4G", "percent=30", "seed=2")
+    src = Server(work, "sparse-random", f"size={SIZE}", "percent=30", "seed=2")
     subprocess.run(["nbdcopy", src.uri, disk], check=True)
     src.stop()
     rng = random.Random(3)
     changed, total = [], 0
     with open(disk, "r+b") as handle:
-        while total < 4 * GiB // 100:
+        while total < SIZE // 100:
             length = rng.choice([64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20])
-            offset = rng.randrange(0, 4 * GiB - length, 64 << 10)
+            offset = rng.randrange(0, SIZE - length, 64 << 10)
             handle.seek(offset)
             handle.write(rng.randbytes(length))
             changed.append([offset, length])
@@ -155,18 +165,19 @@ def case_incremental(work, disk, changed, extents_file):
     target = os.path.join(work, "incr.img")
     full, incr, ref = [], [], []
     for _round in range(ROUNDS):
-        fresh_target(target, 4 * GiB)
+        fresh_target(target, SIZE)
         full.append(engine(src.uri, target)[0])
         os.sync()
         incr.append(engine(src.uri, target, extents_file)[0])
-        fresh_target(target, 4 * GiB)
+        fresh_target(target, SIZE)
         ref.append(nbdcopy(src.uri, target))
     src.stop()
+    os.unlink(target)
     share = statistics.median(incr) / statistics.median(full)
     emit(
-        "incremental_1pct_of_4G",
-        statistics.median(incr),
-        statistics.median(full),
+        f"incremental_1pct_of_{SIZE // GiB}G",
+        incr,
+        full,
         yardstick="engine full copy",
         incremental_share_of_full=round(share, 4),
         nbdcopy_full_s=round(statistics.median(ref), 3),
@@ -179,16 +190,17 @@ def case_wan(work, disk, changed, extents_file):
     """3. The same incremental behind a 2 ms per-read delay, against the one-request-at-a-time loop."""
     src = Server(work, "--filter=delay", "file", disk, "delay-read=2ms")
     target = os.path.join(work, "wan.img")
-    fresh_target(target, 4 * GiB)
+    fresh_target(target, SIZE)
     ours, theirs = [], []
     for _round in range(ROUNDS):
         ours.append(engine(src.uri, target, extents_file)[0])
         theirs.append(naive_delta(src.uri, target, changed))
     src.stop()
+    os.unlink(target)
     emit(
         "incremental_over_2ms_link",
-        statistics.median(ours),
-        statistics.median(theirs),
+        ours,
+        theirs,
         yardstick="sequential reads of <=64 MiB per extent",
     )
 
@@ -208,8 +220,8 @@ def case_memory(work):
     os.unlink(target)
     emit(
         "sparse_64G_memory",
-        seconds,
-        theirs,
+        [seconds],
+        [theirs],
         yardstick="nbdcopy --flush",
         peak_rss_mib=round(peak_mib, 1),
         nbdcopy_peak_rss_mib=round(usage.ru_maxrss / 1024, 1),
