@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Dict, List, Mapping
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import format_time
-from ansible_collections.xms.warm_migration.plugins.module_utils.report.page import STYLE, escaped
+from ansible_collections.xms.warm_migration.plugins.module_utils.report.page import document, escaped
 from ansible_collections.xms.warm_migration.plugins.module_utils.report.units import human_bytes
 
 VERDICTS = ("fail", "warn", "pass")  # worst first: the order of the page
@@ -96,9 +96,17 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def render_html(title: str, made_at: datetime, vms: List[AssessedVM]) -> str:
+def verdict_counts(vms: List[AssessedVM]) -> Dict[str, int]:
     counts = Counter(vm.verdict for vm in vms)
-    total = sum(vm.vm.get("disks_total_bytes", 0) for vm in vms)
+    return {v: counts[v] for v in VERDICTS}
+
+
+def disks_total_bytes(vms: List[AssessedVM]) -> int:
+    return sum(vm.vm.get("disks_total_bytes", 0) for vm in vms)
+
+
+def render_html(title: str, made_at: datetime, vms: List[AssessedVM]) -> str:
+    counts, total = verdict_counts(vms), disks_total_bytes(vms)
     head = ["VM", "Verdict", "Reasons", "Power", "Firmware", "Guest OS", "vCPUs", "Memory", "Disks", "Total",
             "NICs", "Snapshots", "CBT"]  # fmt: skip
     rows = []
@@ -122,14 +130,9 @@ def render_html(title: str, made_at: datetime, vms: List[AssessedVM]) -> str:
         ]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     summary = ", ".join(f"{counts[v]} {v.capitalize()}" for v in VERDICTS)
-    return "\n".join([
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">",
-        f"<title>{escaped(title)}</title><style>{STYLE}"
-        ".verdict-fail { color: #cf222e; } .verdict-warn { color: #9a6700; } .verdict-pass { color: #1a7f37; }"
-        " ul { margin: 0; padding-left: 1.2em; }</style></head><body>",
-        f"<h1>{escaped(title)}</h1>",
+    style = (".verdict-fail { color: #cf222e; } .verdict-warn { color: #9a6700; } .verdict-pass { color: #1a7f37; }"
+             " ul { margin: 0; padding-left: 1.2em; }")  # fmt: skip
+    return document(title, [
         f'<p class="summary"><span>{len(vms)} VMs ({escaped(summary)})</span>'
         f"<span>{escaped(human_bytes(total))} of disks</span><span>made {escaped(format_time(made_at))}</span></p>",
         "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>",
@@ -137,5 +140,4 @@ def render_html(title: str, made_at: datetime, vms: List[AssessedVM]) -> str:
         "</table>",
         "<p class=\"empty\">Fail blocks a warm migration until fixed; Warn is worth reading before the seed. The"
         " target's checks (flavor, volume types, networks, quota) are the preflight's.</p>",
-        "</body></html>",
-    ])  # fmt: skip
+    ], style)  # fmt: skip

@@ -73,6 +73,6 @@ def write_assessment(params: Mapping[str, Any], *, check_mode: bool) -> Dict[str
         "changed": True,  # made anew each time (its time): in check mode, it would be
         "path": params["path"],
         "csv_path": params.get("csv_path") or None,
-        "verdicts": {v: sum(1 for vm in vms if vm.verdict == v) for v in assessment.VERDICTS},
-        "disks_total_bytes": sum(vm.vm.get("disks_total_bytes", 0) for vm in vms),
+        "verdicts": assessment.verdict_counts(vms),
+        "disks_total_bytes": assessment.disks_total_bytes(vms),
     }

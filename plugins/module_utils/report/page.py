@@ -62,14 +62,23 @@ def escaped(value: object) -> str:
     return escape(str(value), quote=True)
 
 
-def render(report: WaveReport) -> str:
-    now = report.made_at
-    parts = [
+def document(title: str, parts: List[str], style: str = "") -> str:
+    """A self-contained page: ``title`` (escaped here) as title and heading, then ``parts`` (already HTML). Its
+    Content-Security-Policy forbids every load, so a value that slipped through escaping could fetch nothing."""
+    return "\n".join([
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">",
-        f"<title>{escaped(report.title)}: {escaped(report.wave)}</title><style>{STYLE}</style></head><body>",
-        f"<h1>{escaped(report.title)}: {escaped(report.wave)}</h1>",
+        f"<title>{escaped(title)}</title><style>{STYLE}{style}</style></head><body>",
+        f"<h1>{escaped(title)}</h1>",
+        *parts,
+        "</body></html>",
+    ]) + "\n"  # fmt: skip
+
+
+def render(report: WaveReport) -> str:
+    now = report.made_at
+    parts = [
         _summary(report),
         _table(report.migrations, now),
         _problems(report),
@@ -79,9 +88,8 @@ def render(report: WaveReport) -> str:
         _sync_charts(report.migrations),
         "<h2>Cutover timeline</h2>",
         _cutover_chart(report.migrations, now),
-        "</body></html>",
     ]
-    return "\n".join(parts) + "\n"
+    return document(f"{report.title}: {report.wave}", parts)
 
 
 def _summary(report: WaveReport) -> str:
