@@ -1,6 +1,6 @@
 """Benchmark of the copy engine against yardsticks measured in the same run.
 
-    .venv/bin/python bench/copy_bench.py            # all four cases, one JSON line each
+    .venv/bin/python bench/copy_bench.py            # all five cases, one JSON line each
     .venv/bin/python bench/copy_bench.py full       # only the named cases
 
 ``ratio`` is always yardstick_s / engine_s: above 1 the engine is faster.
@@ -22,6 +22,11 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import checkout  # noqa: F401  # pylint: disable=unused-import  # imported for its effect: the collection importable
+
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents import Extent
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.journal import Journal
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROUNDS = 3
@@ -229,8 +234,62 @@ def case_memory(work):
     )
 
 
+def case_journal(work):
+    """5. Checkpoints of a fragmented disk's plan: does one cost more when the plan holds more extents?
+
+    Each checkpoint records one 1 GiB checkpoint's worth of 512 KiB pieces (2048 extents), the
+    engine's default; the plans hold every other 4 KiB block, as a fragmented thin disk's
+    allocated areas do. The yardstick is the checkpoint of the smallest plan; beside it, what
+    rewriting the whole plan at each checkpoint (the first journal's way) costs at 1 million."""
+
+    def plan(count):
+        return [Extent(i * 8192, 4096) for i in range(count)]
+
+    def checkpoints(count, path):
+        extents = plan(count)
+        journal = Journal(path, extents, count * 8192)
+        journal.checkpoint([])  # the plan's header, written once
+        header = os.path.getsize(path)
+        times = []
+        for start in range(0, 20 * 2048, 2048):
+            done = [Extent(e.offset, e.length) for e in extents[start % count : start % count + 2048]]
+            began = time.monotonic()
+            journal.checkpoint(done)
+            times.append(time.monotonic() - began)
+        appended = (os.path.getsize(path) - header) / len(times)
+        os.unlink(path)
+        return times, header, appended
+
+    path = os.path.join(work, "journal")
+    small, _header, _appended = checkpoints(10_000, path)
+    large, header, appended = checkpoints(1_000_000, path)
+    extents = plan(1_000_000)
+    rewrite = []
+    for _round in range(3):  # the whole plan as JSON, atomically replaced, at every checkpoint
+        began = time.monotonic()
+        payload = json.dumps({"extents": [[e.offset, e.length] for e in extents], "done": []}).encode()
+        with open(path, "wb") as handle:
+            handle.write(payload)
+            os.fsync(handle.fileno())
+        os.replace(path, path + ".old")
+        rewrite.append(time.monotonic() - began)
+    emit(
+        "journal_checkpoint_of_1M_extent_plan",
+        large,
+        small,
+        yardstick="the same checkpoint of a 10,000-extent plan",
+        plan_extents=len(extents),
+        checkpoint_ms=round(statistics.median(large) * 1000, 2),
+        yardstick_checkpoint_ms=round(statistics.median(small) * 1000, 2),
+        header_bytes_written_once=header,
+        bytes_appended_per_checkpoint=round(appended),
+        whole_plan_rewrite_s=round(statistics.median(rewrite), 3),
+        rewrite_vs_checkpoint=round(statistics.median(rewrite) / statistics.median(large), 1),
+    )
+
+
 def main():
-    wanted = set(sys.argv[1:]) or {"full", "incremental", "wan", "memory"}
+    wanted = set(sys.argv[1:]) or {"full", "incremental", "wan", "memory", "journal"}
     for tool in ("nbdkit", "nbdcopy"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: run scripts/setup-host.sh")
@@ -246,6 +305,8 @@ def main():
                 case_wan(work, disk, changed, extents_file)
         if "memory" in wanted:
             case_memory(work)
+        if "journal" in wanted:
+            case_journal(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -205,8 +205,7 @@ class _Copy:
                 hint="Use a target at least as large as the source disk; nothing was written",
             )
         self.journal = Journal(journal_path, self.plan, self.disk_size) if journal_path else None
-        self.done: List[Extent] = []  # handled in this run, not yet journaled (only kept with a journal)
-        self.journaled: List[Extent] = []
+        self.done: List[Extent] = []  # handled since the last checkpoint (only kept with a journal)
         self.handled_bytes = 0  # plan bytes handled in this run
         self.pending_bytes = 0  # of those, not yet journaled
         self.started = self.last_checkpoint = time.monotonic()
@@ -233,8 +232,7 @@ class _Copy:
                 if self.journal.complete:
                     self.stats.resumed_bytes = self.stats.bytes_total
                     return self._finish(flush=False)
-                self.journaled = list(self.journal.done)
-                todo = subtract_extents(self.plan, self.journaled)
+                todo = subtract_extents(self.plan, self.journal.done)
                 self.stats.resumed_bytes = self.stats.bytes_total - total_bytes(todo)
             zeros = (nbd_source.zero_map(self.handle, todo) or []) + subtract_extents(
                 todo, subtract_extents(todo, self.source_zeros)
@@ -258,15 +256,14 @@ class _Copy:
             return
         with contextlib.suppress(Exception):
             self.target.flush()
-            self.journaled = merge_extents(self.journaled + self.done)
+            self.journal.checkpoint(self.done)
             self.done = []
-            self.journal.checkpoint(self.journaled)
 
     def _finish(self, flush: bool) -> CopyStats:
         if flush:
             self._flush_target()
             if self.journal:
-                self.journal.checkpoint(self.journaled + self.done, complete=True)
+                self.journal.checkpoint(self.done, complete=True)
         self.stats.elapsed_s = time.monotonic() - self.started
         handled = self.stats.bytes_total - self.stats.resumed_bytes
         self.stats.rate = handled / self.stats.elapsed_s if self.stats.elapsed_s > 0 else 0.0
@@ -513,9 +510,8 @@ class _Copy:
         age = time.monotonic() - self.last_checkpoint
         if self.pending_bytes >= self.options.checkpoint_bytes or age >= self.options.checkpoint_seconds:
             self._flush_target()  # only what is flushed may be called done
-            self.journaled = merge_extents(self.journaled + self.done)
+            self.journal.checkpoint(self.done)
             self.done, self.pending_bytes = [], 0
-            self.journal.checkpoint(self.journaled)
             self.last_checkpoint = time.monotonic()
 
     def _flush_target(self) -> None:

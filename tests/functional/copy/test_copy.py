@@ -1,6 +1,5 @@
 """The copy engine against real NBD servers (nbdkit, qemu-storage-daemon) and real targets."""
 
-import json
 import os
 import random
 import signal
@@ -21,8 +20,8 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.copy.errors imp
     SourceUnreachableError,
     TargetTooSmallError,
 )
-from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents import Extent, merge_extents
-from ansible_collections.xms.warm_migration.plugins.module_utils.copy.journal import remaining_extents
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents import Extent, merge_extents, total_bytes
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.journal import read_journal, remaining_extents
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.nbd_source import plan_allocated, plan_dirty
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.verify import verify_extents
 
@@ -136,11 +135,8 @@ def test_dirty_bitmap_plan_copies_exactly_the_changed_areas(tmp_path):
 
 
 def _journal_done(path):
-    try:
-        with open(path) as handle:
-            return sum(length for _offset, length in json.load(handle)["done"])
-    except (OSError, ValueError, KeyError):
-        return 0
+    recorded = read_journal(path)
+    return total_bytes(recorded.done) if recorded else 0
 
 
 @pytest.mark.parametrize("kill_at", [0.0, 0.3, 0.8])

@@ -6,7 +6,6 @@ a sync of an idle VM attaches nothing (Cinder's own table of attachments says so
 """
 
 import dataclasses
-import json
 import os
 import signal
 import subprocess
@@ -19,6 +18,8 @@ from typing import Set, Tuple
 import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.errors import ReadError
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.extents import total_bytes
+from ansible_collections.xms.warm_migration.plugins.module_utils.copy.journal import read_journal
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import disk_copies, store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.sync import run_sync
@@ -44,10 +45,9 @@ def journal_progress(state_dir, migration_id) -> dict:
     """Bytes each disk's resume journal records as flushed, by journal file name."""
     found = {}
     for path in (state_dir / migration_id).glob("*.journal"):
-        try:
-            found[path.name] = sum(length for _offset, length in json.loads(path.read_text())["done"])
-        except (OSError, ValueError, KeyError):
-            continue
+        recorded = read_journal(str(path))
+        if recorded:
+            found[path.name] = total_bytes(recorded.done)
     return found
 
 
