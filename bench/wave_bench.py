@@ -38,7 +38,9 @@ measured which VM Cinder served last rather than the data path;
 per VM of the median wave (``median_round_per_vm``), its snapshot's lifetime next to its largest
 disk's copy time (goal: close); per round, ``first_byte_spread_s`` from the first VM's first byte
 to the last VM's;
-``idle_incremental_module_s`` (goal <= 3 s on the lab); ``peak_rss_mib`` per conversion host.
+``idle_incremental_module_s`` (goal <= 3 s on the lab); ``peak_rss_mib`` per conversion host, and
+``memory_per_copying_vm``: each host's peak PSS per copying VM, by kind of process, against
+``BOUND_MIB_PER_VM``.
 The yardstick reads each disk's live export, the wave a snapshot of it read through nbdkit, the
 collection's VDDK reader and the lab's VDDK (lab/vsphere/vddk): the same bytes from the same images.
 """
@@ -60,6 +62,12 @@ sys.path[:0] = [os.path.join(ROOT, "lab", "demo"), os.path.join(ROOT, "tests", "
 LAB = os.environ.get("XMS_LAB_DIR", "/var/lib/xms-lab")
 VMS = [f"lab-vm-bench-{i}" for i in range(1, 5)]
 HOSTS = ["conv-a", "conv-b"]
+# A copying VM's memory on its conversion host, bounded by construction: 160 MiB whatever its disks
+# (its module's Python with pyVmomi and openstacksdk and Ansible's async wrapper, 110 MiB measured;
+# here also the lab's qemu-nbd and relays, 22 MiB), plus per disk copying at once (at most the data
+# path's parallel_disks) the engine's buffer pool (64 reads of 512 KiB: 32 MiB) and its nbdkit with
+# the VDDK reader (about 16 MiB). These VMs copy two disks.
+BOUND_MIB_PER_VM = 160 + 2 * (32 + 16)
 MiB = 1 << 20
 DISK = 2048 * MiB  # as lab/vsphere/populate.py makes them
 WAVES = 3  # the machine's speed drifts within minutes: the median of three waves, each between two yardsticks
@@ -142,13 +150,18 @@ def yardstick_via_snapshots(vsphere, vms, work):
 
 
 class RssSampler:
-    """The summed RSS of every process in each conversion host's network namespace, sampled; its peak.
+    """The summed memory of every process in each conversion host's network namespace, sampled; its peak.
 
-    In this process, as ``ip netns pids`` finds them (a process's ``ns/net`` is the namespace's
-    file): starting ``ip`` eight times a second cost the machine the wave runs on."""
+    RSS, as before, and PSS (``smaps_rollup``), which shares each shared page among the processes
+    mapping it, so that a sum over many Python processes does not count their libraries many times.
+    At the PSS peak, the share of each kind of process (``KINDS``) is kept. In this process, as ``ip
+    netns pids`` finds them (a process's ``ns/net`` is the namespace's file): starting ``ip`` eight
+    times a second cost the machine the wave runs on."""
 
     def __init__(self, hosts):
         self.hosts, self.peak = hosts, {h.name: 0 for h in hosts}
+        self.peak_pss = {h.name: 0 for h in hosts}
+        self.pss_by_kind = {h.name: {} for h in hosts}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -156,12 +169,17 @@ class RssSampler:
         namespaces = {_ns_id(f"/run/netns/{host.namespace}"): host.name for host in self.hosts}
         while not self.stop.wait(0.25):
             totals = dict.fromkeys(self.peak, 0)
+            pss = {host: {} for host in self.peak}
             for pid in filter(str.isdigit, os.listdir("/proc")):
                 host = namespaces.get(_ns_id(f"/proc/{pid}/ns/net"))
                 if host:
                     totals[host] += _rss_kib(pid)
+                    kind = _kind(pid)
+                    pss[host][kind] = pss[host].get(kind, 0) + _pss_kib(pid)
             for host, total in totals.items():
                 self.peak[host] = max(self.peak[host], total)
+                if sum(pss[host].values()) > self.peak_pss[host]:
+                    self.peak_pss[host], self.pss_by_kind[host] = sum(pss[host].values()), pss[host]
 
     def __enter__(self):
         self.thread.start()
@@ -170,6 +188,31 @@ class RssSampler:
     def __exit__(self, *_exc):
         self.stop.set()
         self.thread.join()
+
+
+KINDS = {
+    "nbdkit": "nbdkit: one per disk copying (the collection's VDDK reader and, inside it, the lab's VDDK)",
+    "module": "Python: the modules (block_sync, and wait_progress's async_status) and Ansible's async wrappers",
+    "ssh": "sshd and the shells Ansible starts",
+    "qemu-nbd": "the lab's VDDK serves each snapshot with qemu-nbd: ESXi's side, counted as it runs in the namespace",
+    "socat": "the lab's relays into the namespace",
+}  # any other process is named by its program
+
+
+def _kind(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            argv = handle.read().split(b"\0")
+    except OSError:
+        return "gone"
+    program = os.path.basename(argv[0]).decode(errors="replace")
+    if program.startswith("nbdkit"):
+        return "nbdkit"
+    if program.startswith("python"):
+        return "module"
+    if program.startswith(("sshd", "sh", "bash")):
+        return "ssh"
+    return program
 
 
 def _ns_id(path):
@@ -184,6 +227,14 @@ def _rss_kib(pid):
     try:
         with open(f"/proc/{pid}/status") as handle:
             return next((int(line.split()[1]) for line in handle if line.startswith("VmRSS:")), 0)
+    except OSError:
+        return 0
+
+
+def _pss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            return next((int(line.split()[1]) for line in handle if line.startswith("Pss:")), 0)
     except OSError:
         return 0
 
@@ -286,7 +337,26 @@ def main():
         "idle_sync_in_module_s": waves[0]["idle_in_module_s"],
         "idle_incremental_module_s": round(idle_s, 2),
         "peak_rss_mib": {h: round(max(w["peak_rss_kib"][h] for w in waves) / 1024, 1) for h in HOSTS},
+        "memory_per_copying_vm": memory_per_vm(waves),
     }, indent=1))  # fmt: skip
+
+
+def memory_per_vm(waves):
+    """Each host's peak PSS over its copying VMs (two here, each copying two disks), with what it was
+    made of at that peak, against the bound bench/README.md states (``BOUND_MIB_PER_VM``)."""
+    per_host = {}
+    for host in HOSTS:
+        wave = max(waves, key=lambda w, h=host: w["peak_pss_kib"][h])
+        vms = sum(1 for vm in wave["vms"].values() if vm["host"] == host)
+        per_host[host] = {
+            "vms": vms,
+            "peak_pss_mib": round(wave["peak_pss_kib"][host] / 1024, 1),
+            "per_vm_mib": round(wave["peak_pss_kib"][host] / 1024 / vms, 1),
+            "by_kind_mib": {k: round(v / 1024, 1) for k, v in sorted(wave["pss_by_kind_kib"][host].items())},
+        }
+    worst = max(h["per_vm_mib"] for h in per_host.values())
+    return {"hosts": per_host, "bound_mib_per_vm": BOUND_MIB_PER_VM, "within_bound": worst <= BOUND_MIB_PER_VM,
+            "kinds": KINDS}  # fmt: skip
 
 
 def write_inventory(lab, hosts, work):
@@ -364,6 +434,8 @@ def run_wave(hosts, files, vms, vsphere, openstack, idle_sync):
         "first_byte_spread_s": max(first_bytes) - min(first_bytes),
         "vms": per_vm,
         "peak_rss_kib": rss.peak,
+        "peak_pss_kib": rss.peak_pss,
+        "pss_by_kind_kib": rss.pss_by_kind,
     }
     if idle_sync:
         sync_s, sync_out = playbook("sync")
