@@ -173,9 +173,9 @@ class RssSampler:
             for pid in filter(str.isdigit, os.listdir("/proc")):
                 host = namespaces.get(_ns_id(f"/proc/{pid}/ns/net"))
                 if host:
-                    totals[host] += _rss_kib(pid)
+                    totals[host] += _proc_kib(pid, "status", "VmRSS:")
                     kind = _kind(pid)
-                    pss[host][kind] = pss[host].get(kind, 0) + _pss_kib(pid)
+                    pss[host][kind] = pss[host].get(kind, 0) + _proc_kib(pid, "smaps_rollup", "Pss:")
             for host, total in totals.items():
                 self.peak[host] = max(self.peak[host], total)
                 if sum(pss[host].values()) > self.peak_pss[host]:
@@ -223,19 +223,12 @@ def _ns_id(path):
     return found.st_dev, found.st_ino
 
 
-def _rss_kib(pid):
+def _proc_kib(pid, name, field):
+    """A figure in KiB from ``/proc/<pid>/<name>`` (``VmRSS:`` of ``status``, ``Pss:`` of ``smaps_rollup``)."""
     try:
-        with open(f"/proc/{pid}/status") as handle:
-            return next((int(line.split()[1]) for line in handle if line.startswith("VmRSS:")), 0)
-    except OSError:
-        return 0
-
-
-def _pss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as handle:
-            return next((int(line.split()[1]) for line in handle if line.startswith("Pss:")), 0)
-    except OSError:
+        with open(f"/proc/{pid}/{name}") as handle:
+            return next((int(line.split()[1]) for line in handle if line.startswith(field)), 0)
+    except OSError:  # the process has ended
         return 0
 
 

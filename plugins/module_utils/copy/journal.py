@@ -92,7 +92,7 @@ class Journal:
         contents = read_journal(self.path)
         if contents is None or contents.key != self.key:
             return
-        self.done, self.complete, self._started = contents.done, contents.complete, True
+        self.done, self.complete, self._started, self._plan = contents.done, contents.complete, True, b""
         if os.path.getsize(self.path) > contents.length:  # a torn record: cut it before appending
             with open(self.path, "r+b") as handle:
                 handle.truncate(contents.length)
@@ -113,7 +113,7 @@ class Journal:
         else:
             header = MAGIC + _HEAD.pack(self.size, self.key, len(self._plan) // 16) + self._plan
             _atomic_write(self.path, header + _CRC.pack(zlib.crc32(header)) + record)
-            self._started = True
+            self._started, self._plan = True, b""  # in the file now: 16 MB for a million extents, not kept twice
         self.complete = complete
 
 

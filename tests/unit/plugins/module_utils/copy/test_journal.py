@@ -10,6 +10,16 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.copy.journal im
 )
 
 PLAN = [Extent(0, 100), Extent(200, 50)]
+RECORD_OF_ONE = 4 + 1 + 16 + 4  # count, flags, one extent, CRC-32
+
+
+def journaled(tmp_path, *checkpoints):
+    """A journal of PLAN with one checkpoint per argument (each a list of extents); its path."""
+    path = str(tmp_path / "j")
+    journal = Journal(path, PLAN, 1000)
+    for flushed in checkpoints:
+        journal.checkpoint(flushed)
+    return path
 
 
 def test_progress_round_trips_for_the_same_plan(tmp_path):
@@ -27,7 +37,7 @@ def test_checkpoints_append_what_was_flushed_since_the_last_one(tmp_path):
     journal.checkpoint([Extent(0, 60)])
     after_first = os.path.getsize(path)
     journal.checkpoint([Extent(60, 40)])
-    assert os.path.getsize(path) - after_first == 4 + 1 + 16 + 4  # one record of one extent: the plan is not rewritten
+    assert os.path.getsize(path) - after_first == RECORD_OF_ONE  # the plan is not rewritten
     assert remaining_extents(path) == [Extent(200, 50)]
     journal.checkpoint([Extent(200, 50)], complete=True)
     assert remaining_extents(path) == []
@@ -43,11 +53,8 @@ def test_a_resumed_run_appends_to_what_the_first_one_recorded(tmp_path):
 
 
 def test_a_record_torn_by_a_crash_is_not_believed_and_is_cut_before_appending(tmp_path):
-    path = str(tmp_path / "j")
-    journal = Journal(path, PLAN, 1000)
-    journal.checkpoint([Extent(0, 10)])
-    whole = os.path.getsize(path)
-    journal.checkpoint([Extent(10, 90)])
+    path = journaled(tmp_path, [Extent(0, 10)], [Extent(10, 90)])
+    whole = os.path.getsize(path) - RECORD_OF_ONE
     with open(path, "r+b") as handle:  # the second record lost its last bytes: the crash came mid-append
         handle.truncate(os.path.getsize(path) - 3)
     assert read_journal(path).done == [Extent(0, 10)]
@@ -59,13 +66,9 @@ def test_a_record_torn_by_a_crash_is_not_believed_and_is_cut_before_appending(tm
 
 
 def test_a_record_with_a_bad_checksum_ends_what_is_believed(tmp_path):
-    path = str(tmp_path / "j")
-    journal = Journal(path, PLAN, 1000)
-    journal.checkpoint([Extent(0, 10)])
-    journal.checkpoint([Extent(10, 10)])
-    journal.checkpoint([Extent(20, 10)])
+    path = journaled(tmp_path, [Extent(0, 10)], [Extent(10, 10)], [Extent(20, 10)])
     with open(path, "r+b") as handle:  # flip a byte inside the second record's extent
-        handle.seek(os.path.getsize(path) - 2 * (4 + 1 + 16 + 4) + 6)
+        handle.seek(os.path.getsize(path) - 2 * RECORD_OF_ONE + 6)
         byte = handle.read(1)
         handle.seek(-1, os.SEEK_CUR)
         handle.write(bytes([byte[0] ^ 0xFF]))
