@@ -23,7 +23,7 @@ import errno
 import os
 import stat
 import threading
-from typing import Deque, List, Tuple
+from typing import Deque, Tuple
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy import nbd_source
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.errors import TargetError
@@ -38,12 +38,6 @@ SYNC_FILE_RANGE_WRITE = 0x02
 SYNC_FILE_RANGE_WAIT_AFTER = 0x04
 # Written data stays in the page cache until this many bytes were written after it (see FileTarget.write).
 CACHE_WINDOW = 16 << 20
-# Writeback is started, and old data dropped, for this many bytes of writes at a time, one system call per
-# run of them (sorted, joined across gaps of up to RUN_GAP): a fragmented plan's 4 KiB writes, each sent
-# to the disk alone, cost 90 us of kernel time apiece. Runs do not join farther: a call over a wide span
-# would wait for the writes other threads just made there (it slowed the full copy by a fifth).
-WRITEBACK_BATCH = 1 << 20
-RUN_GAP = 64 << 10
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
@@ -58,17 +52,6 @@ def _fallocate(fd: int, mode: int, offset: int, length: int) -> bool:
     if err in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENODEV):
         return False
     raise OSError(err, os.strerror(err))
-
-
-def _runs(ranges: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
-    """``(offset, length)`` ranges as ``(start, end)`` runs: sorted, joined across gaps of up to ``RUN_GAP``."""
-    runs: List[Tuple[int, int]] = []
-    for start, length in sorted(ranges):
-        if runs and start - runs[-1][1] <= RUN_GAP:
-            runs[-1] = (runs[-1][0], max(runs[-1][1], start + length))
-        else:
-            runs.append((start, start + length))
-    return runs
 
 
 class FileTarget:
@@ -87,8 +70,6 @@ class FileTarget:
         self.is_block = stat.S_ISBLK(os.fstat(self.fd).st_mode)
         self._cached: Deque[Tuple[int, int]] = collections.deque()  # written, not yet dropped from the cache
         self._cached_bytes = 0
-        self._unstarted: List[Tuple[int, int]] = []  # written, writeback not started yet
-        self._unstarted_bytes = 0
         self._cached_lock = threading.Lock()  # the copy's connections write from their own threads
         self._zero_modes = [FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE]
 
@@ -105,9 +86,8 @@ class FileTarget:
             return err.errno == errno.ENXIO  # no data from offset to the end of the file
 
     def write(self, data, offset: int) -> None:
-        """pwrite, then keep the page cache out of the way, as nbdcopy does: writeback starts at once
-        (for each ``WRITEBACK_BATCH`` of writes), and what was written ``CACHE_WINDOW`` bytes ago is
-        waited for and dropped.
+        """pwrite, then keep the page cache out of the way, as nbdcopy does: writeback of this range
+        starts at once, and a range written ``CACHE_WINDOW`` bytes ago is waited for and dropped.
 
         A disk copied through the page cache would otherwise fill it with gigabytes nobody reads
         again, and every new page costs: on the lab's two cores eight copies at once spent half
@@ -117,27 +97,20 @@ class FileTarget:
         while view:
             written = os.pwrite(self.fd, view, offset)
             view, offset = view[written:], offset + written
-        begin: List[Tuple[int, int]] = []
-        drop: List[Tuple[int, int]] = []
+        _libc.sync_file_range(self.fd, start, length, SYNC_FILE_RANGE_WRITE)
+        old = []
         with self._cached_lock:
             self._cached.append((start, length))
             self._cached_bytes += length
-            self._unstarted.append((start, length))
-            self._unstarted_bytes += length
-            if self._unstarted_bytes >= WRITEBACK_BATCH:
-                begin, self._unstarted, self._unstarted_bytes = self._unstarted, [], 0
-            if self._cached_bytes > CACHE_WINDOW + WRITEBACK_BATCH:
-                while self._cached_bytes > CACHE_WINDOW:
-                    drop.append(self._cached.popleft())
-                    self._cached_bytes -= drop[-1][1]
-        for run_start, run_end in _runs(begin):
-            _libc.sync_file_range(self.fd, run_start, run_end - run_start, SYNC_FILE_RANGE_WRITE)
-        for run_start, run_end in _runs(drop):
+            while self._cached_bytes > CACHE_WINDOW:
+                old.append(self._cached.popleft())
+                self._cached_bytes -= old[-1][1]
+        for old_start, old_length in old:
             wait = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER
-            if _libc.sync_file_range(self.fd, run_start, run_end - run_start, wait) != 0:
+            if _libc.sync_file_range(self.fd, old_start, old_length, wait) != 0:
                 err = ctypes.get_errno()
                 raise OSError(err, os.strerror(err))
-            os.posix_fadvise(self.fd, run_start, run_end - run_start, os.POSIX_FADV_DONTNEED)
+            os.posix_fadvise(self.fd, old_start, old_length, os.POSIX_FADV_DONTNEED)
 
     def zero(self, offset: int, length: int) -> None:
         # Copy threads share this target: each works on its own snapshot of the modes, and a mode the
