@@ -7,7 +7,7 @@ requirements:
   - libnbd's Python binding (python3-libnbd)
   - nbdkit with its Python plugin (or its vddk plugin), qemu-img
   - os-brick >= 6.0.0 with attach_mode brick
-  - VMware's VDDK in vddk_libdir
+  - VMware's VDDK in vddk_libdir, except with the NFS reader (O(reader=nfs)), which needs qemu-nbd instead
 options:
   state_dir:
     description:
@@ -17,7 +17,7 @@ options:
   vddk_libdir:
     description:
       - Where VMware's VDDK is unpacked on the conversion host (C(lib64/libvixDiskLib.so.N) below it), for the
-        reader O(vddk_reader) picks.
+        VDDK readers of O(reader).
       - VDDK is not redistributable; see C(docs/conversion-host.md) for how to obtain it, as for virt-v2v.
     type: path
     default: /opt/vmware-vix-disklib-distrib
@@ -25,17 +25,32 @@ options:
     description:
       - VDDK transport modes to try, colon-separated (for example C(hotadd:nbdssl)). Default is VDDK's choice.
     type: str
-  vddk_reader:
+  reader:
     description:
-      - Which nbdkit plugin reads the source disks through VDDK; both take the same parameters.
+      - What reads the source disks.
       - C(nbdkit-vddk) is nbdkit's own C(vddk) plugin (C(nbdkit-vddk-plugin) on RHEL and Fedora; Debian and Ubuntu
-        do not ship it).
+        do not ship it), through VMware's VDDK in O(vddk_libdir).
       - C(xms) is the collection's reader, run by nbdkit's Python plugin host (C(nbdkit-plugin-python)); it loads
-        VDDK from O(vddk_libdir) and reads each disk over several connections at once.
-      - C(auto) takes nbdkit's own plugin where the host has one, otherwise the collection's.
+        VDDK from O(vddk_libdir) and reads each disk over several connections at once. Both take the same parameters.
+      - C(nfs) needs no VDDK, for VMs whose disks are all on NFS datastores. C(qemu-nbd) reads the disk file the
+        sync's snapshot froze (with the deltas of older snapshots below it) from the datastore mounted read-only on
+        this host; the changed areas still come from vSphere's API. See O(nfs_mounts) for where the datastore is
+        mounted, and C(docs/conversion-host.md) for what the NFS export must allow.
+      - C(auto) takes nbdkit's own plugin where the host has one, otherwise the collection's; with no VDDK in
+        O(vddk_libdir), the NFS reader when every disk of the VM is on an NFS datastore.
     type: str
-    choices: [auto, nbdkit-vddk, xms]
+    choices: [auto, nbdkit-vddk, xms, nfs]
     default: auto
+    aliases: [vddk_reader]
+  nfs_mounts:
+    description:
+      - For the NFS reader, where NFS datastores are mounted on this host, a mount point by datastore name
+        (for example C(/mnt/nfs-ds01) for datastore C(nfs-ds01)). Mount them read-only.
+      - A datastore not named here is read where its export (the server and path vSphere reports) is mounted
+        already, or else mounted read-only under O(state_dir) (C(datastores/<name>)) and left mounted for the next
+        sync. That needs the NFS client (C(nfs-common), C(nfs-utils)) and an export this host's address may mount.
+    type: dict
+    default: {}
   attach_mode:
     description:
       - How the conversion host writes to the target volumes.

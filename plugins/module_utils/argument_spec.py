@@ -86,13 +86,26 @@ def vddk_libdir_spec() -> Dict[str, Any]:
     return {"type": "path", "default": "/opt/vmware-vix-disklib-distrib"}
 
 
+def reader_argument_spec() -> Dict[str, Any]:
+    """What reads the source disks on the conversion host (warm_migration_init checks it before anything)."""
+    return {
+        "reader": {
+            "type": "str",
+            "default": "auto",
+            "choices": ["auto", "nbdkit-vddk", "xms", "nfs"],
+            "aliases": ["vddk_reader"],
+        },
+        "nfs_mounts": {"type": "dict", "default": {}},
+        "state_dir": {"type": "path", "default": "/var/lib/xms-warm-migration"},
+    }
+
+
 def data_path_argument_spec() -> Dict[str, Any]:
     """How the conversion host reads source disks and writes target volumes."""
     return {
-        "state_dir": {"type": "path", "default": "/var/lib/xms-warm-migration"},
         "vddk_libdir": vddk_libdir_spec(),
         "vddk_transports": {"type": "str"},
-        "vddk_reader": {"type": "str", "default": "auto", "choices": ["auto", "nbdkit-vddk", "xms"]},
+        **reader_argument_spec(),
         "attach_mode": {"type": "str", "default": "brick", "choices": ["brick", "nova"]},
         "conversion_server": {"type": "str"},
         "bandwidth_limit": {"type": "int"},

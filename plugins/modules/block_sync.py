@@ -77,7 +77,8 @@ attributes:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
-  - The conversion host needs nbdkit with a VDDK reader (see O(vddk_reader)) and VMware's VDDK (see O(vddk_libdir)).
+  - The conversion host needs nbdkit with a VDDK reader and VMware's VDDK (see O(reader) and O(vddk_libdir)),
+    or, for VMs whose disks are all on NFS datastores, the NFS reader (O(reader=nfs)), which needs no VDDK.
 """
 
 EXAMPLES = r"""

@@ -60,7 +60,7 @@ attributes:
     support: none
 notes:
   - Of the data path options, O(state_dir) (the host lock shared with the VM's syncs), O(vddk_libdir),
-    O(vddk_transports), O(vddk_reader) and O(bandwidth_limit) are used; the others are accepted so that one
+    O(vddk_transports), O(reader), O(nfs_mounts) and O(bandwidth_limit) are used; the others are accepted so that one
     C(module_defaults) group serves every data-path module.
 """
 

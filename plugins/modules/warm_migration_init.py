@@ -70,6 +70,26 @@ options:
         the ESXi host's before anything changes.
     type: path
     default: /opt/vmware-vix-disklib-distrib
+  reader:
+    description:
+      - What will read the source disks on this host, as for M(xms.warm_migration.block_sync). With the NFS reader
+        (C(nfs), or C(auto) with no VDDK in O(vddk_libdir) and every disk on an NFS datastore) there is no VDDK to
+        check; instead each disk's file must be reachable on its datastore, mounted read-only on this host.
+    type: str
+    choices: [auto, nbdkit-vddk, xms, nfs]
+    default: auto
+    aliases: [vddk_reader]
+  nfs_mounts:
+    description:
+      - Where NFS datastores are mounted on this host, by datastore name, as for M(xms.warm_migration.block_sync).
+    type: dict
+    default: {}
+  state_dir:
+    description:
+      - The data path's directory on this host, as for M(xms.warm_migration.block_sync). A datastore that is not
+        mounted yet is mounted read-only under it for the NFS reader.
+    type: path
+    default: /var/lib/xms-warm-migration
   removed_disks:
     description:
       - What becomes of the volume of a disk that was removed from the VM after the migration started.
@@ -170,6 +190,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration impor
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.abandon import abandon
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.initialize import RemovedDisks, initialize
 from ansible_collections.xms.warm_migration.plugins.module_utils.module_base import run
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.datapath import Reader
 
 
 def main() -> None:
@@ -180,6 +201,7 @@ def main() -> None:
         **specs.target_argument_spec(),
         "cadence": {"type": "str", "default": "manual", "choices": ["manual", "15m", "hourly", "daily"]},
         "vddk_libdir": specs.vddk_libdir_spec(),
+        **specs.reader_argument_spec(),
         "removed_disks": {"type": "str", "default": "fail", "choices": [r.value for r in RemovedDisks]},
         "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
         "keep_volumes": {"type": "bool", "default": False},
@@ -208,6 +230,8 @@ def main() -> None:
         target = mparams.target_settings(module.params)
         with mparams.module_context(module.params) as ctx:
             outcome = initialize(ctx, target, vddk_libdir=module.params["vddk_libdir"], check_mode=module.check_mode,
+                                 reader=Reader(module.params["reader"]), nfs_mounts=module.params["nfs_mounts"],
+                                 state_dir=module.params["state_dir"],
                                  removed_disks=RemovedDisks(module.params["removed_disks"]))  # fmt: skip
         for warning in outcome.warnings:
             module.warn(warning)

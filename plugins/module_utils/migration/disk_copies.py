@@ -140,7 +140,8 @@ class DiskCopies:
                 server = DiskServer(
                     self.ctx.vsphere, self.ctx.vm, self.snap, self.disks_by_key[disk.disk_key],
                     vddk_libdir=self.settings.vddk_libdir, transports=self.settings.vddk_transports,
-                    reader=self.settings.vddk_reader,
+                    reader=self.settings.reader, nfs_mounts=self.settings.nfs_mounts,
+                    state_dir=self.settings.state_dir,
                 )  # fmt: skip
                 started.append(_Starting(disk, plan, stale, server))
             for begun in started:

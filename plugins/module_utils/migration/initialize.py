@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Dict, List, Optional
+from typing import Dict, List, Mapping, Optional
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
@@ -28,6 +28,8 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.openstack impor
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt as vs_cbt
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import inventory as vs_inventory
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import versions as vs_versions
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.datapath import STATE_DIR, Reader, nfs_files
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import DataPathError
 
 
 @dataclass
@@ -99,6 +101,9 @@ def initialize(
     target: TargetSettings,
     *,
     vddk_libdir: str,
+    reader: Reader = Reader.AUTO,
+    nfs_mounts: Optional[Mapping[str, str]] = None,
+    state_dir: str = STATE_DIR,
     removed_disks: RemovedDisks = RemovedDisks.FAIL,
     check_mode: bool = False,
 ) -> InitOutcome:
@@ -106,6 +111,8 @@ def initialize(
 
     ``vddk_libdir`` is the VDDK of the host that runs this step (the conversion host): its release
     must serve the vCenter's and the ESXi host's, or the first seed would fail after its snapshot.
+    With the NFS reader (``reader``, see datapath.uses_nfs) there is no VDDK to check: every disk's
+    file must be on an NFS datastore this host has mounted or can mount (``nfs_mounts``, ``state_dir``).
 
     A rerun on a running migration is how its disk set follows the source: a disk added to the VM
     gets its volume (the next sync seeds it, the others go on incrementally), and a removed disk's
@@ -119,18 +126,15 @@ def initialize(
     warnings: List[str] = []
 
     verdict = vs_inventory.preflight(inv, vs_inventory.datastore_space(ctx.vsphere, ctx.vm))
-    vddk = vs_versions.vddk_verdict(vddk_libdir, vs_versions.read_versions(ctx.vsphere, ctx.vm))
     checks: List[Dict[str, object]] = [
         {"name": "source", "ok": verdict.status != "fail", "message": "; ".join(verdict.reasons) or "ok"},
-        {"name": "vddk", "ok": vddk.ok, "message": vddk.message},
     ]
     if verdict.status == "fail":
         raise PreflightError(
             f"VM '{inv.name}' cannot be migrated warm: {'; '.join(verdict.reasons)}",
             hint="Fix the source VM (see the reasons) and run again",
         )
-    if not vddk.ok:
-        raise PreflightError(vddk.message, parameter="vddk_libdir", hint=f"{vddk.hint}. Nothing was created")
+    checks.append(_reader_check(ctx, vddk_libdir, reader, nfs_mounts or {}, state_dir))
     warnings.extend(verdict.reasons if verdict.status == "warn" else [])
 
     nics = nic_targets(inv, target)
@@ -261,3 +265,21 @@ def _disk_fields(disks, state: MigrationState, existing) -> Dict[str, Dict[str, 
         )
         for i, d in enumerate(new)
     }
+
+
+def _reader_check(ctx: MigrationContext, vddk_libdir: str, reader: Reader, nfs_mounts: Mapping[str, str],
+                  state_dir: str) -> Dict[str, object]:  # fmt: skip
+    """The reader's check: VDDK's release against vCenter's and the host's, or, for the NFS reader, each
+    disk's file reached on its mounted datastore. PreflightError when it fails: nothing was created."""
+    files = [disk.backing_file for disk in ctx.inventory.disks]
+    try:
+        paths = nfs_files(ctx.vsphere, ctx.vm, files, vddk_libdir=vddk_libdir, reader=reader,
+                          nfs_mounts=nfs_mounts, state_dir=state_dir)  # fmt: skip
+    except DataPathError as err:
+        raise PreflightError(err.message, parameter=err.parameter, hint=f"{err.hint}. Nothing was created") from None
+    if paths is not None:
+        return {"name": "nfs", "ok": True, "message": "the NFS reader reads " + ", ".join(paths)}
+    vddk = vs_versions.vddk_verdict(vddk_libdir, vs_versions.read_versions(ctx.vsphere, ctx.vm))
+    if not vddk.ok:
+        raise PreflightError(vddk.message, parameter="vddk_libdir", hint=f"{vddk.hint}. Nothing was created")
+    return {"name": "vddk", "ok": vddk.ok, "message": vddk.message}

@@ -4,8 +4,8 @@ they give for a number of disks copied at once."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Dict, Optional
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier import (
     CopyOptions,
@@ -25,7 +25,8 @@ class SyncSettings:
     state_dir: str
     vddk_libdir: str = ""
     vddk_transports: Optional[str] = None
-    vddk_reader: Reader = Reader.AUTO
+    reader: Reader = Reader.AUTO
+    nfs_mounts: Dict[str, str] = field(default_factory=dict)  # datastore name: where it is mounted on this host
     attach_mode: str = "brick"
     conversion_server: Optional[str] = None
     quiesce: bool = False

@@ -234,7 +234,9 @@ def _export_locked(
                     source,
                     vddk_libdir=settings.vddk_libdir,
                     transports=settings.vddk_transports,
-                    reader=settings.vddk_reader,
+                    reader=settings.reader,
+                    nfs_mounts=settings.nfs_mounts,
+                    state_dir=settings.state_dir,
                 ) as uri,
                 layer.plain_view(path, layer.VolumeFormat(fmt)) as dest,
             ):

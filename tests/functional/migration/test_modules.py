@@ -109,7 +109,7 @@ def test_a_block_sync_killed_mid_way_is_completed_by_the_next_run(vsphere, opens
         doomed.wait()
         state = store.load(openstack, migration_id)
         assert not state.seeded and state.sync_count == 0  # killed before the seed finished
-        assert any((tmp_path / "tmp").glob("xms-vddk-*")), "the killed sync's nbdkit work directory is not here"
+        assert any((tmp_path / "tmp").glob("xms-reader-*")), "the killed sync's reader work directory is not here"
         assert files_holding(lab["password"], tmp_path / "tmp", tmp_path / "state") == []
 
         rerun = subprocess.run([*argv, "-e", "step=sync"], env=env, capture_output=True, text=True, check=False)

@@ -136,8 +136,8 @@ def test_open_disk_serves_the_point_in_time_while_the_guest_writes(client, tmp_p
             lab_cmd("write", "lab-vm-1", str(disk.key), "8")  # the running guest keeps writing
             assert nbd_sha256(uri, disk.capacity) == before
             workdir = os.path.dirname(uri.split("socket=")[1])
-            assert sorted(os.listdir(workdir)) == ["nbd.sock", "nbdkit.log", "xms_vddk_reader.py"]  # no password file
-            with open(os.path.join(workdir, "nbdkit.log"), "rb") as log:
+            assert sorted(os.listdir(workdir)) == ["nbd.sock", "reader.log", "xms_vddk_reader.py"]  # no password file
+            with open(os.path.join(workdir, "reader.log"), "rb") as log:
                 assert client.conn.password.encode() not in log.read()
             for pid in filter(str.isdigit, os.listdir("/proc")):  # the password is on no command line
                 try:
@@ -248,7 +248,7 @@ def test_lab_disks_are_real_images():
 
 def test_a_missing_reader_or_vddk_fails_naming_the_option(client, tmp_path):
     """Debian's nbdkit has no vddk plugin: auto picks the collection's reader, which needs VDDK in
-    vddk_libdir; asking for nbdkit's own plugin names vddk_reader."""
+    vddk_libdir; asking for nbdkit's own plugin names reader."""
     vm = inventory.find_vm(client, name="lab-vm-1")
     disk = inventory.inventory(client, vm).disks[0]
     assert datapath.check_vddk(VDDK_LIBDIR).reader is datapath.Reader.XMS
@@ -261,7 +261,7 @@ def test_a_missing_reader_or_vddk_fails_naming_the_option(client, tmp_path):
             datapath.open_disk(client, vm, snap, disk, vddk_libdir=VDDK_LIBDIR, reader=datapath.Reader.NBDKIT_VDDK),
         ):
             pass
-        assert err.value.parameter == "vddk_reader" and "Ubuntu do not ship it" in str(err.value)
+        assert err.value.parameter == "reader" and "Ubuntu do not ship it" in str(err.value)
     with pytest.raises(DataPathError) as err:
         datapath.check_vddk("/nonexistent/vddk")
     assert err.value.parameter == "vddk_libdir"

@@ -69,4 +69,4 @@ def test_a_reader_the_host_lacks_is_refused_naming_the_option(plugins, tmp_path,
     plugins.update(present)
     with pytest.raises(DataPathError) as err:
         datapath.check_vddk(str(tmp_path), reader)
-    assert err.value.parameter == "vddk_reader" and words in str(err.value)
+    assert err.value.parameter == "reader" and words in str(err.value)
