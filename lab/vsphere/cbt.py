@@ -33,9 +33,12 @@ sequence) is kept in state.json next to lab.json, under a file lock.
 """
 
 import fcntl
+import glob
+import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -81,6 +84,28 @@ def vm_by_moref(moref):
     raise SystemExit(json.dumps({"fault": f"no lab VM has moref {moref}"}))
 
 
+def on_nfs(vm):
+    """Whether the VM's disks are on the lab's NFS datastore (vmdk files, a delta per snapshot)."""
+    return bool(vm.get("nfs_datastore"))
+
+
+def top(vm, key):
+    """The node the guest writes through and the dirty bitmaps live on: the qcow2 node, or on the NFS
+    datastore the throttle filter above the vmdk chain, which stays while snapshots change the chain."""
+    return f"t{key}" if on_nfs(vm) else f"d{key}"
+
+
+def vnode(path):
+    """The node name of one vmdk file of a chain (named after the file: it keeps its name as the chain changes)."""
+    return "v" + hashlib.sha1(path.encode()).hexdigest()[:12]
+
+
+def ds_file(vm, path):
+    """``[nfs-ds0] dir/file.vmdk`` for a file of the NFS datastore's directory."""
+    root = vm["nfs_datastore"]
+    return f"[{os.path.basename(root)}] {os.path.relpath(path, root)}"
+
+
 class Daemon:
     """QMP and NBD of one VM's qemu-storage-daemon."""
 
@@ -88,6 +113,7 @@ class Daemon:
         self.dir = os.path.join(LAB, "qsd", vm_name)
         self.nbd_socket = os.path.join(self.dir, "nbd.sock")
         self.cmd = Qmp(os.path.join(self.dir, "qmp.sock")).cmd
+        self.vm = load("lab.json")["vms"][vm_name]
 
     def wait_export_gone(self, export):
         for _attempt in range(200):
@@ -99,7 +125,7 @@ class Daemon:
     def dirty(self, key, bitmap, start, end):
         """Extents of ``bitmap`` on disk ``key`` within [start, end), read over a temporary NBD export."""
         export = f"q-{key}-{bitmap}-{os.getpid()}"
-        self.cmd("block-export-add", type="nbd", id=export, **{"node-name": f"d{key}"}, name=export,
+        self.cmd("block-export-add", type="nbd", id=export, **{"node-name": top(self.vm, key)}, name=export,
                  writable=False, bitmaps=[bitmap])  # fmt: skip
         try:
             return read_extents(f"nbd+unix:///{export}?socket={self.nbd_socket}", f"qemu:dirty-bitmap:{bitmap}",
@@ -148,59 +174,129 @@ def snapshot_create(vm_moref, snap_moref, cbt):
     name, vm = vm_by_moref(vm_moref)
     daemon = Daemon(name)
     with locked_state() as state:
-        actions, ids = [], {}
+        actions, ids, taken = [], {}, {"vm": name}
         for key in vm["disks"]:
             disk = state["disks"].setdefault(f"{name}/{key}", {"epoch": uuid.uuid4().hex[:16], "seq": 0, "cbt": False})
-            actions.append(
-                {"type": "blockdev-snapshot-internal-sync", "data": {"device": f"d{key}", "name": snap_moref}}
-            )
+            if on_nfs(vm):
+                # As ESXi: the file written so far is frozen and a new delta above it takes the writes.
+                chain = disk.setdefault("chain", [vm["disks"][key]["image"]])
+                delta = new_delta(daemon, chain[-1], vm["disks"][key]["capacity"])
+                snapshot = {"node": vnode(chain[-1]), "overlay": vnode(delta)}
+                actions.append({"type": "blockdev-snapshot", "data": snapshot})
+                taken.setdefault("frozen", {})[key], taken.setdefault("delta", {})[key] = chain[-1], delta
+                chain.append(delta)
+            else:
+                actions.append(
+                    {"type": "blockdev-snapshot-internal-sync", "data": {"device": f"d{key}", "name": snap_moref}}
+                )
             if cbt == "cbt" and disk["cbt"]:
                 seq = disk["seq"] + 1
                 actions.append(
-                    {"type": "block-dirty-bitmap-disable", "data": {"node": f"d{key}", "name": f"e{disk['seq']}"}}
+                    {"type": "block-dirty-bitmap-disable", "data": {"node": top(vm, key), "name": f"e{disk['seq']}"}}
                 )
-                actions.append({"type": "block-dirty-bitmap-add", "data": {"node": f"d{key}", "name": f"e{seq}"}})
+                actions.append({"type": "block-dirty-bitmap-add", "data": {"node": top(vm, key), "name": f"e{seq}"}})
                 disk["seq"] = seq
                 ids[key] = f"{disk['epoch']}/{seq}"
             elif cbt == "cbt":
                 # CBT was just enabled: tracking starts now; this snapshot's own id starts the history.
                 actions.append(
-                    {"type": "block-dirty-bitmap-add", "data": {"node": f"d{key}", "name": f"e{disk['seq']}"}}
+                    {"type": "block-dirty-bitmap-add", "data": {"node": top(vm, key), "name": f"e{disk['seq']}"}}
                 )
                 disk["cbt"] = True
                 ids[key] = f"{disk['epoch']}/{disk['seq']}"
         daemon.cmd("transaction", actions=actions)
-        state["snapshots"][snap_moref] = {"vm": name, "ids": ids}
+        state["snapshots"][snap_moref] = {**taken, "ids": ids}
     with open(os.path.join(VDDK, "snapshots", snap_moref), "w"):
         pass  # the lab's VDDK serves a snapshot while its marker exists
-    answer({"change_ids": ids})
+    # On the NFS datastore the VM's disks are its new deltas from now on (the snapshot keeps the frozen files).
+    answer({"change_ids": ids, "files": {key: ds_file(vm, delta) for key, delta in taken.get("delta", {}).items()}})
+
+
+def new_delta(daemon, parent, capacity):
+    """The next delta file above ``parent`` (``<disk>-000001.vmdk`` and its extent, as ESXi numbers them), added
+    to the daemon as a node of its own. QEMU writes no vmfsSparse or SEsparse delta: it is a sparse vmdk
+    (twoGbMaxExtentSparse) whose descriptor names its parent as ESXi's do (parentCID, parentFileNameHint).
+    Made without opening the parent, which the daemon holds for writing."""
+    stem = re.sub(r"-\d{6}$", "", os.path.splitext(parent)[0])
+    number = 1
+    while os.path.exists(f"{stem}-{number:06d}.vmdk"):
+        number += 1
+    delta = f"{stem}-{number:06d}.vmdk"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse", delta,
+                    str(capacity)], check=True)  # fmt: skip
+    with open(parent) as handle:
+        parent_cid = re.search(r"^CID=(\w+)", handle.read(), re.M).group(1)
+    with open(delta) as handle:
+        text = handle.read()
+    text = re.sub(r"^parentCID=\w+", f"parentCID={parent_cid}", text, flags=re.M)
+    text = re.sub(r"^(createType=.*)$", f'\\1\nparentFileNameHint="{os.path.basename(parent)}"', text, flags=re.M)
+    with open(delta, "w") as handle:
+        handle.write(text)
+    daemon.cmd("blockdev-add", driver="vmdk", **{"node-name": vnode(delta)},
+               file={"driver": "file", "filename": delta}, backing=None)  # fmt: skip
+    return delta
 
 
 def snapshot_remove(vm_moref, snap_moref):
+    answer(remove_snapshot(vm_moref, snap_moref))
+
+
+def remove_snapshot(vm_moref, snap_moref):
+    """Drop one snapshot. On the NFS datastore, as ESXi consolidates: the delta taken at the snapshot is
+    committed into the file it froze; the VM's disks and later snapshots that named the delta name that file."""
     name, vm = vm_by_moref(vm_moref)
     daemon = Daemon(name)
     with suppress(FileNotFoundError):  # first the marker: no VDDK read returns data of a dropped snapshot
         os.unlink(os.path.join(VDDK, "snapshots", snap_moref))
-    for key in vm["disks"]:
-        with suppress(RuntimeError):  # already gone
-            daemon.cmd("blockdev-snapshot-delete-internal-sync", device=f"d{key}", name=snap_moref)
+    if not on_nfs(vm):
+        for key in vm["disks"]:
+            with suppress(RuntimeError):  # already gone
+                daemon.cmd("blockdev-snapshot-delete-internal-sync", device=f"d{key}", name=snap_moref)
+    renamed = {"vm_files": {}, "snapshot_files": {}}
     with locked_state() as state:
-        state["snapshots"].pop(snap_moref, None)
-    answer({})
+        snap = state["snapshots"].pop(snap_moref, None)
+        for key, delta in (snap or {}).get("delta", {}).items():
+            frozen = snap["frozen"][key]
+            commit(daemon, top(vm, key), delta, frozen)
+            chain = state["disks"][f"{name}/{key}"]["chain"]
+            chain.remove(delta)
+            renamed["vm_files"][key] = ds_file(vm, chain[-1])
+            for moref, other in state["snapshots"].items():
+                if other.get("frozen", {}).get(key) == delta:
+                    other["frozen"][key] = frozen
+                    renamed["snapshot_files"].setdefault(moref, {})[key] = ds_file(vm, frozen)
+    return renamed
+
+
+def commit(daemon, device, delta, into):
+    """Merge ``delta`` into the file below it under the running daemon (block-commit, completed when it is an
+    active commit), then drop its node and its files."""
+    job = f"c{os.getpid()}"
+    daemon.cmd("block-commit", **{"job-id": job, "device": device, "top-node": vnode(delta), "base-node": vnode(into),
+                                  "auto-dismiss": False})  # fmt: skip
+    while True:
+        status = next(j for j in daemon.cmd("query-jobs") if j["id"] == job)
+        if status["status"] == "ready":
+            daemon.cmd("job-complete", id=job)
+        elif status["status"] == "concluded":
+            daemon.cmd("job-dismiss", id=job)
+            if status.get("error"):
+                raise RuntimeError(f"committing {delta}: {status['error']}")
+            break
+        time.sleep(0.02)
+    daemon.cmd("blockdev-del", **{"node-name": vnode(delta)})
+    for path in [delta, *glob.glob(glob.escape(os.path.splitext(delta)[0]) + "-s[0-9][0-9][0-9].vmdk")]:
+        os.unlink(path)
 
 
 def snapshot_remove_all(vm_moref):
     name, _vm = vm_by_moref(vm_moref)
     with locked_state() as state:
         morefs = [m for m, s in state["snapshots"].items() if s["vm"] == name]
-    for moref in morefs:
-        with open(os.devnull, "w") as quiet:
-            sys.stdout, saved = quiet, sys.stdout
-            try:
-                snapshot_remove(vm_moref, moref)
-            finally:
-                sys.stdout = saved
-    answer({})
+    renamed = {"vm_files": {}}
+    for moref in reversed(morefs):  # newest first: each removal merges the delta the VM writes to
+        renamed["vm_files"].update(remove_snapshot(vm_moref, moref)["vm_files"])
+    answer(renamed)
 
 
 def query(vm_moref, snap_moref, key, start, change_id):
@@ -254,12 +350,14 @@ def reconfigured(vm_moref, cbt, described):
                 if disk and disk["cbt"]:
                     for k in range(disk["seq"] + 1):
                         with suppress(RuntimeError):
-                            daemon.cmd("block-dirty-bitmap-remove", node=f"d{key}", name=f"e{k}")
+                            daemon.cmd("block-dirty-bitmap-remove", node=top(vm, key), name=f"e{k}")
                     state["disks"][f"{name}/{key}"] = {"epoch": uuid.uuid4().hex[:16], "seq": 0, "cbt": False}
                     cleared = True
         lab = load("lab.json")
         entry = lab["vms"][name]["disks"]
         grown = {k: d["capacity"] for k, d in disks.items() if k in entry and d["capacity"] > entry[k]["capacity"]}
+        if on_nfs(vm) and (grown or set(disks) != set(entry)):
+            return answer({"fault": "the lab grows, adds and removes disks of VMs on its qcow2 datastore only"})
         for key, size in grown.items():
             # The guest's live export does not share the right to resize: detach it for the resize.
             daemon.cmd("block-export-del", id=f"live-{key}")
@@ -302,6 +400,8 @@ def revert(vm_moref, snap_moref):
     bitmaps: a query from an older change id is answered with vCenter's fault, not a guess.
     """
     name, vm = vm_by_moref(vm_moref)
+    if on_nfs(vm):
+        return answer({"fault": "the lab reverts VMs on its qcow2 datastore only"})
     with locked_state() as state:
         snap = state["snapshots"].get(snap_moref)
         if snap is None:
@@ -341,7 +441,14 @@ def snapshot_view(vm_name, snap_moref, key):
 
 
 def view_argv(vm_name, snap_moref, key, sock):
-    image = load("lab.json")["vms"][vm_name]["disks"][key]["image"]
+    vm = load("lab.json")["vms"][vm_name]
+    image = vm["disks"][key]["image"]
+    if on_nfs(vm):  # the file the snapshot froze (and the chain below it), as ESXi leaves it on the datastore
+        with open(os.path.join(LAB, "state.json")) as handle:
+            frozen = json.load(handle)["snapshots"][snap_moref]["frozen"][key]
+        spec = {"driver": "vmdk", "file": {"driver": "file", "filename": frozen, "locking": "off"}}
+        return ["qemu-nbd", "--read-only", "--persistent", "--shared=16", f"--socket={sock}",
+                "json:" + json.dumps(spec)]  # fmt: skip
     # The storage daemon holds the image open for writing: read the (immutable) snapshot without locking.
     return ["qemu-nbd", "--read-only", "--persistent", "--shared=16", "--image-opts",
             f"--load-snapshot=snapshot.name={snap_moref}", f"--socket={sock}",
@@ -381,6 +488,9 @@ def start_vm(name, vm):
             "--chardev", f"socket,id=qmp0,path={qsd_dir}/qmp.sock,server=on,wait=off", "--monitor", "chardev=qmp0",
             "--pidfile", f"{qsd_dir}/qsd.pid"]  # fmt: skip
     for key, disk in vm["disks"].items():
+        if on_nfs(vm):
+            argv += nfs_disk_argv(key, disk)
+            continue
         if not os.path.exists(disk["image"]) and disk.get("source_image"):
             subprocess.run(["qemu-img", "convert", "-q", "-O", "qcow2", disk["source_image"], disk["image"]],
                            check=True)  # fmt: skip
@@ -397,6 +507,24 @@ def start_vm(name, vm):
     with open(os.path.join(qsd_dir, "qsd.log"), "ab") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
     wait_for_socket(os.path.join(qsd_dir, "qmp.sock"), proc)
+
+
+def nfs_disk_argv(key, disk):
+    """A disk on the NFS datastore (created with its data when missing): its descriptor and flat extent, as ESXi
+    keeps a thin disk, under a throttle filter (no limits) that holds the dirty bitmaps and the live export."""
+    image = disk["image"]
+    with open(image, "rb") as handle:
+        made = handle.read(21) == b"# Disk DescriptorFile"
+    if not made:  # vcsim left an empty file where vCenter says the disk is
+        subprocess.run(["qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", image,
+                        str(disk["capacity"])], check=True)  # fmt: skip
+        if disk.get("seed_mib"):
+            subprocess.run(["qemu-io", "-f", "vmdk", "-c", f"write -P {int(key) % 251} 0 {disk['seed_mib']}M", image],
+                           check=True, capture_output=True)  # fmt: skip
+    node = {"driver": "vmdk", "node-name": vnode(image), "file": {"driver": "file", "filename": image}}
+    return ["--object", f"throttle-group,id=g{key}", "--blockdev", json.dumps(node),
+            "--blockdev", f"driver=throttle,node-name=t{key},throttle-group=g{key},file={vnode(image)}",
+            "--export", f"type=nbd,id=live-{key},node-name=t{key},name=live-{key},writable=on"]  # fmt: skip
 
 
 def stop():

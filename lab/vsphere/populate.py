@@ -87,6 +87,11 @@ LAB_VMS = {
     # The wave benchmark's VMs (bench/wave_bench.py fills their disks): empty, so a lab start stays cheap.
     **{f"lab-vm-bench-{i}": ([(2048 * MiB, 0), (2048 * MiB, 0)], [f"00:50:56:01:01:0{i}"], {}) for i in range(1, 5)},
 }
+# The lab's NFS datastore: a directory laid out as ESXi lays one out (cbt.py keeps each disk as a vmdk
+# descriptor and its flat extent, a delta per snapshot), which vCenter reports as the export of an NFS
+# server (info.nas). lab-vm-nfs is created on it (not shaped from vcsim's VMs, which are on LocalDS_0).
+NFS_DATASTORE = "nfs-ds0"
+NFS_VMS = {"lab-vm-nfs": ([(48 * MiB, 16), (32 * MiB, 4)], ["00:50:56:01:00:0e"], {})}
 
 
 def wait(task):
@@ -101,7 +106,8 @@ CONTROLLERS = {"sas": vim.vm.device.VirtualLsiLogicSASController, "pvscsi": vim.
 
 
 def shape(vm, name, disks, macs, quirks):
-    wait(vm.Rename_Task(name))
+    if vm.name != name:  # (a VM the lab created has its name already)
+        wait(vm.Rename_Task(name))
     devices = vm.config.hardware.device
     controller = next(d for d in devices if isinstance(d, vim.vm.device.VirtualSCSIController))
     changes = [vim.vm.device.VirtualDeviceSpec(operation="remove", device=d)
@@ -146,6 +152,35 @@ def shape(vm, name, disks, macs, quirks):
     # they say otherwise; vCenter 8 knows no Debian 13, so its admins set 12 for trixie too.
     spec.guestId = quirks.get("guest_id", "debian12_64Guest")
     wait(vm.ReconfigVM_Task(spec))
+
+
+def nfs_datastore(host):
+    """The lab's NFS datastore on ``host``: its directory (LAB/nfs-ds0) as the export of 127.0.0.1."""
+    found = next((ds for ds in host.datastore if ds.name == NFS_DATASTORE), None)
+    if found is None:
+        path = os.path.join(LAB, NFS_DATASTORE)  # vcsim names the datastore after the local path's last part
+        os.makedirs(path, exist_ok=True)
+        spec = vim.host.NasVolume.Specification(remoteHost="127.0.0.1", remotePath=path, localPath=path,
+                                                accessMode="readWrite", type="NFS")  # fmt: skip
+        found = host.configManager.datastoreSystem.CreateNasDatastore(spec)
+    return found
+
+
+def create_on_nfs(content, name):
+    """A VM whose files are on the lab's NFS datastore (a SCSI controller and an e1000, as shape() expects)."""
+    datacenter = content.rootFolder.childEntity[0]
+    host = datacenter.hostFolder.childEntity[0].host[0]
+    nfs_datastore(host)
+    controller = vim.vm.device.VirtualLsiLogicController(key=-200, busNumber=0, sharedBus="noSharing")
+    network = next(n for n in host.network if n.name == "VM Network")
+    nic = vim.vm.device.VirtualE1000(key=-201, backing=vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(
+        deviceName=network.name, network=network))  # fmt: skip
+    config = vim.vm.ConfigSpec(name=name, numCPUs=1, memoryMB=1024, guestId="debian12_64Guest",
+                               files=vim.vm.FileInfo(vmPathName=f"[{NFS_DATASTORE}]"),
+                               deviceChange=[vim.vm.device.VirtualDeviceSpec(operation="add", device=controller),
+                                             vim.vm.device.VirtualDeviceSpec(operation="add", device=nic)])  # fmt: skip
+    pool = datacenter.hostFolder.childEntity[0].resourcePool
+    return wait(datacenter.vmFolder.CreateVM_Task(config=config, pool=pool, host=host))
 
 
 def ifupdown_static(text):
@@ -274,18 +309,26 @@ def main():
             if name not in by_name:
                 shape(by_name[spare.pop(0)], name, disks, macs, quirks)
         by_name = {vm.name: vm for vm in view.view}
+    for name, (disks, macs, quirks) in NFS_VMS.items():
+        if name not in by_name:
+            shape(create_on_nfs(content, name), name, disks, macs, quirks)
+    by_name = {vm.name: vm for vm in view.view}
     der = ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate((host, port)))
     thumbprint = ":".join(f"{b:02X}" for b in hashlib.sha1(der).digest())  # as VDDK and the adapter write it
     lab = {"hostname": host, "port": port, "username": user, "password": password, "thumbprint": thumbprint, "vms": {}}
     tools = {}
-    for name, (disks, macs, quirks) in LAB_VMS.items():
+    for name, (disks, macs, quirks) in {**LAB_VMS, **NFS_VMS}.items():
         vm = by_name[name]
         entry = {"moref": vm._moId, "disks": {}, **{k: v for k, v in quirks.items() if k == "guest_ignores_shutdown"}}
+        if name in NFS_VMS:
+            entry["nfs_datastore"] = os.path.join(LAB, NFS_DATASTORE)
         vdisks = [d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)]
         images = [os.environ[variable] for variable in quirks.get("guest_images", [])]
         if not quirks.get("independent"):
             for index, (vdisk, (capacity, seed)) in enumerate(zip(sorted(vdisks, key=lambda d: d.key), disks)):
                 image = os.path.join(LAB, "disks", f"{name}-{vdisk.key}.qcow2")
+                if name in NFS_VMS:  # the vmdk descriptor on the datastore, where vCenter says the disk is
+                    image = os.path.join(LAB, NFS_DATASTORE, vdisk.backing.fileName.split("] ", 1)[1])
                 entry["disks"][str(vdisk.key)] = {"image": image, "capacity": capacity, "seed_mib": seed,
                                                   "file": vdisk.backing.fileName}  # fmt: skip
                 if index < len(images):

@@ -62,7 +62,8 @@ if pid_runs "$LAB/vcsim.pid" "$bin" && [ -s "$LAB/lab.json" ] \
 else
   bash "$HERE/down.sh"
   # vcsim forgets everything on restart
-  rm -rf "$LAB/qsd" "$LAB/disks" "$LAB/state.json" "$LAB/lab.json" "$LAB/vcsim.url" "$LAB/vddk/snapshots" "$LAB/vddk/run"
+  ! mountpoint -q "$LAB/nfs-mnt/nfs-ds0" || umount "$LAB/nfs-mnt/nfs-ds0"
+  rm -rf "$LAB/qsd" "$LAB/disks" "$LAB/nfs-ds0" "$LAB/state.json" "$LAB/lab.json" "$LAB/vcsim.url" "$LAB/vddk/snapshots" "$LAB/vddk/run"
   mkdir -p "$LAB/disks"
   "$PY" "$HERE/cbt.py" stop 2>/dev/null || true
   [ -s "$LAB/password" ] || (umask 077 && head -c 12 /dev/urandom | base64 | tr -d '/+=' >"$LAB/password")
@@ -74,5 +75,12 @@ else
   "$PY" "$HERE/populate.py"
   "$PY" "$HERE/cbt.py" start
   echo "$shape" >"$LAB/shape"
+fi
+# The conversion host's read-only mount of the lab's NFS datastore (nfs_mounts in the tests). This kernel has no
+# NFS client: a read-only bind mount of the datastore's directory stands for it (lab/vsphere/README.md).
+mkdir -p "$LAB/nfs-mnt/nfs-ds0"
+if ! mountpoint -q "$LAB/nfs-mnt/nfs-ds0"; then
+  mount --bind "$LAB/nfs-ds0" "$LAB/nfs-mnt/nfs-ds0"
+  mount -o remount,bind,ro "$LAB/nfs-mnt/nfs-ds0"
 fi
 say "up on 127.0.0.1:8989; connection and VMs in $LAB/lab.json"

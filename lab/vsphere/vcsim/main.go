@@ -132,6 +132,52 @@ func setChangeIDs(devices []types.BaseVirtualDevice, ids map[string]interface{})
 	return out
 }
 
+// setFiles names each disk's file, as ESXi does when a snapshot starts a delta or a removal merges one:
+// copies again, so that a snapshot keeps the file it froze.
+func setFiles(devices []types.BaseVirtualDevice, files map[string]interface{}) []types.BaseVirtualDevice {
+	out := make([]types.BaseVirtualDevice, len(devices))
+	for i, dev := range devices {
+		out[i] = dev
+		disk, ok := dev.(*types.VirtualDisk)
+		if !ok {
+			continue
+		}
+		file, ok := files[strconv.Itoa(int(disk.Key))].(string)
+		backing, isFlat := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+		if !ok || !isFlat {
+			continue
+		}
+		copyDisk, copyBacking := *disk, *backing
+		copyBacking.FileName = file
+		copyDisk.Backing = &copyBacking
+		out[i] = &copyDisk
+	}
+	return out
+}
+
+// afterRemove renames the files the lab merged a removed snapshot's deltas into (its NFS datastore), on the
+// VM and on the snapshots that named a merged delta.
+func afterRemove(vmRef string, answer map[string]interface{}) {
+	vm, ok := simulator.Map.Get(types.ManagedObjectReference{Type: "VirtualMachine", Value: vmRef}).(*simulator.VirtualMachine)
+	if !ok {
+		return
+	}
+	if files, _ := answer["vm_files"].(map[string]interface{}); len(files) > 0 {
+		simulator.Map.WithLock(vm, func() {
+			vm.Config.Hardware.Device = setFiles(vm.Config.Hardware.Device, files)
+		})
+	}
+	snapshots, _ := answer["snapshot_files"].(map[string]interface{})
+	for ref, value := range snapshots {
+		files, _ := value.(map[string]interface{})
+		if snap, ok := simulator.Map.Get(types.ManagedObjectReference{Type: "VirtualMachineSnapshot", Value: ref}).(*simulator.VirtualMachineSnapshot); ok {
+			simulator.Map.WithLock(vm, func() {
+				snap.Config.Hardware.Device = setFiles(snap.Config.Hardware.Device, files)
+			})
+		}
+	}
+}
+
 // afterSnapshot gives the new snapshot of vmRef its point-in-time view and change ids.
 func afterSnapshot(vmRef string) {
 	vm, ok := simulator.Map.Get(types.ManagedObjectReference{Type: "VirtualMachine", Value: vmRef}).(*simulator.VirtualMachine)
@@ -149,13 +195,11 @@ func afterSnapshot(vmRef string) {
 		return
 	}
 	ids, _ := answer["change_ids"].(map[string]interface{})
-	if len(ids) == 0 {
-		return
-	}
+	files, _ := answer["files"].(map[string]interface{})
 	snap := simulator.Map.Get(ref).(*simulator.VirtualMachineSnapshot)
 	simulator.Map.WithLock(vm, func() {
 		snap.Config.Hardware.Device = setChangeIDs(snap.Config.Hardware.Device, ids)
-		vm.Config.Hardware.Device = setChangeIDs(vm.Config.Hardware.Device, ids)
+		vm.Config.Hardware.Device = setFiles(setChangeIDs(vm.Config.Hardware.Device, ids), files)
 	})
 }
 
@@ -406,8 +450,10 @@ func middleware(next http.Handler) http.Handler {
 			}
 		case "RemoveSnapshot_Task":
 			if snap, ok := simulator.Map.Get(types.ManagedObjectReference{Type: "VirtualMachineSnapshot", Value: req.This}).(*simulator.VirtualMachineSnapshot); ok {
-				if _, err := lab("snapshot-remove", snap.Vm.Value, req.This); err != nil {
+				if answer, err := lab("snapshot-remove", snap.Vm.Value, req.This); err != nil {
 					log.Printf("removing snapshot %s: %v", req.This, err)
+				} else {
+					afterRemove(snap.Vm.Value, answer)
 				}
 			}
 		case "RevertToSnapshot_Task":
@@ -415,8 +461,10 @@ func middleware(next http.Handler) http.Handler {
 			afterRevert(req.This)
 			return
 		case "RemoveAllSnapshots_Task":
-			if _, err := lab("snapshot-remove-all", req.This); err != nil {
+			if answer, err := lab("snapshot-remove-all", req.This); err != nil {
 				log.Printf("removing the snapshots of %s: %v", req.This, err)
+			} else {
+				afterRemove(req.This, answer)
 			}
 		}
 		next.ServeHTTP(w, r)
