@@ -463,6 +463,9 @@ def write_vddk_conf(lab):
              f"qemu-nbd\t{shutil.which('qemu-nbd')}"]  # fmt: skip
     for vm in lab["vms"].values():
         lines += [f"disk\t{vm['moref']}\t{disk['file']}\t{disk['image']}" for disk in vm["disks"].values()]
+    # The NFS datastore's files are read where it keeps them: the VDDK opens the file the snapshot names.
+    for root in sorted({vm["nfs_datastore"] for vm in lab["vms"].values() if on_nfs(vm)}):
+        lines.append(f"datastore\t[{os.path.basename(root)}] \t{root}")
     path = os.path.join(VDDK, "lab.conf")
     fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:

@@ -91,7 +91,10 @@ LAB_VMS = {
 # descriptor and its flat extent, a delta per snapshot), which vCenter reports as the export of an NFS
 # server (info.nas). lab-vm-nfs is created on it (not shaped from vcsim's VMs, which are on LocalDS_0).
 NFS_DATASTORE = "nfs-ds0"
-NFS_VMS = {"lab-vm-nfs": ([(48 * MiB, 16), (32 * MiB, 4)], ["00:50:56:01:00:0e"], {})}
+NFS_VMS = {
+    "lab-vm-nfs": ([(48 * MiB, 16), (32 * MiB, 4)], ["00:50:56:01:00:0e"], {}),
+    "lab-vm-nfs-bench": ([(2048 * MiB, 0)], ["00:50:56:01:01:11"], {}),  # bench/nfs_bench.py fills it
+}
 
 
 def wait(task):

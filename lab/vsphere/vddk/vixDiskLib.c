@@ -54,6 +54,7 @@ struct disk_entry {
 
 static struct {
   char *server, *user, *password, *thumbprint, *snapshots, *qemu_nbd;
+  char *datastore, *datastore_dir; /* the lab's NFS datastore ("[nfs-ds0] ") and its directory */
   struct disk_entry disks[MAX_DISKS];
   int ndisks;
 } conf;
@@ -121,6 +122,10 @@ static int load_conf(void) {
     else if (strcmp(key, "thumbprint") == 0) conf.thumbprint = strdup(a);
     else if (strcmp(key, "snapshots") == 0) conf.snapshots = strdup(a);
     else if (strcmp(key, "qemu-nbd") == 0) conf.qemu_nbd = strdup(a);
+    else if (strcmp(key, "datastore") == 0 && (b = strtok_r(NULL, "\t", &save)) != NULL) {
+      conf.datastore = strdup(a);
+      conf.datastore_dir = strdup(b);
+    }
     else if (strcmp(key, "disk") == 0 && conf.ndisks < MAX_DISKS) {
       b = strtok_r(NULL, "\t", &save);
       c = strtok_r(NULL, "\t", &save);
@@ -287,8 +292,9 @@ static void stop_server(struct handle *h) {
   free(h);
 }
 
-/* qemu-nbd serving ``image`` as of ``snapshot`` on a private socket; it dies with this process. */
-static VixError start_server(struct handle *h, const char *image, const char *snapshot) {
+/* qemu-nbd serving ``image`` as of ``snapshot`` on a private socket; it dies with this process. On the NFS
+ * datastore ``vmdk`` is the file the snapshot froze (its own backing), read as it is: ESXi's file is the view. */
+static VixError start_server(struct handle *h, const char *image, const char *snapshot, const char *vmdk) {
   char tmpl[PATH_MAX - 16], sock[PATH_MAX], opts[PATH_MAX + 128], load[256], *run = libdir_path("run");
   struct timespec pause = {0, 20 * 1000 * 1000};
   if (run == NULL) return VIX_E_FAIL;
@@ -298,7 +304,8 @@ static VixError start_server(struct handle *h, const char *image, const char *sn
   if (mkdtemp(tmpl) == NULL) return VIX_E_FAIL;
   h->workdir = strdup(tmpl);
   snprintf(sock, sizeof sock, "%s/nbd.sock", tmpl);
-  snprintf(opts, sizeof opts, "driver=qcow2,file.driver=file,file.filename=%s,file.locking=off", image);
+  snprintf(opts, sizeof opts, "driver=%s,file.driver=file,file.filename=%s,file.locking=off", vmdk ? "vmdk" : "qcow2",
+           vmdk ? vmdk : image);
   snprintf(load, sizeof load, "--load-snapshot=snapshot.name=%s", snapshot);
   h->server = fork();
   if (h->server < 0) return VIX_E_FAIL;
@@ -306,8 +313,12 @@ static VixError start_server(struct handle *h, const char *image, const char *sn
     int null = open("/dev/null", O_WRONLY);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (null >= 0) dup2(null, 2);
-    execl(conf.qemu_nbd, "qemu-nbd", "--read-only", "--persistent", "--shared=64", "--image-opts", load,
-          "--socket", sock, opts, (char *)NULL);
+    if (vmdk)
+      execl(conf.qemu_nbd, "qemu-nbd", "--read-only", "--persistent", "--shared=64", "--image-opts", "--socket", sock,
+            opts, (char *)NULL);
+    else
+      execl(conf.qemu_nbd, "qemu-nbd", "--read-only", "--persistent", "--shared=64", "--image-opts", load,
+            "--socket", sock, opts, (char *)NULL);
     _exit(127);
   }
   h->nbd = nbd_create();
@@ -351,7 +362,13 @@ EXPORT VixError VixDiskLib_Open(const VixDiskLibConnection connection, const cha
   h = calloc(1, sizeof *h);
   h->snapshot = strdup(c->snapshot);
   h->file = strdup(path);
-  err = start_server(h, image, c->snapshot);
+  if (conf.datastore != NULL && strncmp(path, conf.datastore, strlen(conf.datastore)) == 0) {
+    char vmdk[PATH_MAX];
+    snprintf(vmdk, sizeof vmdk, "%s/%s", conf.datastore_dir, path + strlen(conf.datastore));
+    err = start_server(h, image, c->snapshot, vmdk);
+  } else {
+    err = start_server(h, image, c->snapshot, NULL);
+  }
   if (err != VIX_OK) {
     stop_server(h);
     return err;

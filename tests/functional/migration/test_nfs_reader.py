@@ -23,7 +23,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.openstack.attac
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt, datapath, inventory
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import DataPathError
 
-from ..vsphere.conftest import LAB_DIR, lab_cmd
+from ..vsphere.conftest import LAB_DIR, VDDK_LIBDIR, lab_cmd
 from .conftest import Writer, delete_migration, sha256_of, sha256_of_target, start, wave_playbooks
 
 NFS_VM = "lab-vm-nfs"
@@ -111,7 +111,8 @@ def test_the_nfs_reader_serves_the_frozen_file_while_the_guest_writes_its_delta(
 
 def test_an_operators_older_snapshot_is_read_through_its_delta(vsphere, nfs_vm):
     """A VM that already has a snapshot (an operator's, kept through the migration): the sync's snapshot freezes
-    the operator's delta, and the reader reads the chain below it, descriptor by descriptor."""
+    the operator's delta, and the reader reads the chain below it, descriptor by descriptor; the lab's VDDK reads
+    the same point in time."""
     vm = nfs_vm
     disk = inventory.inventory(vsphere, vm).disks[1]
     vsphere.wait_task(vm.CreateSnapshot_Task("before-patching", "an operator's", False, False), "operator snapshot")
@@ -122,6 +123,9 @@ def test_an_operators_older_snapshot_is_read_through_its_delta(vsphere, nfs_vm):
         with datapath.open_disk(vsphere, vm, snap, disk, vddk_libdir=NO_VDDK, reader=datapath.Reader.NFS,
                                 nfs_mounts=MOUNTS) as uri:  # fmt: skip
             lab_cmd("write", NFS_VM, str(disk.key), "4")
+            assert served_sha256(uri, disk.capacity) == before
+        # With VDDK on the host, auto takes a VDDK reader: the same point in time, from the same frozen file.
+        with datapath.open_disk(vsphere, vm, snap, disk, vddk_libdir=VDDK_LIBDIR) as uri:
             assert served_sha256(uri, disk.capacity) == before
     assert inventory.inventory(vsphere, vm).disks[1].backing_file.endswith("lab-vm-nfs_1-000001.vmdk")
 
