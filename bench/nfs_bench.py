@@ -27,17 +27,14 @@ import sys
 import time
 
 import checkout  # noqa: F401  # pylint: disable=unused-import  # imported for its effect: the collection importable
+import labs
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier import CopyOptions
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt, datapath, inventory
-from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.client import (
-    VSphereClient,
-    VSphereConnection,
-)
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.client import VSphereClient
 
-LAB = os.environ.get("XMS_LAB_DIR", "/var/lib/xms-lab")
-VDDK_LIBDIR = os.path.join(LAB, "vsphere", "vddk")
-MOUNTS = {"nfs-ds0": os.path.join(LAB, "vsphere", "nfs-mnt", "nfs-ds0")}
+VDDK_LIBDIR = os.path.join(labs.LAB, "vsphere", "vddk")
+MOUNTS = {"nfs-ds0": os.path.join(labs.LAB, "vsphere", "nfs-mnt", "nfs-ds0")}
 VM = "lab-vm-nfs-bench"
 SIZE = 2 << 30  # the whole disk
 REQUEST = CopyOptions().request_size
@@ -58,16 +55,11 @@ def spread(values: list) -> dict:
 
 def main() -> int:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    with open(os.path.join(LAB, "vsphere", "lab.json")) as handle:
-        lab = json.load(handle)
+    lab = labs.lab_json()
     key = next(iter(lab["vms"][VM]["disks"]))
-    live = f"nbd+unix:///live-{key}?socket={LAB}/vsphere/qsd/{VM}/nbd.sock"
-    subprocess.run(["nbdkit", "-U", "-", "random", f"size={SIZE}", "seed=7", "--run",
-                    f"nbdcopy --flush \"$uri\" '{live}'"], check=True)  # fmt: skip
-    connection = VSphereConnection(hostname=lab["hostname"], port=lab["port"], username=lab["username"],
-                                   password=lab["password"], validate_certs=False)  # fmt: skip
+    labs.fill_with_random(VM, key, SIZE)
     times = {"nfs": [], "vddk": [], "flat": []}
-    with VSphereClient.connect(connection) as vsphere:
+    with VSphereClient.connect(labs.vcenter(lab)) as vsphere:
         vm = inventory.find_vm(vsphere, name=VM)
         disk = next(d for d in inventory.inventory(vsphere, vm).disks if str(d.key) == key)
         with cbt.sync_snapshot(vsphere, vm, purpose="nfs bench") as snap:

@@ -30,17 +30,14 @@ import subprocess
 import sys
 import time
 
+import labs
 from checkout import ROOT
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier import CopyOptions
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import cbt, datapath, inventory
-from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.client import (
-    VSphereClient,
-    VSphereConnection,
-)
+from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.client import VSphereClient
 
-LAB = os.environ.get("XMS_LAB_DIR", "/var/lib/xms-lab")
-VDDK_LIBDIR = os.path.join(LAB, "vsphere", "vddk")
+VDDK_LIBDIR = os.path.join(labs.LAB, "vsphere", "vddk")
 CBT = os.path.join(ROOT, "lab", "vsphere", "cbt.py")
 VM = "lab-vm-bench-1"
 SIZE = 2 << 30  # the whole disk
@@ -96,17 +93,12 @@ def allocated_bytes(uri: str) -> int:
 
 def main() -> int:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    with open(os.path.join(LAB, "vsphere", "lab.json")) as handle:
-        lab = json.load(handle)
+    lab = labs.lab_json()
     key = next(iter(lab["vms"][VM]["disks"]))
-    live = f"nbd+unix:///live-{key}?socket={LAB}/vsphere/qsd/{VM}/nbd.sock"
-    subprocess.run(["nbdkit", "-U", "-", "random", f"size={SIZE}", "seed=7", "--run",
-                    f"nbdcopy --flush \"$uri\" '{live}'"], check=True)  # fmt: skip
-    connection = VSphereConnection(hostname=lab["hostname"], port=lab["port"], username=lab["username"],
-                                   password=lab["password"], validate_certs=False)  # fmt: skip
+    labs.fill_with_random(VM, key, SIZE)
     work = os.path.join(os.environ.get("BENCH_DIR", "/var/tmp"), f"xms-vddk-bench-{os.getpid()}")
     os.makedirs(work)
-    with VSphereClient.connect(connection) as vsphere:
+    with VSphereClient.connect(labs.vcenter(lab)) as vsphere:
         vm = inventory.find_vm(vsphere, name=VM)
         disk = next(d for d in inventory.inventory(vsphere, vm).disks if str(d.key) == key)
         with (

@@ -110,31 +110,24 @@ func queryChangedDiskAreas(w http.ResponseWriter, req request) {
 		int64(answer["start"].(float64)), int64(answer["length"].(float64)), areas.String()))
 }
 
+// setChangeIDs gives each disk the change id the lab answered for it.
 func setChangeIDs(devices []types.BaseVirtualDevice, ids map[string]interface{}) []types.BaseVirtualDevice {
-	out := make([]types.BaseVirtualDevice, len(devices))
-	for i, dev := range devices {
-		out[i] = dev
-		disk, ok := dev.(*types.VirtualDisk)
-		if !ok {
-			continue
-		}
-		id, ok := ids[strconv.Itoa(int(disk.Key))].(string)
-		backing, isFlat := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
-		if !ok || !isFlat {
-			continue
-		}
-		// Copies, so that the VM's later change ids never alter a snapshot's.
-		copyDisk, copyBacking := *disk, *backing
-		copyBacking.ChangeId = id
-		copyDisk.Backing = &copyBacking
-		out[i] = &copyDisk
-	}
-	return out
+	return withBacking(devices, ids, func(backing *types.VirtualDiskFlatVer2BackingInfo, id string) {
+		backing.ChangeId = id
+	})
 }
 
-// setFiles names each disk's file, as ESXi does when a snapshot starts a delta or a removal merges one:
-// copies again, so that a snapshot keeps the file it froze.
+// setFiles names each disk's file, as ESXi does when a snapshot starts a delta or a removal merges one.
 func setFiles(devices []types.BaseVirtualDevice, files map[string]interface{}) []types.BaseVirtualDevice {
+	return withBacking(devices, files, func(backing *types.VirtualDiskFlatVer2BackingInfo, file string) {
+		backing.FileName = file
+	})
+}
+
+// withBacking gives each disk that values names (by key) a changed backing. Copies, so that the VM's
+// later changes never alter a snapshot's (which keeps its change ids and the files it froze).
+func withBacking(devices []types.BaseVirtualDevice, values map[string]interface{},
+	set func(*types.VirtualDiskFlatVer2BackingInfo, string)) []types.BaseVirtualDevice {
 	out := make([]types.BaseVirtualDevice, len(devices))
 	for i, dev := range devices {
 		out[i] = dev
@@ -142,13 +135,13 @@ func setFiles(devices []types.BaseVirtualDevice, files map[string]interface{}) [
 		if !ok {
 			continue
 		}
-		file, ok := files[strconv.Itoa(int(disk.Key))].(string)
+		value, ok := values[strconv.Itoa(int(disk.Key))].(string)
 		backing, isFlat := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
 		if !ok || !isFlat {
 			continue
 		}
 		copyDisk, copyBacking := *disk, *backing
-		copyBacking.FileName = file
+		set(&copyBacking, value)
 		copyDisk.Backing = &copyBacking
 		out[i] = &copyDisk
 	}

@@ -7,7 +7,6 @@ import hashlib
 import os
 import sys
 
-import nbd
 import pytest
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
@@ -24,7 +23,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere import 
 from ansible_collections.xms.warm_migration.plugins.module_utils.vsphere.errors import DataPathError
 
 from ..vsphere.conftest import LAB_DIR, VDDK_LIBDIR, lab_cmd
-from .conftest import Writer, delete_migration, sha256_of, sha256_of_target, start, wave_playbooks
+from .conftest import Writer, delete_migration, sha256_of_target, start, wave_playbooks
 
 NFS_VM = "lab-vm-nfs"
 MOUNT = os.path.join(LAB_DIR, "nfs-mnt", "nfs-ds0")  # up.sh's read-only mount of the datastore
@@ -56,21 +55,7 @@ def nfs_vm(vsphere, openstack):
 
 def live_sha256(key, size):
     """What the guest sees of disk ``key`` now (the lab's live export, through its whole vmdk chain)."""
-    handle = nbd.NBD()
-    handle.connect_uri(f"nbd+unix:///live-{key}?socket={os.path.join(LAB_DIR, 'qsd', NFS_VM, 'nbd.sock')}")
-    try:
-        return sha256_of(handle.pread, size)
-    finally:
-        handle.shutdown()
-
-
-def served_sha256(uri, size):
-    handle = nbd.NBD()
-    handle.connect_uri(uri)
-    try:
-        return sha256_of(handle.pread, size)
-    finally:
-        handle.shutdown()
+    return sha256_of_target(f"nbd+unix:///live-{key}?socket={os.path.join(LAB_DIR, 'qsd', NFS_VM, 'nbd.sock')}", size)
 
 
 def file_sha256(path):
@@ -93,9 +78,9 @@ def test_the_nfs_reader_serves_the_frozen_file_while_the_guest_writes_its_delta(
         try:
             assert server.choice.reader is datapath.Reader.NFS and "no VDDK" in server.choice.why  # auto
             uri = server.serving()
-            assert served_sha256(uri, disk.capacity) == before
+            assert sha256_of_target(uri, disk.capacity) == before
             lab_cmd("write", NFS_VM, str(disk.key), "8")  # the running guest keeps writing
-            assert served_sha256(uri, disk.capacity) == before
+            assert sha256_of_target(uri, disk.capacity) == before
             assert file_sha256(flat) == frozen
         finally:
             server.close()
@@ -123,10 +108,10 @@ def test_an_operators_older_snapshot_is_read_through_its_delta(vsphere, nfs_vm):
         with datapath.open_disk(vsphere, vm, snap, disk, vddk_libdir=NO_VDDK, reader=datapath.Reader.NFS,
                                 nfs_mounts=MOUNTS) as uri:  # fmt: skip
             lab_cmd("write", NFS_VM, str(disk.key), "4")
-            assert served_sha256(uri, disk.capacity) == before
+            assert sha256_of_target(uri, disk.capacity) == before
         # With VDDK on the host, auto takes a VDDK reader: the same point in time, from the same frozen file.
         with datapath.open_disk(vsphere, vm, snap, disk, vddk_libdir=VDDK_LIBDIR) as uri:
-            assert served_sha256(uri, disk.capacity) == before
+            assert sha256_of_target(uri, disk.capacity) == before
     assert inventory.inventory(vsphere, vm).disks[1].backing_file.endswith("lab-vm-nfs_1-000001.vmdk")
 
 
