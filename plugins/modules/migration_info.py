@@ -112,10 +112,10 @@ migrations:
       sample: 312
     projected_downtime_seconds:
       description:
-        - Seconds a cutover starting now would keep the VM down - the final delta (the guest's change rate
-          since the last sync, at the syncs' copy rate) plus conversion plus instance step, as the conversion
-          host measured them (defaults of 300 s and 30 s until it has). Null before an incremental sync, and
-          during and after the cutover.
+        - Seconds a cutover starting now would keep the VM down - the final delta (the guest's changes since
+          the last sync, each disk's at most its capacity, at the syncs' copy rate) plus conversion plus
+          instance step, as the conversion host measured them (defaults of 300 s and 30 s until it has). Null
+          before an incremental sync, and during and after the cutover.
       type: int
       sample: 95
     cutover_timings:

@@ -9,6 +9,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from ansible_collections.xms.warm_migration.plugins.module_utils.copy.copier import (
@@ -66,8 +67,10 @@ class DiskCopies:
     stopped: each journals what it had flushed, and the rerun resumes every disk from there. A disk
     with nothing to copy costs no attachment and no nbdkit: only its change id advances."""
 
-    def __init__(self, ctx: MigrationContext, snap, state, settings: SyncSettings, heartbeat, disks_by_key) -> None:
-        self.ctx, self.openstack, self.snap = ctx, ctx.openstack, snap
+    def __init__(
+        self, ctx: MigrationContext, snap, snapshot_at: datetime, state, settings: SyncSettings, heartbeat, disks_by_key
+    ) -> None:
+        self.ctx, self.openstack, self.snap, self.epoch = ctx, ctx.openstack, snap, int(snapshot_at.timestamp())
         self.state, self.settings, self.heartbeat, self.disks_by_key = state, settings, heartbeat, disks_by_key
         self.stop = threading.Event()
         self.finished: queue.Queue[Tuple[int, object]] = queue.Queue()
@@ -76,11 +79,13 @@ class DiskCopies:
         """Nothing to copy: ``disks`` equal the snapshot already, so their change ids advance at once."""
         self._advance(disks, [self._journal(disk) for disk in disks if disk.pending_change_id])
 
-    def _advance(self, disks: List[DiskState], journals: List[Optional[str]]) -> None:
-        """The volumes hold the snapshot's disks (flushed): their change ids and sizes advance, ``journals`` go."""
+    def _advance(self, disks: List[DiskState], journals: List[Optional[str]], copied: int = 0) -> None:
+        """The volumes hold the snapshot's disks (flushed): their change ids and sizes advance, each records
+        that this sync copied ``copied`` bytes of it, and ``journals`` go."""
         for disk in disks:
             disk.change_id, disk.pending_change_id = self.snap.change_ids[disk.disk_key], ""
             disk.capacity = self.snap.capacities[disk.disk_key]
+            disk.copied = {**disk.copied, self.epoch: copied}
         store.save_disks(self.openstack, self.state, disks)
         for path in set(journals) - {None}:
             _remove(path)
@@ -191,7 +196,7 @@ class DiskCopies:
         finally:
             if isinstance(result, BaseException):
                 raise _naming(disk, result)
-        self._advance([disk], [running.journal, stale])
+        self._advance([disk], [running.journal, stale], result.stats.bytes_read)
         self.heartbeat.disk_done(disk.disk_key, plan.bytes)
         return result
 

@@ -8,6 +8,13 @@ between their snapshots: what CBT reported changed), the copy rate and fixed cos
 syncs of different sizes took. Conversion and instance times are what this conversion host
 measured last (defaults until it has measured any).
 
+Changed bytes do not grow without end: a block written twice is copied once, so a disk's delta
+saturates at its capacity. Each disk's delta is projected as if its writes fell uniformly over
+it, ``C * (1 - exp(-w * t / C))`` for capacity C and write rate w (solved from what its
+incrementals copied): linear while a cadence's writes are a small part of the disk, and never
+above the disk. A guest whose writes keep to a working set saturates sooner, so the projection
+errs towards more downtime, never less.
+
 A cutover with a downtime budget syncs back to back while the source runs until the projection
 fits, as QEMU's live migration iterates while the dirty set shrinks; if the final delta stops
 shrinking, the guest writes faster than the copy can catch up, and the cutover stops before the
@@ -24,7 +31,7 @@ import statistics
 import threading
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 HISTORY = 6  # syncs kept in the record, as many of them as fit VALUE_LIMIT
 VALUE_LIMIT = 255  # characters of one record value: what Cinder stores in one metadata value
@@ -77,9 +84,49 @@ def parse_history(text: str) -> List[SyncSample]:
     return samples
 
 
+def format_copied(copied: Dict[int, int]) -> str:
+    """A disk's bytes per sync, ``epoch:bytes;...`` by the epoch of the sync's snapshot: the newest HISTORY."""
+    return ";".join(f"{epoch}:{size}" for epoch, size in sorted(copied.items())[-HISTORY:])
+
+
+def parse_copied(text: str) -> Dict[int, int]:
+    out = {}
+    for item in filter(None, text.split(";")):
+        epoch, _colon, size = item.partition(":")
+        if epoch.isdigit() and size.isdigit():
+            out[int(epoch)] = int(size)  # a hand-edited entry is skipped: the others still count
+    return out
+
+
+@dataclass(frozen=True)
+class DiskChanges:
+    """What the projection knows of one disk: its capacity and the bytes each sync copied of it, by the epoch
+    of the sync's snapshot (record.DiskState keeps them)."""
+
+    capacity: int
+    copied: Dict[int, int]
+
+
+def write_rate(changed: int, interval_s: float, capacity: int) -> float:
+    """The write rate (bytes/s) under which uniform writes change ``changed`` of ``capacity`` bytes in
+    ``interval_s``; the change rate itself when the capacity is unknown (0). A disk changed whole gives
+    a rate that fills it in a few intervals: the projection then says the whole disk."""
+    if capacity <= 0:
+        return changed / interval_s
+    share = min(changed / capacity, 1 - 1e-6)
+    return -capacity * math.log1p(-share) / interval_s
+
+
+def changed_after(rate: float, seconds: float, capacity: int) -> float:
+    """Bytes of ``capacity`` changed after ``seconds`` of uniform writes at ``rate``: write_rate's inverse."""
+    if capacity <= 0:
+        return rate * seconds
+    return -capacity * math.expm1(-rate * seconds / capacity)
+
+
 @dataclass
 class Projection:
-    change_rate: float  # bytes/s the guest changes
+    change_rate: float  # bytes/s the guest writes (its disks' write rates)
     copy_rate: float  # bytes/s a sync copies
     sync_fixed_s: float  # a sync's cost beyond its bytes
     final_delta_bytes: int
@@ -94,28 +141,42 @@ class Projection:
 
 
 def rates(samples: List[SyncSample]) -> Optional[tuple]:
-    """(change rate, copy rate, fixed cost) from the history, or None before it can say.
+    """(copy rate, fixed cost) from the history, or None before it can say.
 
-    Change rate: the mean over the last three incrementals of bytes over the time since the
-    snapshot before (what CBT reported changed, per second). Copy rate: the newest sync that
-    copied anything, bytes over its engine time (a bandwidth limit or a slower link shows at
-    once). Fixed cost: the mean over the last three syncs of their time outside the engine.
+    Copy rate: the newest sync that copied anything, bytes over its engine time (a bandwidth limit
+    or a slower link shows at once). Fixed cost: the mean over the last three syncs of their time
+    outside the engine.
     """
-    changes = [
-        cur.bytes / max(1.0, (cur.snapshot_at - prev.snapshot_at).total_seconds())
-        for prev, cur in zip(samples, samples[1:])
-        if cur.kind == "incremental"
-    ][-3:]
     copied = [s for s in samples if s.bytes > 0 and s.copy_s > 0]
-    if not changes or not copied:
+    if not copied:
         return None
     copy_rate = copied[-1].bytes / copied[-1].copy_s
     overheads = [max(0.0, s.duration_s - s.copy_s) for s in samples[-3:]]
-    return sum(changes) / len(changes), max(copy_rate, 1.0), sum(overheads) / len(overheads)
+    return max(copy_rate, 1.0), sum(overheads) / len(overheads)
+
+
+def write_rates(samples: List[SyncSample], disks: List[DiskChanges]) -> List[Tuple[int, float]]:
+    """(capacity, write rate) of each disk, each rate the mean over the last three incrementals; [] before
+    an incremental. A history whose disks did not record their own bytes (a record older than them)
+    projects the VM as one disk of their summed capacity."""
+    pairs = [(prev, cur) for prev, cur in zip(samples, samples[1:]) if cur.kind == "incremental"][-3:]
+    if not pairs:
+        return []
+    epochs = [int(cur.snapshot_at.timestamp()) for _prev, cur in pairs]
+    intervals = [max(1.0, (cur.snapshot_at - prev.snapshot_at).total_seconds()) for prev, cur in pairs]
+    if disks and all(epoch in disk.copied for disk in disks for epoch in epochs):
+        pools = [(disk.capacity, [disk.copied[epoch] for epoch in epochs]) for disk in disks]
+    else:
+        pools = [(sum(disk.capacity for disk in disks), [cur.bytes for _prev, cur in pairs])]
+    return [
+        (capacity, statistics.fmean(write_rate(b, t, capacity) for b, t in zip(changed, intervals)))
+        for capacity, changed in pools
+    ]
 
 
 def project(
     samples: List[SyncSample],
+    disks: List[DiskChanges],
     *,
     since_snapshot_s: float,
     conversion_s: Optional[float],
@@ -123,11 +184,12 @@ def project(
     convert: bool = True,
 ) -> Optional[Projection]:
     """The downtime of a cutover whose shutdown ends ``since_snapshot_s`` after the last sync's snapshot."""
-    found = rates(samples)
-    if found is None:
+    found, disk_rates = rates(samples), write_rates(samples, disks)
+    if found is None or not disk_rates:
         return None
-    change_rate, copy_rate, fixed = found
-    delta = int(change_rate * since_snapshot_s)
+    copy_rate, fixed = found
+    change_rate = sum(rate for _capacity, rate in disk_rates)
+    delta = int(sum(changed_after(rate, since_snapshot_s, capacity) for capacity, rate in disk_rates))
     final_sync_s = fixed + delta / copy_rate
     conversion = (conversion_s if conversion_s is not None else DEFAULT_CONVERSION_S) if convert else 0.0
     instance = instance_s if instance_s is not None else DEFAULT_INSTANCE_S

@@ -35,9 +35,12 @@ from typing import Dict, List, Optional
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import (
     MEASURED,
     SHUTDOWN_S,
+    DiskChanges,
     Projection,
     SyncSample,
+    format_copied,
     format_history,
+    parse_copied,
     parse_history,
     project,
 )
@@ -220,6 +223,12 @@ class DiskState:
     change_id: str = ""  # change id of the last snapshot whose data is fully on the volume
     pending_change_id: str = ""  # change id of the snapshot a sync was copying when it stopped
     label: str = ""
+    # Bytes each of the last syncs copied of this disk, by the epoch of the sync's snapshot: the projection
+    # saturates each disk's delta at its own capacity.
+    copied: Dict[int, int] = field(default_factory=dict)
+
+    def changes(self) -> DiskChanges:
+        return DiskChanges(self.capacity, self.copied)
 
     @property
     def seeded(self) -> bool:
@@ -294,6 +303,7 @@ class MigrationState:
         since = ((now or utcnow()) - self.synced_at).total_seconds() + self.estimates.get("shutdown_s", SHUTDOWN_S)
         return project(
             self.history,
+            [disk.changes() for disk in self.disks],
             since_snapshot_s=since,
             conversion_s=self.estimates.get("conversion_s"),
             instance_s=self.estimates.get("instance_s"),
@@ -419,6 +429,7 @@ class MigrationState:
             "change_id": disk.change_id,
             "pending_change_id": disk.pending_change_id,
             "volume_id": disk.volume_id,  # a record copied onto another volume names the wrong one
+            "copied": format_copied(disk.copied),
         }
 
     @classmethod
@@ -479,6 +490,7 @@ class MigrationState:
                     change_id=rec.get("change_id", ""),
                     pending_change_id=rec.get("pending_change_id", ""),
                     label=rec.get("disk_label", ""),
+                    copied=parse_copied(rec.get("copied", "")),
                 )
             )
         state.disks.sort(key=lambda d: d.index)

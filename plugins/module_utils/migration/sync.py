@@ -288,7 +288,7 @@ def sync_held(ctx: MigrationContext, held: ownership.Held, settings: SyncSetting
                     attachments.release(disk)  # grown since it was attached: Cinder extends only a free one
                     os_volumes.extend_volume(openstack, disk.volume_id, snap.capacities[disk.disk_key])
             heartbeat.expect(sum(plan.bytes for _disk, plan in sync_plan.disks))
-            copies = DiskCopies(ctx, snap, state, settings, heartbeat, disks_by_key)
+            copies = DiskCopies(ctx, snap, snapshot_time, state, settings, heartbeat, disks_by_key)
             copies.advance_idle([disk for disk, plan in sync_plan.disks if not plan.bytes])
             done = copies.run([(disk, plan) for disk, plan in sync_plan.disks if plan.bytes], attachments)
         outcome.snapshot_s = time.monotonic() - snapshot_started

@@ -41,10 +41,11 @@ def test_round_trip_keeps_every_field():
     state.phase, state.synced_at, state.sync_count, state.bytes_full, state.bytes_incr = Phase.READY, T0, 3, 100, 20
     state.rate, state.paused, state.converted, state.needs_full_resync = 12.5, True, True, True
     state.disks[0].change_id, state.disks[1].pending_change_id = "52 aa/7", "52 aa/8"
+    state.disks[1].copied = {1764550000: 4096, 1764550600: 0}
     back = MigrationState.from_volumes(list(reversed(records(state))))
     assert back.metrics(T0) == state.metrics(T0)
     assert [d.volume_id for d in back.disks] == ["vol-a", "vol-b"]  # disk order, not volume order
-    assert back.disks[1].pending_change_id == "52 aa/8"
+    assert back.disks[1].pending_change_id == "52 aa/8" and back.disks[1].copied == state.disks[1].copied
     assert back.needs_full_resync and back.converted and back.paused
 
 
@@ -61,6 +62,8 @@ def test_every_value_fits_cinder_whatever_the_figures(monkeypatch):
     state = state_with_two_disks()
     huge, day = 60 * 10**12, 86_399.999
     state.history = [SyncSample(T0 + timedelta(days=i), "full_resync", huge, day, day) for i in range(HISTORY)]
+    for disk in state.disks:
+        disk.copied = {int((T0 + timedelta(days=i)).timestamp()): 10**18 for i in range(HISTORY)}
     state.bytes_full = state.bytes_incr = state.sync_count = state.progress_done = state.progress_total = 10**18
     state.rate, state.revision, state.operator_revision = 1e15, 10**18, 10**18
     state.cutover_marks = {mark: T0 for mark in CUTOVER_MARKS}
