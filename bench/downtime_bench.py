@@ -118,6 +118,11 @@ def result(case, outcome):
         "ratio": round(projected.get("downtime_s", 0) / measured, 2) if measured else None,
         "final_sync_projected_s": projected.get("final_sync_s"),
         "final_sync_measured_s": (outcome.timings or {}).get("final_sync"),
+        # The final sync's parts: its bytes against the projected delta, and its own run against the step's time
+        # (the rest is the cutover's work around the sync: the source's power state, the record).
+        "final_delta_projected_MB": round((projected.get("final_delta_bytes") or 0) / 1e6, 1),
+        "final_delta_measured_MB": round((outcome.final_sync or {}).get("bytes", 0) / 1e6, 1),
+        "final_sync_run_s": round((outcome.final_sync or {}).get("duration_seconds", 0), 1),
         "instance_projected_s": projected.get("instance_s"),
         "instance_measured_s": (outcome.timings or {}).get("instance"),
         "change_rate_MBps_estimated": round((projected.get("change_rate") or 0) / 1e6, 2),

@@ -12,8 +12,9 @@ Changed bytes do not grow without end: a block written twice is copied once, so 
 saturates at its capacity. Each disk's delta is projected as if its writes fell uniformly over
 it, ``C * (1 - exp(-w * t / C))`` for capacity C and write rate w (solved from what its
 incrementals copied): linear while a cadence's writes are a small part of the disk, and never
-above the disk. A guest whose writes keep to a working set saturates sooner, so the projection
-errs towards more downtime, never less.
+above the disk. Writes that keep to a working set saturate sooner (the projection says more than
+is copied); writes only to new blocks (an appending log) grow linearly until the disk is full
+(it says less). Both differences vanish on disks much larger than a cadence's writes.
 
 A cutover with a downtime budget syncs back to back while the source runs until the projection
 fits, as QEMU's live migration iterates while the dirty set shrinks; if the final delta stops
