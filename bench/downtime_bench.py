@@ -1,10 +1,11 @@
 """Projected against measured downtime, on the labs, for several guest write rates.
 
-For each rate: lab-vm-1 is reset, initialized and seeded; a writer changes its first disk at
-the rate through the lab's live export (as a running guest does, until the cutover powers it
-off); two incrementals measure the change rate; after a minute's pause the cutover runs (conversion
-skipped: the lab VM holds test data) with no budget. The projection it started from is compared
-with the downtime it measured (guest down to instance ACTIVE), the yardstick of the same run.
+For each rate: lab-vm-1 is reset and initialized; a writer changes its first disk at the rate
+through the lab's live export (as a running guest does, from before the seed until the cutover
+powers it off); the seed and two incrementals measure the change rate; after a minute's pause
+the cutover runs (conversion skipped: the lab VM holds test data) with no budget. The projection
+it started from is compared with the downtime it measured (guest down to instance ACTIVE), the
+yardstick of the same run.
 Two cutovers first measure this host's shutdown and instance times, as a real host's earlier
 cutovers would have. Syncs are capped at 4 MB/s, so that the final delta, not the lab's few
 seconds of instance step, makes most of the downtime, as on a real link. A last case cuts over
@@ -86,12 +87,14 @@ def one_round(vsphere, openstack, settings, rate, pause=60, budget=None):
     migration_id = initialize(
         MigrationContext.read(vsphere, vm, openstack), target, vddk_libdir=VDDK_LIBDIR
     ).migration_id
-    run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
     key = str(store.load(openstack, migration_id).disks[0].disk_key)
     stop = threading.Event()
+    # The guest writes from before the seed's snapshot on, as a running one does: the first incremental's
+    # interval (from the seed's snapshot) holds writes throughout, and the change rate measured is the writer's.
     thread = threading.Thread(target=writer, args=(vsphere, vm, key, rate, stop), daemon=True)
     thread.start()
     try:
+        run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
         for _measure in range(2):
             time.sleep(10)
             run_sync(MigrationContext.read(vsphere, vm, openstack), settings)
