@@ -23,6 +23,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.copy.verify imp
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration import store
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.context import MigrationContext
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.plan import DiskPlan, journal_path
+from ansible_collections.xms.warm_migration.plugins.module_utils.migration.projection import epoch
 from ansible_collections.xms.warm_migration.plugins.module_utils.migration.record import (
     DiskState,
     MigrationState,
@@ -70,7 +71,7 @@ class DiskCopies:
     def __init__(
         self, ctx: MigrationContext, snap, snapshot_at: datetime, state, settings: SyncSettings, heartbeat, disks_by_key
     ) -> None:
-        self.ctx, self.openstack, self.snap, self.epoch = ctx, ctx.openstack, snap, int(snapshot_at.timestamp())
+        self.ctx, self.openstack, self.snap, self.epoch = ctx, ctx.openstack, snap, epoch(snapshot_at)
         self.state, self.settings, self.heartbeat, self.disks_by_key = state, settings, heartbeat, disks_by_key
         self.stop = threading.Event()
         self.finished: queue.Queue[Tuple[int, object]] = queue.Queue()

@@ -56,13 +56,17 @@ class SyncSample:
     copy_s: float
 
 
+def epoch(when: datetime) -> int:
+    """A sync's snapshot time as the record keys it: whole seconds since 1970."""
+    return int(when.timestamp())
+
+
 def format_history(samples: List[SyncSample]) -> str:
     """``epoch:kind:bytes:ms:copy_ms;...``, the newest last: at most HISTORY of them, and only as many of
     the newest as fit a record value (VALUE_LIMIT characters): a multi-TB seed and hour-long syncs take
     over 40 characters a sample, and then the oldest ones are left out (the projection uses the newest)."""
     items = [
-        f"{int(s.snapshot_at.timestamp())}:{KINDS.get(s.kind, 'i')}:{s.bytes}:{int(s.duration_s * 1000)}"
-        f":{int(s.copy_s * 1000)}"
+        f"{epoch(s.snapshot_at)}:{KINDS.get(s.kind, 'i')}:{s.bytes}:{int(s.duration_s * 1000)}:{int(s.copy_s * 1000)}"
         for s in samples[-HISTORY:]
     ]
     while len(";".join(items)) > VALUE_LIMIT:
@@ -163,10 +167,10 @@ def write_rates(samples: List[SyncSample], disks: List[DiskChanges]) -> List[Tup
     pairs = [(prev, cur) for prev, cur in zip(samples, samples[1:]) if cur.kind == "incremental"][-3:]
     if not pairs:
         return []
-    epochs = [int(cur.snapshot_at.timestamp()) for _prev, cur in pairs]
+    epochs = [epoch(cur.snapshot_at) for _prev, cur in pairs]
     intervals = [max(1.0, (cur.snapshot_at - prev.snapshot_at).total_seconds()) for prev, cur in pairs]
-    if disks and all(epoch in disk.copied for disk in disks for epoch in epochs):
-        pools = [(disk.capacity, [disk.copied[epoch] for epoch in epochs]) for disk in disks]
+    if disks and all(when in disk.copied for disk in disks for when in epochs):
+        pools = [(disk.capacity, [disk.copied[when] for when in epochs]) for disk in disks]
     else:
         pools = [(sum(disk.capacity for disk in disks), [cur.bytes for _prev, cur in pairs])]
     return [

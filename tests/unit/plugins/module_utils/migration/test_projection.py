@@ -14,6 +14,7 @@ from ansible_collections.xms.warm_migration.plugins.module_utils.migration.proje
     HostTimes,
     SyncSample,
     changed_after,
+    epoch,
     format_copied,
     format_history,
     parse_copied,
@@ -34,10 +35,6 @@ def history():
         SyncSample(T0 + timedelta(minutes=10), "incremental", 60 * MB, 2.5, 0.6),
         SyncSample(T0 + timedelta(minutes=20), "incremental", 60 * MB, 2.5, 0.6),
     ]
-
-
-def epoch(sample: SyncSample) -> int:
-    return int(sample.snapshot_at.timestamp())
 
 
 def test_rates_come_from_the_newest_copy_and_the_last_syncs_fixed_costs():
@@ -93,8 +90,8 @@ def test_each_disk_saturates_at_its_own_capacity():
         SyncSample(T0 + timedelta(seconds=10), "incremental", 30 * MB, 8.0, 7.5),
         SyncSample(T0 + timedelta(seconds=20), "incremental", 30 * MB, 8.0, 7.5),
     ]
-    busy = {epoch(s): 20 * MB for s in samples[1:]}
-    quiet = {epoch(s): 10 * MB for s in samples[1:]}
+    busy = {epoch(s.snapshot_at): 20 * MB for s in samples[1:]}
+    quiet = {epoch(s.snapshot_at): 10 * MB for s in samples[1:]}
     p = project(samples, [DiskChanges(small, busy), DiskChanges(big, quiet)], since_snapshot_s=600,
                 conversion_s=0, instance_s=0)  # fmt: skip
     assert p.final_delta_bytes == pytest.approx(small + 600 * MB, rel=0.01)
@@ -107,7 +104,7 @@ def test_each_disk_saturates_at_its_own_capacity():
 def test_a_disk_changed_whole_projects_the_whole_disk():
     later = T0 + timedelta(seconds=5)
     samples = [SyncSample(T0, "seed", 64 * MB, 2, 1), SyncSample(later, "incremental", 64 * MB, 2, 1)]
-    p = project(samples, [DiskChanges(64 * MB, {epoch(samples[1]): 64 * MB})], since_snapshot_s=60,
+    p = project(samples, [DiskChanges(64 * MB, {epoch(samples[1].snapshot_at): 64 * MB})], since_snapshot_s=60,
                 conversion_s=0, instance_s=0)  # fmt: skip
     assert p.final_delta_bytes == pytest.approx(64 * MB, rel=0.001)
 
